@@ -1,0 +1,45 @@
+// ForwardBatch: everything one step's forward needs to know about its sequences: the flattened
+// tokens, their positions, each sequence's span and KV block tables per group, the KV slot of each
+// token, and which rows produce logits. Built once per step and validated once, so the forward
+// itself never checks input.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "model/config.h"
+
+namespace gemmaserve::model {
+
+struct BatchSequence {
+  int64_t num_cached = 0;  // tokens already in the KV cache: positions [0, num_cached)
+  int64_t num_tokens = 0;  // tokens of this step, at positions [num_cached, num_cached + num_tokens)
+  // Physical block per logical block, per KV group ([sliding, full]). The sliding group may hold
+  // −1 for blocks that fell out of the window and were freed.
+  std::array<std::vector<int32_t>, kNumKvGroups> block_tables;
+  bool all_logits = false;  // logits for every token of the step, not only the last
+};
+
+struct ForwardBatch {
+  // Filled by the caller.
+  std::vector<int32_t> token_ids;  // [num_tokens], sequence by sequence
+  std::vector<BatchSequence> sequences;
+
+  // Derived by Finalize.
+  std::vector<int32_t> positions;                                  // [num_tokens]
+  std::array<std::vector<int64_t>, kNumKvGroups> slot_mapping;     // [num_tokens] per group
+  std::vector<int64_t> token_begin;                                // per sequence
+  std::vector<int64_t> logits_rows;                                // token rows that get logits
+
+  int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
+
+  // Validates the caller's fields against the model and cache geometry (ids inside the vocabulary,
+  // contexts within max_position_embeddings, every block a token writes or may read present and
+  // inside its pool) and derives the rest. INVALID_ARGUMENT naming the sequence and value.
+  absl::Status Finalize(const Gemma4Config& config, int64_t block_size,
+                        const std::array<int64_t, kNumKvGroups>& num_blocks);
+};
+
+}  // namespace gemmaserve::model

@@ -1,0 +1,48 @@
+// KvCache: the device memory holding keys and values, one block pool per KV group (sliding, full).
+// Every layer of a group has its own K and V tensors [num_blocks(group), block_size,
+// num_kv_heads(layer), head_dim(layer)], indexed by the same block ids, so one block table per
+// sequence and group addresses all of that group's layers. Block ids are owned by whoever
+// schedules (the coordinator's block manager, or a single-process driver); the cache only holds
+// the memory.
+//
+// Keys are stored after k_norm and RoPE, values after v_norm; on attention_k_eq_v layers they
+// still differ, so both are kept.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "common/tensor.h"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace gemmaserve::model {
+
+struct KvCacheOptions {
+  int64_t block_size = 16;                      // token slots per block
+  std::array<int64_t, kNumKvGroups> num_blocks{};  // blocks per group: [sliding, full]
+};
+
+class KvCache {
+ public:
+  // Allocates zeroed K/V tensors for every layer on `device`.
+  KvCache(const std::vector<LayerWeights>& layers, const KvCacheOptions& options,
+          Device device = Device::Cpu());
+
+  int64_t block_size() const { return options_.block_size; }
+  int64_t num_blocks(LayerKind group) const { return options_.num_blocks[static_cast<int>(group)]; }
+  Tensor& k(int64_t layer) { return k_[layer]; }
+  Tensor& v(int64_t layer) { return v_[layer]; }
+
+  // Bytes one block of `group` takes across all of that group's layers (K and V, f32).
+  static int64_t BlockBytes(const std::vector<LayerWeights>& layers, LayerKind group,
+                            int64_t block_size);
+
+ private:
+  KvCacheOptions options_;
+  std::vector<Tensor> k_;
+  std::vector<Tensor> v_;
+};
+
+}  // namespace gemmaserve::model

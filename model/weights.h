@@ -1,0 +1,75 @@
+// The weights of one Gemma 4 decoder (or of one rank's shard of it) as plain data: a struct of
+// tensors per layer, filled by LoadWeights from a checkpoint. On the CPU backend every tensor is
+// f32 (widened once at load), so the forward runs OpenBLAS sgemm/sgemv on them.
+//
+// Shapes below are for one rank; with a single process, *_local equals the config value.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/tensor.h"
+#include "model/checkpoint.h"
+#include "model/config.h"
+
+namespace gemmaserve::model {
+
+struct AttentionWeights {
+  Tensor q_proj;  // [num_heads · head_dim, hidden]
+  Tensor k_proj;  // [num_kv_heads · head_dim, hidden]
+  Tensor v_proj;  // [num_kv_heads · head_dim, hidden]; undefined on k_eq_v layers (V = raw K)
+  Tensor o_proj;  // [hidden, num_heads · head_dim]
+  Tensor q_norm;  // [head_dim]
+  Tensor k_norm;  // [head_dim]
+};
+
+// The dense MLP; gate_proj and up_proj are stacked so one matmul computes both.
+struct MlpWeights {
+  Tensor gate_up;  // [2 · width, hidden]: rows [0, width) gate, [width, 2·width) up
+  Tensor down;     // [hidden, width]
+};
+
+struct MoeWeights {
+  Tensor router_proj;       // [num_experts, hidden]
+  Tensor router_scale;      // [hidden]
+  Tensor per_expert_scale;  // [num_experts]
+  Tensor gate_up;           // [num_local_experts, 2 · moe_width, hidden]
+  Tensor down;              // [num_local_experts, hidden, moe_width]
+  // local_expert[e] = index into gate_up/down of global expert e, or −1 when another rank holds it.
+  std::vector<int32_t> local_expert;
+  Tensor pre_feedforward_layernorm_2;   // [hidden]
+  Tensor post_feedforward_layernorm_1;  // [hidden]
+  Tensor post_feedforward_layernorm_2;  // [hidden]
+};
+
+struct LayerWeights {
+  LayerGeometry geometry;
+  int64_t num_heads_local = 0;
+  int64_t num_kv_heads_local = 0;
+  Tensor input_layernorm;             // [hidden]
+  Tensor post_attention_layernorm;    // [hidden]
+  Tensor pre_feedforward_layernorm;   // [hidden]
+  Tensor post_feedforward_layernorm;  // [hidden]
+  AttentionWeights attention;
+  MlpWeights mlp;
+  bool has_moe = false;
+  MoeWeights moe;
+  float layer_scalar = 1.0f;
+};
+
+struct ModelWeights {
+  Tensor embed_tokens;  // [vocab, hidden]; also the tied LM head
+  Tensor final_norm;    // [hidden]
+  std::vector<LayerWeights> layers;
+};
+
+// The prefix of text weights in Gemma4ForConditionalGeneration checkpoints ("model.language_model.")
+// or, for a text-only export, "model.". Vision and audio tower tensors are never read.
+absl::StatusOr<std::string> TextWeightPrefix(const Checkpoint& checkpoint);
+
+// Loads every text weight of `config` from `checkpoint`, checking each shape, widened to f32.
+absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Gemma4Config& config);
+
+}  // namespace gemmaserve::model

@@ -1,0 +1,34 @@
+#include "ops/activation.h"
+
+#include <cmath>
+
+#include "ops/ops_util.h"
+
+namespace gemmaserve::ops {
+
+float GeluTanh(float x) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  constexpr float kCoefficient = 0.044715f;
+  const float inner = kSqrt2OverPi * (x + kCoefficient * x * x * x);
+  return 0.5f * x * (1.0f + std::tanh(inner));
+}
+
+void GeluTanhGate(const Tensor& gate_up, Tensor& out) {
+  CheckCpuF32(gate_up, "GeluTanhGate gate_up");
+  CheckCpuF32(out, "GeluTanhGate out");
+  CHECK_EQ(gate_up.rank(), 2);
+  const int64_t rows = gate_up.dim(0);
+  const int64_t width = gate_up.dim(1) / 2;
+  CHECK_EQ(gate_up.dim(1), 2 * width);
+  CheckShape(out, {rows, width}, "GeluTanhGate out");
+  const float* in = gate_up.data<float>();
+  float* dst = out.data<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* gate = in + r * 2 * width;
+    const float* up = gate + width;
+    float* row = dst + r * width;
+    for (int64_t i = 0; i < width; ++i) row[i] = GeluTanh(gate[i]) * up[i];
+  }
+}
+
+}  // namespace gemmaserve::ops

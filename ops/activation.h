@@ -1,0 +1,15 @@
+// The gated GELU of Gemma's MLPs: out = gelu_tanh(gate) · up, with PyTorch's tanh approximation
+// gelu_tanh(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+#pragma once
+
+#include "common/tensor.h"
+
+namespace gemmaserve::ops {
+
+float GeluTanh(float x);
+
+// gate_up: [rows, 2·width] f32 holding gate in columns [0, width) and up in [width, 2·width);
+// out: [rows, width] f32.
+void GeluTanhGate(const Tensor& gate_up, Tensor& out);
+
+}  // namespace gemmaserve::ops

@@ -1,0 +1,14 @@
+// RMSNorm as Gemma 4 defines it (GEMMA4.md §2.1): y = x · (mean(x²) + eps)^(−1/2) · w, in f32.
+// The weight multiplies directly (x·w), NOT x·(1+w) as in Gemma 1–3. Without a weight (v_norm,
+// router.norm) the normalised x is returned as is.
+#pragma once
+
+#include "common/tensor.h"
+
+namespace gemmaserve::ops {
+
+// x, y: [rows, dim] f32 (y may be x); weight: [dim] f32, or an undefined Tensor for no weight.
+// Tensors of rank > 2 normalise over their last dimension.
+void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& y);
+
+}  // namespace gemmaserve::ops

@@ -1,0 +1,49 @@
+#include "ops/rope.h"
+
+#include <cmath>
+
+#include "ops/ops_util.h"
+
+namespace gemmaserve::ops {
+
+Rotary::Rotary(int64_t head_dim, int64_t rope_angles, double theta) : head_dim_(head_dim) {
+  CHECK(head_dim > 0 && head_dim % 2 == 0) << "head_dim " << head_dim;
+  CHECK(rope_angles >= 0 && rope_angles <= head_dim / 2) << "rope_angles " << rope_angles;
+  inv_freq_.resize(rope_angles);
+  for (int64_t j = 0; j < rope_angles; ++j) {
+    const float exponent = static_cast<float>(2 * j) / static_cast<float>(head_dim);
+    inv_freq_[j] = 1.0f / std::pow(static_cast<float>(theta), exponent);
+  }
+}
+
+void Rotary::Apply(Tensor& x, const int32_t* positions) const {
+  CheckCpuF32(x, "Rotary x");
+  CHECK_EQ(x.rank(), 3);
+  CHECK_EQ(x.dim(2), head_dim_);
+  const int64_t num_tokens = x.dim(0);
+  const int64_t num_heads = x.dim(1);
+  const int64_t half = head_dim_ / 2;
+  const int64_t angles = static_cast<int64_t>(inv_freq_.size());
+  std::vector<float> cos_values(angles);
+  std::vector<float> sin_values(angles);
+  float* data = x.data<float>();
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    const float position = static_cast<float>(positions[t]);
+    for (int64_t j = 0; j < angles; ++j) {
+      const float angle = position * inv_freq_[j];
+      cos_values[j] = std::cos(angle);
+      sin_values[j] = std::sin(angle);
+    }
+    for (int64_t h = 0; h < num_heads; ++h) {
+      float* head = data + (t * num_heads + h) * head_dim_;
+      for (int64_t j = 0; j < angles; ++j) {
+        const float a = head[j];
+        const float b = head[j + half];
+        head[j] = a * cos_values[j] - b * sin_values[j];
+        head[j + half] = b * cos_values[j] + a * sin_values[j];
+      }
+    }
+  }
+}
+
+}  // namespace gemmaserve::ops

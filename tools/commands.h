@@ -1,0 +1,11 @@
+// The subcommands of the `gemmaserve` binary. Each takes its own argv (argv[0] is the command
+// name) and returns the process exit code: 0 success, 1 runtime error, 2 usage error.
+#pragma once
+
+namespace gemmaserve::tools {
+
+int RunMain(int argc, char** argv);            // run_command.cc
+int LogitsMain(int argc, char** argv);         // logits_command.cc
+int GenCheckpointMain(int argc, char** argv);  // gen_checkpoint_command.cc
+
+}  // namespace gemmaserve::tools
