@@ -6,14 +6,6 @@
 
 namespace gemmaserve::model {
 
-int32_t ArgMax(const float* logits, int64_t vocab_size) {
-  int64_t best = 0;
-  for (int64_t i = 1; i < vocab_size; ++i) {
-    if (logits[i] > logits[best]) best = i;
-  }
-  return static_cast<int32_t>(best);
-}
-
 absl::StatusOr<std::unique_ptr<LocalRunner>> LocalRunner::Load(const std::string& dir,
                                                                int64_t max_context,
                                                                int64_t max_sequences) {

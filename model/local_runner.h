@@ -55,7 +55,4 @@ class LocalRunner {
   int64_t max_sequences_;
 };
 
-// Greedy choice: the highest logit, ties to the lowest id.
-int32_t ArgMax(const float* logits, int64_t vocab_size);
-
 }  // namespace gemmaserve::model

@@ -5,7 +5,7 @@
 namespace gemmaserve::tools {
 
 int RunMain(int argc, char** argv);            // run_command.cc
-int LogitsMain(int argc, char** argv);         // logits_command.cc
+int LogitsMain(int argc, char** argv);         // run_command.cc
 int GenCheckpointMain(int argc, char** argv);  // gen_checkpoint_command.cc
 
 }  // namespace gemmaserve::tools

@@ -145,7 +145,8 @@ std::string FlagSet::Usage() const {
                     flag.help);
     if (flag.required) {
       absl::StrAppend(&usage, " (required)");
-    } else if (!flag.default_text.empty() && !flag.is_switch) {
+    } else if (!flag.default_text.empty() && !flag.is_switch &&
+               flag.help.find("(default") == std::string::npos) {
       absl::StrAppend(&usage, " (default ", flag.default_text, ")");
     }
     absl::StrAppend(&usage, "\n");

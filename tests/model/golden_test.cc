@@ -11,6 +11,7 @@
 #include "model/local_runner.h"
 #include "nlohmann/json.hpp"
 #include "tests/model/npy.h"
+#include "worker/sampler.h"
 
 namespace gemmaserve::model {
 namespace {
@@ -97,7 +98,7 @@ TEST_P(GoldenTest, GreedyDecodeWithKvCacheMatchesTokensAndStepLogits) {
     std::vector<std::vector<float>> seen;
     auto greedy = [&](const float* logits, int64_t vocab_size) {
       seen.emplace_back(logits, logits + vocab_size);
-      return ArgMax(logits, vocab_size);
+      return worker::ArgMax(logits, vocab_size);
     };
     auto outputs = runner_->Generate({ref_.inputs[s]}, 16, greedy);
     ASSERT_TRUE(outputs.ok()) << outputs.status();
@@ -113,9 +114,19 @@ TEST_P(GoldenTest, GreedyDecodeWithKvCacheMatchesTokensAndStepLogits) {
 }
 
 TEST_P(GoldenTest, BatchedGreedyDecodeMatchesEachSequence) {
-  auto outputs = runner_->Generate(ref_.inputs, 16, ArgMax);
+  auto outputs = runner_->Generate(ref_.inputs, 16, worker::ArgMax);
   ASSERT_TRUE(outputs.ok()) << outputs.status();
   for (size_t s = 0; s < ref_.inputs.size(); ++s) EXPECT_EQ((*outputs)[s], ref_.greedy[s]);
+}
+
+TEST_P(GoldenTest, GenerationStopsAtAStopIdAndKeepsIt) {
+  const std::vector<int32_t>& greedy = ref_.greedy[0];
+  // Stop at the first occurrence of the fifth greedy token.
+  const int32_t stop = greedy[4];
+  const size_t expected_length = std::find(greedy.begin(), greedy.end(), stop) - greedy.begin() + 1;
+  auto outputs = runner_->Generate({ref_.inputs[0]}, 16, worker::ArgMax, {stop});
+  ASSERT_TRUE(outputs.ok()) << outputs.status();
+  EXPECT_EQ((*outputs)[0], std::vector<int32_t>(greedy.begin(), greedy.begin() + expected_length));
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyModels, GoldenTest,

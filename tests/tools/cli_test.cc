@@ -1,0 +1,104 @@
+// The `gemmaserve run` and `gemmaserve logits` commands as a user runs them: a real process, its
+// stdout and exit code, checked against the golden references.
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_join.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace gemmaserve {
+namespace {
+
+struct Output {
+  int exit_code = -1;
+  std::string out;  // stdout, with stderr appended after a "\n--stderr--\n" marker
+};
+
+Output Gemmaserve(const std::string& args) {
+  const std::string command = std::string(GEMMASERVE_BINARY) + " " + args + " 2>&1";
+  Output result;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return result;
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) result.out.append(buffer, n);
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+nlohmann::json Reference(const std::string& model) {
+  std::ifstream in("tests/data/ref/" + model + ".json");
+  return nlohmann::json::parse(in);
+}
+
+TEST(CliTest, RunGreedyPrintsTheGoldenTokens) {
+  for (const std::string model : {"gemma4-tiny-dense", "gemma4-tiny-moe"}) {
+    const nlohmann::json seq = Reference(model)["sequences"][2];
+    const std::string ids = absl::StrJoin(seq["input_ids"].get<std::vector<int>>(), ",");
+    Output run = Gemmaserve("run --model tests/data/" + model + " --prompt-ids " + ids +
+                            " --max-tokens 16 --temperature 0 --ignore-eos --json");
+    ASSERT_EQ(run.exit_code, 0) << run.out;
+    const nlohmann::json result = nlohmann::json::parse(run.out);
+    EXPECT_EQ(result["output_ids"], seq["greedy_new_tokens"]) << model;
+    EXPECT_EQ(result["finish_reason"], "length");
+  }
+}
+
+TEST(CliTest, LogitsPrintsTheGoldenLastPosition) {
+  const nlohmann::json seq = Reference("gemma4-tiny-moe")["sequences"][3];
+  const std::string ids = absl::StrJoin(seq["input_ids"].get<std::vector<int>>(), ",");
+  Output run = Gemmaserve("logits --model tests/data/gemma4-tiny-moe --tokens " + ids);
+  ASSERT_EQ(run.exit_code, 0) << run.out;
+  const auto logits = nlohmann::json::parse(run.out)["logits"];
+  ASSERT_EQ(logits.size(), 1u);
+  const auto expected = seq["last_logits"].get<std::vector<float>>();
+  ASSERT_EQ(logits[0].size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_NEAR(logits[0][i].get<float>(), expected[i], 1e-3) << "logit " << i;
+  }
+}
+
+TEST(CliTest, LogitsAllPositionsHasOneRowPerToken) {
+  Output run = Gemmaserve("logits --model tests/data/gemma4-tiny-dense --tokens 2,17,40 --all-positions");
+  ASSERT_EQ(run.exit_code, 0) << run.out;
+  EXPECT_EQ(nlohmann::json::parse(run.out)["logits"].size(), 3u);
+}
+
+TEST(CliTest, IgnoreEosGeneratesExactlyMaxTokens) {
+  Output run = Gemmaserve("run --model tests/data/gemma4-tiny-dense --prompt-ids 2,1,1 "
+                          "--max-tokens 24 --temperature 0 --ignore-eos --json");
+  ASSERT_EQ(run.exit_code, 0) << run.out;
+  EXPECT_EQ(nlohmann::json::parse(run.out)["output_ids"].size(), 24u);
+}
+
+TEST(CliTest, BadInputGivesAClearErrorAndUsageExitCode) {
+  struct Case {
+    std::string args;
+    std::string message;
+    int exit_code;
+  };
+  const std::vector<Case> cases = {
+      {"run --model tests/data/gemma4-tiny-moe --prompt-ids 2,999", "token id 999", 2},
+      {"run --model tests/data/gemma4-tiny-moe --prompt-ids 2,x", "\"x\" is not an integer", 2},
+      {"run --model tests/data/gemma4-tiny-moe", "--prompt-ids is required", 2},
+      {"run --model tests/data/gemma4-tiny-moe --prompt-ids 2 --bogus", "unknown flag --bogus", 2},
+      {"run --model tests/data/no-such-model --prompt-ids 2", "no-such-model/config.json", 1},
+      {"logits --model tests/data/gemma4-tiny-moe --tokens -5", "token id -5", 2},
+      {"frobnicate", "unknown command", 2},
+  };
+  for (const Case& c : cases) {
+    Output run = Gemmaserve(c.args);
+    EXPECT_EQ(run.exit_code, c.exit_code) << c.args << "\n" << run.out;
+    EXPECT_NE(run.out.find(c.message), std::string::npos) << c.args << "\n" << run.out;
+  }
+}
+
+}  // namespace
+}  // namespace gemmaserve

@@ -1,0 +1,38 @@
+// Token sampling on rank 0 (DESIGN.md: "rank 0 samples"). Stateless per call: a seeded choice
+// depends only on (seed, index of the token in its sequence), so the same request and seed give
+// the same tokens whatever else shares the batch.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace gemmaserve::worker {
+
+struct SamplingOptions {
+  float temperature = 1.0f;  // 0 = greedy
+  int32_t top_k = 0;         // 0 = all tokens
+  float top_p = 1.0f;        // nucleus mass; 1 = off
+  float min_p = 0.0f;        // drop tokens below min_p × the top probability; 0 = off
+  uint64_t seed = 0;
+};
+
+struct TokenProbability {
+  int32_t token_id = 0;
+  float logprob = 0.0f;
+};
+
+struct SampleResult {
+  int32_t token_id = 0;
+  float logprob = 0.0f;  // log-probability of the chosen token under the temperature-scaled softmax
+  std::vector<TokenProbability> top;  // the num_top most likely tokens, most likely first
+};
+
+// Greedy choice: the highest logit, ties to the lowest id.
+int32_t ArgMax(const float* logits, int64_t vocab_size);
+
+// Chooses a token from `logits` [vocab_size]. `token_index` is the position of the new token in
+// its sequence's output (0 for the first), mixed with options.seed for the random draw.
+SampleResult Sample(const float* logits, int64_t vocab_size, const SamplingOptions& options,
+                    uint64_t token_index, int32_t num_top = 0);
+
+}  // namespace gemmaserve::worker
