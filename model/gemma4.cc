@@ -46,9 +46,12 @@ Tensor Gemma4Model::Forward(const ForwardBatch& batch, KvCache& cache) {
   const int64_t num_tokens = batch.num_tokens();
   const double eps = config_.rms_norm_eps;
   // h0 = embed_tokens[ids] · sqrt(hidden); activations are f32 here, so the scale is too.
+  // Vocab-parallel: each rank fills the rows of the ids it holds, zeros elsewhere, then one
+  // all-reduce assembles the embedding.
   Tensor h = NewF32({num_tokens, config_.hidden_size});
   ops::EmbeddingLookup(weights_.embed_tokens, batch.token_ids.data(),
-                       config_.EmbedScale(DType::kF32), h);
+                       config_.EmbedScale(DType::kF32), h, weights_.vocab_rows.begin);
+  comm_.AllReduceSum(h);
   Observe("embed", -1, h);
 
   for (int64_t l = 0; l < static_cast<int64_t>(weights_.layers.size()); ++l) {
@@ -181,6 +184,22 @@ Tensor Gemma4Model::Experts(int64_t l, const Tensor& residual, const Tensor& x) 
   return out;
 }
 
+Tensor Gemma4Model::GatherVocab(const Tensor& local) {
+  const int64_t world = comm_.world_size();
+  const int64_t rows = local.dim(0);
+  const int64_t shard = local.dim(1);
+  Tensor gathered = NewF32({world * rows, shard});  // rank-major: [world][rows][shard]
+  comm_.AllGather(local, gathered);
+  Tensor logits = NewF32({rows, world * shard});
+  for (int64_t r = 0; r < world; ++r) {
+    for (int64_t i = 0; i < rows; ++i) {
+      std::memcpy(logits.data<float>() + i * world * shard + r * shard,
+                  gathered.data<float>() + (r * rows + i) * shard, shard * sizeof(float));
+    }
+  }
+  return logits;
+}
+
 Tensor Gemma4Model::LmHead(const Tensor& h, const ForwardBatch& batch) {
   const int64_t hidden = config_.hidden_size;
   const int64_t rows = static_cast<int64_t>(batch.logits_rows.size());
@@ -190,8 +209,10 @@ Tensor Gemma4Model::LmHead(const Tensor& h, const ForwardBatch& batch) {
                 hidden * sizeof(float));
   }
   Tensor normed = Norm(selected, weights_.final_norm, config_.rms_norm_eps);
-  // Tied head: the embedding matrix without its sqrt(hidden) scale.
+  // Tied head: the embedding matrix without its sqrt(hidden) scale. Each rank computes the logits
+  // of its vocabulary rows; an all-gather assembles full rows.
   Tensor logits = Project(normed, weights_.embed_tokens);
+  if (comm_.world_size() > 1) logits = GatherVocab(logits);
   if (config_.final_logit_softcapping > 0) {
     ops::SoftcapInPlace(logits, static_cast<float>(config_.final_logit_softcapping));
   }

@@ -52,6 +52,8 @@ class Gemma4Model {
   // The routed experts of a MoE layer: router on the raw residual, experts on `x`.
   Tensor Experts(int64_t layer, const Tensor& residual, const Tensor& x);
   Tensor LmHead(const Tensor& hidden, const ForwardBatch& batch);
+  // Assembles [rows, vocab] logits from every rank's [rows, vocab / world_size] shard.
+  Tensor GatherVocab(const Tensor& local);
   void Observe(const char* name, int64_t layer, const Tensor& value) const;
 
   Gemma4Config config_;

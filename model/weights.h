@@ -13,6 +13,7 @@
 #include "common/tensor.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
+#include "parallel/shard_plan.h"
 
 namespace gemmaserve::model {
 
@@ -60,16 +61,22 @@ struct LayerWeights {
 };
 
 struct ModelWeights {
-  Tensor embed_tokens;  // [vocab, hidden]; also the tied LM head
+  Tensor embed_tokens;  // [vocab rows held, hidden]; also the tied LM head
+  parallel::Range vocab_rows;  // which vocabulary rows embed_tokens holds
   Tensor final_norm;    // [hidden]
   std::vector<LayerWeights> layers;
+
+  // Bytes of all tensors held.
+  int64_t TotalBytes() const;
 };
 
 // The prefix of text weights in Gemma4ForConditionalGeneration checkpoints ("model.language_model.")
 // or, for a text-only export, "model.". Vision and audio tower tensors are never read.
 absl::StatusOr<std::string> TextWeightPrefix(const Checkpoint& checkpoint);
 
-// Loads every text weight of `config` from `checkpoint`, checking each shape, widened to f32.
-absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Gemma4Config& config);
+// Loads this rank's shard (per `plan`) of every text weight of `config` from `checkpoint`, checking
+// each tensor's full shape, widened to f32. Only the slices the rank holds are read from the maps.
+absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Gemma4Config& config,
+                                         const parallel::ShardPlan& plan = parallel::ShardPlan::Single());
 
 }  // namespace gemmaserve::model

@@ -32,18 +32,23 @@ void SoftcapInPlace(Tensor& x, float cap) {
   for (int64_t i = 0; i < n; ++i) dst[i] = cap * std::tanh(dst[i] / cap);
 }
 
-void EmbeddingLookup(const Tensor& table, const int32_t* ids, float scale, Tensor& out) {
+void EmbeddingLookup(const Tensor& table, const int32_t* ids, float scale, Tensor& out,
+                     int64_t first_row) {
   CheckCpuF32(table, "EmbeddingLookup table");
   CheckCpuF32(out, "EmbeddingLookup out");
   CHECK_EQ(table.rank(), 2);
-  const int64_t vocab = table.dim(0);
+  const int64_t rows_held = table.dim(0);
   const int64_t dim = table.dim(1);
   CHECK_EQ(out.dim(1), dim);
   const float* rows = table.data<float>();
   float* dst = out.data<float>();
   for (int64_t i = 0; i < out.dim(0); ++i) {
-    CHECK(ids[i] >= 0 && ids[i] < vocab) << "token id " << ids[i] << " outside [0, " << vocab << ")";
-    const float* row = rows + static_cast<int64_t>(ids[i]) * dim;
+    const int64_t row_index = static_cast<int64_t>(ids[i]) - first_row;
+    if (row_index < 0 || row_index >= rows_held) {
+      std::memset(dst + i * dim, 0, dim * sizeof(float));
+      continue;
+    }
+    const float* row = rows + row_index * dim;
     for (int64_t j = 0; j < dim; ++j) dst[i * dim + j] = row[j] * scale;
   }
 }

@@ -7,5 +7,6 @@ namespace gemmaserve::tools {
 int RunMain(int argc, char** argv);            // run_command.cc
 int LogitsMain(int argc, char** argv);         // run_command.cc
 int GenCheckpointMain(int argc, char** argv);  // gen_checkpoint_command.cc
+int BenchModelMain(int argc, char** argv);     // bench_model_command.cc
 
 }  // namespace gemmaserve::tools

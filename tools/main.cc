@@ -18,6 +18,8 @@ constexpr Command kCommands[] = {
     {"logits", "print the logits of a token sequence as JSON", gemmaserve::tools::LogitsMain},
     {"gen-checkpoint", "write a random-weight Gemma 4 checkpoint",
      gemmaserve::tools::GenCheckpointMain},
+    {"bench-model", "prefill/decode tokens/s of the CPU forward vs memory bandwidth",
+     gemmaserve::tools::BenchModelMain},
 };
 
 void PrintUsage(FILE* out) {
