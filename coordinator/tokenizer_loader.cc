@@ -267,19 +267,22 @@ class Tokenizer::Loader {
   // that come before it, as HF checks it: exactly "<0xHH>".
   static void ComputeByteValues(Tokenizer* tokenizer) {
     tokenizer->byte_value_.assign(tokenizer->id_limit(), -1);
+    std::vector<const DecodeStep*> replaces_before;
+    bool has_byte_fallback = false;
+    for (const DecodeStep& step : tokenizer->decoder_) {
+      if (step.kind == DecodeStep::Kind::kByteFallback) {
+        has_byte_fallback = true;
+        break;
+      }
+      if (step.kind == DecodeStep::Kind::kReplace) replaces_before.push_back(&step);
+    }
+    if (!has_byte_fallback) return;
     for (int32_t id = 0; id < tokenizer->id_limit(); ++id) {
       const std::optional<std::string_view> token = tokenizer->IdToToken(id);
       if (!token) continue;
-      std::vector<std::string> pieces{std::string(*token)};
-      for (const DecodeStep& step : tokenizer->decoder_) {
-        if (step.kind == DecodeStep::Kind::kByteFallback) {
-          if (std::optional<uint8_t> byte = ParseByteToken(pieces[0])) {
-            tokenizer->byte_value_[id] = *byte;
-          }
-          break;
-        }
-        if (step.kind == DecodeStep::Kind::kReplace) tokenizer->RunDecoderStep(step, &pieces);
-      }
+      std::vector<std::string> piece{std::string(*token)};
+      for (const DecodeStep* step : replaces_before) tokenizer->RunDecoderStep(*step, &piece);
+      if (std::optional<uint8_t> byte = ParseByteToken(piece[0])) tokenizer->byte_value_[id] = *byte;
     }
   }
 };
