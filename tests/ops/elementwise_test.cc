@@ -1,0 +1,92 @@
+#include "ops/elementwise.h"
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/ops/op_test_util.h"
+
+namespace gemmaserve::ops {
+namespace {
+
+using test_util::Clone;
+using test_util::ExpectAllNear;
+using test_util::RandomTensor;
+
+TEST(AddInPlaceTest, AddsElementwise) {
+  std::mt19937 rng(20);
+  Tensor x = RandomTensor({6, 17}, rng);
+  Tensor y = RandomTensor({6, 17}, rng);
+  std::vector<double> expected(x.numel());
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    expected[i] = double{x.data<float>()[i]} + y.data<float>()[i];
+  }
+  AddInPlace(x, y);
+  ExpectAllNear(x, expected, 1e-6);
+}
+
+TEST(AddInPlaceTest, AcceptsSameCountInOtherShape) {
+  // The contract is on element count: a [T, H] residual takes a [T·H] flat view.
+  Tensor x = Tensor::FromVector({1, 2, 3, 4}, {2, 2});
+  Tensor y = Tensor::FromVector({10, 20, 30, 40}, {4});
+  AddInPlace(x, y);
+  ExpectAllNear(x, {11, 22, 33, 44}, 0.0);
+}
+
+TEST(ScaleInPlaceTest, MultipliesEveryElement) {
+  std::mt19937 rng(21);
+  Tensor x = RandomTensor({3, 5, 7}, rng, -10.0f, 10.0f);
+  const Tensor before = Clone(x);
+  ScaleInPlace(x, 0.37f);
+  std::vector<double> expected(x.numel());
+  for (int64_t i = 0; i < x.numel(); ++i) expected[i] = before.data<float>()[i] * 0.37;
+  ExpectAllNear(x, expected, 1e-5);
+}
+
+TEST(SoftcapInPlaceTest, CapsAtThirtyWithTanh) {
+  // 30·tanh(x/30): 30 -> 22.8478, −60 -> −28.9208, 1e6 -> 30, and small values pass almost as is.
+  Tensor x = Tensor::FromVector({30.0f, -60.0f, 1e6f, 0.01f, 0.0f}, {5});
+  SoftcapInPlace(x, 30.0f);
+  EXPECT_NEAR(x.data<float>()[0], 22.8478247, 1e-5);
+  EXPECT_NEAR(x.data<float>()[1], -28.9208274, 1e-5);
+  EXPECT_EQ(x.data<float>()[2], 30.0f);
+  EXPECT_NEAR(x.data<float>()[3], 0.01f, 1e-8);
+  EXPECT_EQ(x.data<float>()[4], 0.0f);
+}
+
+TEST(SoftcapInPlaceTest, MatchesReferenceOnRandomLogits) {
+  std::mt19937 rng(22);
+  Tensor x = RandomTensor({4, 257}, rng, -200.0f, 200.0f);
+  std::vector<double> expected(x.numel());
+  for (int64_t i = 0; i < x.numel(); ++i) expected[i] = 30.0 * std::tanh(x.data<float>()[i] / 30.0);
+  SoftcapInPlace(x, 30.0f);
+  ExpectAllNear(x, expected, 1e-5);
+}
+
+TEST(EmbeddingLookupTest, CopiesScaledRowsInIdOrder) {
+  std::mt19937 rng(23);
+  const int64_t vocab = 11, dim = 9;
+  Tensor table = RandomTensor({vocab, dim}, rng);
+  const std::vector<int32_t> ids = {7, 0, 7, 10, 3};
+  Tensor out = Tensor::Empty(DType::kF32, {5, dim});
+  const float scale = 39.25f;  // E2B's sqrt(H) rounded to bf16
+  EmbeddingLookup(table, ids.data(), scale, out);
+  std::vector<double> expected;
+  for (int32_t id : ids) {
+    for (int64_t j = 0; j < dim; ++j) expected.push_back(table.data<float>()[id * dim + j] * 39.25);
+  }
+  ExpectAllNear(out, expected, 1e-5);
+}
+
+using AddInPlaceDeathTest = test_util::ThreadsafeDeathTest;
+
+TEST_F(AddInPlaceDeathTest, ElementCountMismatchDies) {
+  Tensor x = Tensor::Zeros(DType::kF32, {2, 3});
+  Tensor y = Tensor::Zeros(DType::kF32, {5});
+  EXPECT_DEATH(AddInPlace(x, y), "\\+=");
+}
+
+}  // namespace
+}  // namespace gemmaserve::ops

@@ -1,0 +1,142 @@
+#include "ops/rope.h"
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/ops/op_test_util.h"
+
+namespace gemmaserve::ops {
+namespace {
+
+using test_util::Clone;
+using test_util::ExpectAllNear;
+using test_util::RandomTensor;
+
+// NeoX RoPE in double: for j < rope_angles, dims (j, j + head_dim/2) rotate by
+// position · theta^(−2j/head_dim); every other dim passes through.
+std::vector<double> ReferenceRope(const Tensor& x, const std::vector<int32_t>& positions,
+                                  int64_t rope_angles, double theta) {
+  const int64_t num_heads = x.dim(1), head_dim = x.dim(2), half = head_dim / 2;
+  std::vector<double> y(x.data<float>(), x.data<float>() + x.numel());
+  for (int64_t t = 0; t < x.dim(0); ++t) {
+    for (int64_t h = 0; h < num_heads; ++h) {
+      double* head = y.data() + (t * num_heads + h) * head_dim;
+      for (int64_t j = 0; j < rope_angles; ++j) {
+        const double angle = positions[t] * std::pow(theta, -2.0 * j / head_dim);
+        const double a = head[j], b = head[j + half];
+        head[j] = a * std::cos(angle) - b * std::sin(angle);
+        head[j + half] = b * std::cos(angle) + a * std::sin(angle);
+      }
+    }
+  }
+  return y;
+}
+
+TEST(RotaryTest, RotatesHalvesNotInterleavedPairs) {
+  // head_dim 4, theta 1e4: inv_freq = [1, 0.01]; dim 0 pairs with dim 2 and dim 1 with dim 3.
+  Tensor x = Tensor::FromVector({1, 2, 3, 4}, {1, 1, 4});
+  const int32_t position = 1;
+  Rotary(4, 2, 10000.0).Apply(x, &position);
+  const double c0 = std::cos(1.0), s0 = std::sin(1.0), c1 = std::cos(0.01), s1 = std::sin(0.01);
+  ExpectAllNear(x, {1 * c0 - 3 * s0, 2 * c1 - 4 * s1, 3 * c0 + 1 * s0, 4 * c1 + 2 * s1}, 1e-6);
+}
+
+TEST(RotaryTest, PositionZeroIsIdentity) {
+  std::mt19937 rng(40);
+  Tensor x = RandomTensor({2, 3, 16}, rng);
+  const Tensor before = Clone(x);
+  const std::vector<int32_t> positions = {0, 0};
+  Rotary(16, 8, 10000.0).Apply(x, positions.data());
+  ExpectAllNear(x, std::vector<double>(before.data<float>(), before.data<float>() + x.numel()),
+                0.0);
+}
+
+TEST(RotaryTest, DefaultMatchesReferenceForEveryTokenAndHead) {
+  // Gemma 4 sliding layers: head_dim 256, all 128 angles, theta 1e4; one position per token.
+  std::mt19937 rng(41);
+  Tensor x = RandomTensor({4, 3, 256}, rng);
+  const std::vector<int32_t> positions = {0, 1, 37, 190};
+  const std::vector<double> expected = ReferenceRope(x, positions, 128, 10000.0);
+  Rotary(256, 128, 10000.0).Apply(x, positions.data());
+  ExpectAllNear(x, expected, 1e-4);
+}
+
+TEST(RotaryTest, ProportionalPairsDimsZeroTo63With256To319) {
+  // Gemma 4 full layers: head_dim 512, rope_angles 64, theta 1e6. A unit vector in dim 0 turns
+  // into dim 256 by the angle `position` (inv_freq[0] = 1); nothing else moves.
+  Tensor x = Tensor::Zeros(DType::kF32, {1, 1, 512});
+  x.data<float>()[0] = 1.0f;
+  const int32_t position = 2;
+  Rotary(512, 64, 1e6).Apply(x, &position);
+  std::vector<double> expected(512, 0.0);
+  expected[0] = std::cos(2.0);
+  expected[256] = std::sin(2.0);
+  ExpectAllNear(x, expected, 1e-6);
+}
+
+TEST(RotaryTest, ProportionalExponentDividesByFullHeadDim) {
+  // The last rotated angle, j = 63, has inv_freq 1e6^(−126/512) (not 1e6^(−126/128)).
+  Tensor x = Tensor::Zeros(DType::kF32, {1, 1, 512});
+  x.data<float>()[63] = 1.0f;
+  const int32_t position = 100;
+  Rotary(512, 64, 1e6).Apply(x, &position);
+  const double angle = 100.0 * std::pow(1e6, -126.0 / 512.0);
+  EXPECT_NEAR(x.data<float>()[63], std::cos(angle), 1e-5);
+  EXPECT_NEAR(x.data<float>()[319], std::sin(angle), 1e-5);
+}
+
+TEST(RotaryTest, ProportionalLeavesNopeDimsUntouched) {
+  std::mt19937 rng(42);
+  Tensor x = RandomTensor({3, 2, 512}, rng);
+  const Tensor before = Clone(x);
+  const std::vector<int32_t> positions = {5, 77, 1023};
+  const std::vector<double> expected = ReferenceRope(x, positions, 64, 1e6);
+  Rotary(512, 64, 1e6).Apply(x, positions.data());
+  // f32 angles (as HF computes them) drift ~1e-4 rad from double by position 1023.
+  ExpectAllNear(x, expected, 5e-4);
+  for (int64_t row = 0; row < 3 * 2; ++row) {
+    for (int64_t d = 0; d < 512; ++d) {
+      const bool rotated = d < 64 || (d >= 256 && d < 320);
+      const float* now = x.data<float>() + row * 512;
+      const float* was = before.data<float>() + row * 512;
+      if (!rotated) {
+        ASSERT_EQ(now[d], was[d]) << "dim " << d << " of row " << row << " moved";
+      } else if (d < 64) {
+        EXPECT_NE(now[d], was[d]) << "dim " << d << " of row " << row << " did not rotate";
+      }
+    }
+  }
+}
+
+TEST(RotaryTest, PreservesNormOfEveryPair) {
+  std::mt19937 rng(43);
+  Tensor x = RandomTensor({2, 4, 64}, rng, -3.0f, 3.0f);
+  const Tensor before = Clone(x);
+  const std::vector<int32_t> positions = {3, 500};
+  Rotary(64, 32, 10000.0).Apply(x, positions.data());
+  for (int64_t row = 0; row < 2 * 4; ++row) {
+    for (int64_t j = 0; j < 32; ++j) {
+      const float* now = x.data<float>() + row * 64;
+      const float* was = before.data<float>() + row * 64;
+      EXPECT_NEAR(std::hypot(now[j], now[j + 32]), std::hypot(was[j], was[j + 32]), 1e-5);
+    }
+  }
+}
+
+using RotaryDeathTest = test_util::ThreadsafeDeathTest;
+
+TEST_F(RotaryDeathTest, InputOfOtherHeadDimDies) {
+  Tensor x = Tensor::Zeros(DType::kF32, {1, 1, 128});
+  const int32_t position = 0;
+  EXPECT_DEATH(Rotary(256, 128, 1e4).Apply(x, &position), "CHECK failed");
+}
+
+TEST_F(RotaryDeathTest, MoreAnglesThanHalfHeadDimDies) {
+  EXPECT_DEATH(Rotary(64, 33, 1e4), "rope_angles 33");
+}
+
+}  // namespace
+}  // namespace gemmaserve::ops
