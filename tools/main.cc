@@ -20,6 +20,10 @@ constexpr Command kCommands[] = {
      gemmaserve::tools::GenCheckpointMain},
     {"bench-model", "prefill/decode tokens/s of the CPU forward vs memory bandwidth",
      gemmaserve::tools::BenchModelMain},
+    {"tokenize", "print the token ids of UTF-8 text read from stdin",
+     gemmaserve::tools::TokenizeMain},
+    {"detokenize", "print the text of token ids read from stdin",
+     gemmaserve::tools::DetokenizeMain},
 };
 
 void PrintUsage(FILE* out) {
