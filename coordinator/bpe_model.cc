@@ -64,7 +64,55 @@ struct BpeModel::Workspace {
   std::vector<int32_t> chunk_ids;
 };
 
-absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(const nlohmann::json& model) {
+void BpeEntries::AddVocab(std::string token, const nlohmann::json& id) {
+  if (!status.ok()) return;
+  if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= (int64_t{1} << 30)) {
+    status = absl::InvalidArgumentError(
+        absl::StrCat("model.vocab[\"", token, "\"] is not a valid id"));
+    return;
+  }
+  vocab.emplace_back(std::move(token), id.get<int32_t>());
+}
+
+void BpeEntries::AddMerge(const nlohmann::json& merge) {
+  if (!status.ok()) return;
+  const size_t rank = merges.size();
+  if (merge.is_string()) {
+    const std::string& text = merge.get_ref<const std::string&>();
+    const size_t space = text.find(' ');
+    if (space == std::string::npos) {
+      status = absl::InvalidArgumentError(
+          absl::StrCat("model.merges[", rank, "] \"", text, "\" has no space"));
+      return;
+    }
+    merges.emplace_back(text.substr(0, space), text.substr(space + 1));
+  } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() &&
+             merge[1].is_string()) {
+    merges.emplace_back(merge[0].get<std::string>(), merge[1].get<std::string>());
+  } else {
+    status = absl::InvalidArgumentError(absl::StrCat(
+        "model.merges[", rank, "] is neither \"a b\" nor [\"a\", \"b\"]"));
+  }
+}
+
+BpeEntries BpeEntries::FromModelJson(const nlohmann::json& model) {
+  BpeEntries entries;
+  if (!model.is_object()) return entries;
+  if (const auto vocab = model.find("vocab"); vocab != model.end() && vocab->is_object()) {
+    entries.has_vocab = true;
+    entries.vocab.reserve(vocab->size());
+    for (const auto& [token, id] : vocab->items()) entries.AddVocab(token, id);
+  }
+  if (const auto merges = model.find("merges"); merges != model.end() && merges->is_array()) {
+    entries.has_merges = true;
+    entries.merges.reserve(merges->size());
+    for (const nlohmann::json& merge : *merges) entries.AddMerge(merge);
+  }
+  return entries;
+}
+
+absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(const nlohmann::json& model,
+                                                            const BpeEntries& entries) {
   if (!model.is_object()) return absl::InvalidArgumentError("model is not an object");
   const auto type = model.find("type");
   if (type == model.end() || *type != "BPE") {
@@ -78,37 +126,27 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(const nlohmann::json&
   if (byte_fallback == model.end() || *byte_fallback != true) {
     return Unsupported("model.byte_fallback other than true");
   }
-  const auto vocab = model.find("vocab");
-  const auto merges = model.find("merges");
-  if (vocab == model.end() || merges == model.end()) {
-    return absl::InvalidArgumentError("model needs both vocab and merges");
-  }
+  if (!entries.has_vocab) return absl::InvalidArgumentError("model.vocab is not an object");
+  if (!entries.has_merges) return absl::InvalidArgumentError("model.merges is not an array");
+  RETURN_IF_ERROR(entries.status);
   std::unique_ptr<BpeModel> bpe(new BpeModel());
-  RETURN_IF_ERROR(bpe->LoadVocab(*vocab));
-  RETURN_IF_ERROR(bpe->LoadMerges(*merges));
+  RETURN_IF_ERROR(bpe->LoadVocab(entries));
+  RETURN_IF_ERROR(bpe->LoadMerges(entries));
   RETURN_IF_ERROR(bpe->LoadByteTokens());
   bpe->FindCrossTokens();
   return bpe;
 }
 
-absl::Status BpeModel::LoadVocab(const nlohmann::json& vocab) {
-  if (!vocab.is_object()) return absl::InvalidArgumentError("model.vocab is not an object");
-  token_to_id_.reserve(vocab.size());
-  for (const auto& [token, id_json] : vocab.items()) {
-    if (!id_json.is_number_integer() || id_json.get<int64_t>() < 0 ||
-        id_json.get<int64_t>() >= (int64_t{1} << 30)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("model.vocab[\"", token, "\"] is not a valid id"));
-    }
-    const int32_t id = id_json.get<int32_t>();
+absl::Status BpeModel::LoadVocab(const BpeEntries& entries) {
+  token_to_id_.reserve(entries.vocab.size());
+  for (const auto& [token, id] : entries.vocab) {
     if (static_cast<size_t>(id) >= id_to_token_.size()) {
       id_to_token_.resize(id + 1);
       id_present_.resize(id + 1, false);
     }
     if (id_present_[id]) {
-      return absl::InvalidArgumentError(absl::StrCat("model.vocab id ", id,
-                                                     " is used by both \"", id_to_token_[id],
-                                                     "\" and \"", token, "\""));
+      return absl::InvalidArgumentError(absl::StrCat("model.vocab id ", id, " is used by both \"",
+                                                     id_to_token_[id], "\" and \"", token, "\""));
     }
     id_present_[id] = true;
     id_to_token_[id] = token;
@@ -122,39 +160,19 @@ absl::Status BpeModel::LoadVocab(const nlohmann::json& vocab) {
   return absl::OkStatus();
 }
 
-absl::Status BpeModel::LoadMerges(const nlohmann::json& merges) {
-  if (!merges.is_array()) return absl::InvalidArgumentError("model.merges is not an array");
-  merges_.reserve(merges.size());
+absl::Status BpeModel::LoadMerges(const BpeEntries& entries) {
+  merges_.reserve(entries.merges.size());
   std::string joined;
-  for (size_t rank = 0; rank < merges.size(); ++rank) {
-    const nlohmann::json& merge = merges[rank];
-    std::string_view left, right;
-    if (merge.is_string()) {
-      // Legacy form "left right": split at the first space, as HF does.
-      const std::string& text = merge.get_ref<const std::string&>();
-      const size_t space = text.find(' ');
-      if (space == std::string::npos) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("model.merges[", rank, "] \"", text, "\" has no space"));
-      }
-      left = std::string_view(text).substr(0, space);
-      right = std::string_view(text).substr(space + 1);
-    } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() &&
-               merge[1].is_string()) {
-      left = merge[0].get_ref<const std::string&>();
-      right = merge[1].get_ref<const std::string&>();
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model.merges[", rank, "] is neither \"a b\" nor [\"a\", \"b\"]"));
-    }
+  for (size_t rank = 0; rank < entries.merges.size(); ++rank) {
+    const auto& [left, right] = entries.merges[rank];
     joined.assign(left).append(right);
     const std::optional<int32_t> left_id = TokenToId(left);
     const std::optional<int32_t> right_id = TokenToId(right);
     const std::optional<int32_t> new_id = TokenToId(joined);
     if (!left_id || !right_id || !new_id) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model.merges[", rank, "] (\"", std::string(left), "\", \"", std::string(right),
-          "\") uses or makes a token that is not in model.vocab"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("model.merges[", rank, "] (\"", left, "\", \"", right,
+                       "\") uses or makes a token that is not in model.vocab"));
     }
     // A repeated pair keeps its last rank, as in HF.
     merges_[PairKey(*left_id, *right_id)] = MergeTarget{static_cast<int32_t>(rank), *new_id};

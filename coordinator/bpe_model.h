@@ -33,13 +33,30 @@
 
 namespace gemmaserve {
 
+// The vocab and merges of tokenizer.json's `model`, collected either from a parsed document or
+// while parsing (tokenizer_loader.cc streams them, so the 33 MB file never becomes a DOM).
+struct BpeEntries {
+  bool has_vocab = false;   // model.vocab is an object
+  bool has_merges = false;  // model.merges is an array
+  std::vector<std::pair<std::string, int32_t>> vocab;       // token, id
+  std::vector<std::pair<std::string, std::string>> merges;  // in rank order
+  absl::Status status;  // the first malformed entry, if any
+
+  void AddVocab(std::string token, const nlohmann::json& id);
+  // A merge as "left right" (split at the first space, as HF does) or ["left", "right"].
+  void AddMerge(const nlohmann::json& merge);
+  static BpeEntries FromModelJson(const nlohmann::json& model);
+};
+
 class BpeModel {
  public:
-  // Builds from the `model` object of tokenizer.json. INVALID_ARGUMENT naming the field for
-  // anything this implementation does not reproduce exactly (another model type, dropout,
-  // subword prefixes/suffixes, ignore_merges, byte_fallback off), a merge of unknown tokens or
-  // one whose result is not in the vocab, duplicate ids, or missing <0x00>..<0xFF> tokens.
-  static absl::StatusOr<std::unique_ptr<BpeModel>> Create(const nlohmann::json& model);
+  // Builds from the `model` object of tokenizer.json (its settings) and its entries.
+  // INVALID_ARGUMENT naming the field for anything this implementation does not reproduce
+  // exactly (another model type, dropout, subword prefixes/suffixes, ignore_merges,
+  // byte_fallback off), a malformed entry, a merge of unknown tokens or one whose result is not
+  // in the vocab, duplicate ids, or missing <0x00>..<0xFF> tokens.
+  static absl::StatusOr<std::unique_ptr<BpeModel>> Create(const nlohmann::json& model,
+                                                          const BpeEntries& entries);
 
   BpeModel(const BpeModel&) = delete;
   BpeModel& operator=(const BpeModel&) = delete;
@@ -67,8 +84,8 @@ class BpeModel {
   struct Workspace;
 
   BpeModel() = default;
-  absl::Status LoadVocab(const nlohmann::json& vocab);
-  absl::Status LoadMerges(const nlohmann::json& merges);
+  absl::Status LoadVocab(const BpeEntries& entries);
+  absl::Status LoadMerges(const BpeEntries& entries);
   absl::Status LoadByteTokens();
   void FindCrossTokens();
 

@@ -1,5 +1,6 @@
 // Reading tokenizer.json into a Tokenizer: every supported component is parsed here, and
 // everything else is rejected by name (see tokenizer.h).
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -15,6 +16,14 @@ using Json = nlohmann::json;
 
 absl::Status Unsupported(const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(what, " is not supported"));
+}
+
+// The field, or a null value when `object` is not an object or lacks it.
+const Json* FieldOrNull(const Json& object, const char* key) {
+  static const Json* const kNull = new Json();
+  if (!object.is_object()) return kNull;
+  const auto it = object.find(key);
+  return it == object.end() ? kNull : &*it;
 }
 
 // The field, or nullptr when `object` is not an object or lacks it.
@@ -86,26 +95,70 @@ class Tokenizer::Loader {
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Parse(std::string_view json_text,
                                                           const std::string& name) {
     Json root;
+    BpeEntries entries;
     try {
-      root = Json::parse(json_text);
+      root = Json::parse(json_text, StreamBpeEntries(&entries));
     } catch (const Json::exception& e) {
       return absl::InvalidArgumentError(absl::StrCat(name, ": ", e.what()));
     }
-    return LoadNamed(root, name);
+    // The streamed vocab and merges left empty containers behind; their types still tell.
+    if (const Json* model = Field(root, "model")) {
+      const Json* vocab = Field(*model, "vocab");
+      const Json* merges = Field(*model, "merges");
+      entries.has_vocab = vocab != nullptr && vocab->is_object();
+      entries.has_merges = merges != nullptr && merges->is_array();
+    }
+    return Named(Load(root, entries), name);
   }
 
   static absl::StatusOr<std::unique_ptr<Tokenizer>> LoadNamed(const Json& root,
                                                               const std::string& name) {
-    absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Load(root);
-    if (!tokenizer.ok()) {
-      return absl::Status(tokenizer.status().code(),
-                          absl::StrCat(name, ": ", tokenizer.status().message()));
-    }
-    return tokenizer;
+    return Named(Load(root, BpeEntries::FromModelJson(*FieldOrNull(root, "model"))), name);
   }
 
  private:
-  static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const Json& root) {
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> Named(
+      absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer, const std::string& name) {
+    if (tokenizer.ok()) return tokenizer;
+    return absl::Status(tokenizer.status().code(),
+                        absl::StrCat(name, ": ", tokenizer.status().message()));
+  }
+
+  // A parser callback that moves model.vocab and model.merges entries into `entries` instead of
+  // the document: a DOM of 262k vocab entries and 514k merges would take most of the load time.
+  // Depths count enclosing containers: 1 = root keys, 2 = model keys, 3 = vocab / merges items.
+  static Json::parser_callback_t StreamBpeEntries(BpeEntries* entries) {
+    struct Path {
+      std::string top_key, model_key, vocab_key;
+    };
+    auto path = std::make_shared<Path>();
+    return [entries, path](int depth, Json::parse_event_t event, Json& parsed) {
+      using Event = Json::parse_event_t;
+      if (event == Event::key) {
+        if (depth == 1) path->top_key = parsed.get<std::string>();
+        if (depth == 2 && path->top_key == "model") path->model_key = parsed.get<std::string>();
+      }
+      if (path->top_key != "model" || depth < 3) return true;
+      if (depth != 3 || event == Event::object_start || event == Event::array_start) return true;
+      // A complete vocab entry or merge: a scalar, or a container that has just closed.
+      if (path->model_key == "vocab") {
+        if (event == Event::key) {
+          path->vocab_key = parsed.get<std::string>();
+        } else {
+          entries->AddVocab(path->vocab_key, parsed);
+        }
+        return false;
+      }
+      if (path->model_key == "merges" && event != Event::key) {
+        entries->AddMerge(parsed);
+        return false;
+      }
+      return true;
+    };
+  }
+
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const Json& root,
+                                                         const BpeEntries& entries) {
     if (!root.is_object()) return absl::InvalidArgumentError("the top level is not an object");
     for (const char* key : {"truncation", "padding"}) {
       const Json* field = Field(root, key);
@@ -114,7 +167,7 @@ class Tokenizer::Loader {
     const Json* model = Field(root, "model");
     if (model == nullptr) return absl::InvalidArgumentError("\"model\" is missing");
     std::unique_ptr<Tokenizer> tokenizer(new Tokenizer());
-    ASSIGN_OR_RETURN(tokenizer->model_, BpeModel::Create(*model));
+    ASSIGN_OR_RETURN(tokenizer->model_, BpeModel::Create(*model, entries));
     const Json null_json;
     const auto component = [&](const char* key) -> const Json& {
       const Json* field = Field(root, key);
