@@ -1,5 +1,6 @@
 #include "model/gemma4.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -36,6 +37,15 @@ Gemma4Model::Gemma4Model(Gemma4Config config, ModelWeights weights, parallel::Co
     const LayerGeometry& g = layer.geometry;
     rotary_.emplace_back(g.head_dim, g.rope_angles, g.rope_theta);
   }
+  if (config_.is_moe()) {
+    expert_counts_.assign(weights_.layers.size(), std::vector<int64_t>(config_.num_experts, 0));
+  }
+}
+
+std::vector<std::vector<int64_t>> Gemma4Model::TakeExpertCounts() {
+  std::vector<std::vector<int64_t>> counts = expert_counts_;
+  for (std::vector<int64_t>& layer : expert_counts_) std::fill(layer.begin(), layer.end(), 0);
+  return counts;
 }
 
 void Gemma4Model::Observe(const char* name, int64_t layer, const Tensor& value) const {
@@ -158,8 +168,11 @@ Tensor Gemma4Model::Experts(int64_t l, const Tensor& residual, const Tensor& x) 
       routed[e].push_back({t, expert_weights.data<float>()[t * top_k + j]});
     }
   }
+  for (int64_t e = 0; e < num_experts; ++e) {
+    expert_counts_[l][e] += static_cast<int64_t>(routed[e].size());
+  }
   Tensor out = Tensor::Zeros(DType::kF32, {num_tokens, hidden});
-  const int64_t width = config_.moe_intermediate_size;
+  const int64_t width = moe.gate_up.dim(1) / 2;
   for (int64_t e = 0; e < num_experts; ++e) {
     const int32_t local = moe.local_expert[e];
     if (local < 0 || routed[e].empty()) continue;

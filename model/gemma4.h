@@ -44,6 +44,10 @@ class Gemma4Model {
   // [logits_rows.size(), vocab_size] f32.
   Tensor Forward(const ForwardBatch& batch, KvCache& cache);
 
+  // Tokens routed to each expert since the last call, per layer: [num_layers][num_experts]
+  // (empty for dense models). Every rank routes every token, so any rank's counts are the model's.
+  std::vector<std::vector<int64_t>> TakeExpertCounts();
+
  private:
   // h [num_tokens, hidden] → attention output [num_tokens, hidden] (before its post-norm).
   Tensor Attention(int64_t layer, const Tensor& x, const ForwardBatch& batch, KvCache& cache);
@@ -60,6 +64,7 @@ class Gemma4Model {
   ModelWeights weights_;
   parallel::Communicator& comm_;
   std::vector<ops::Rotary> rotary_;  // per layer
+  std::vector<std::vector<int64_t>> expert_counts_;  // [layer][expert], see TakeExpertCounts
   Observer observer_;
 };
 

@@ -10,7 +10,8 @@
 namespace gemmaserve::ops {
 
 // logits: [rows, num_experts] f32; per_expert_scale: [num_experts] f32;
-// expert_ids: [rows, k] i32 (descending weight, ties to the lower id); weights: [rows, k] f32.
+// expert_ids: [rows, k] i32 (by descending probability before per_expert_scale, ties to the
+// lower id); weights: [rows, k] f32.
 void TopKRouting(const Tensor& logits, const Tensor& per_expert_scale, int64_t k,
                  Tensor& expert_ids, Tensor& weights);
 

@@ -34,6 +34,10 @@ class Communicator {
   // x ← root's x on every rank.
   virtual void Broadcast(Tensor& x, int root) = 0;
   virtual void Barrier() = 0;
+
+  // Wall time spent inside collectives since construction or the last reset, milliseconds.
+  virtual double communication_ms() const { return 0; }
+  virtual void ResetCommunicationMs() {}
 };
 
 // The communicator of a single-process run: world size 1.

@@ -60,8 +60,8 @@ class GlooCommunicator final : public Communicator {
   void Barrier() override;
 
   // Wall time spent inside collectives since construction or the last reset, milliseconds.
-  double communication_ms() const { return communication_ms_; }
-  void ResetCommunicationMs() { communication_ms_ = 0; }
+  double communication_ms() const override { return communication_ms_; }
+  void ResetCommunicationMs() override { communication_ms_ = 0; }
 
  private:
   GlooCommunicator(int rank, int world_size, std::shared_ptr<gloo::Context> context);

@@ -65,8 +65,8 @@ class NcclCommunicator final : public Communicator {
   void Barrier() override;
 
   // Wall time spent inside collectives since construction or the last reset, milliseconds.
-  double communication_ms() const { return communication_ms_; }
-  void ResetCommunicationMs() { communication_ms_ = 0; }
+  double communication_ms() const override { return communication_ms_; }
+  void ResetCommunicationMs() override { communication_ms_ = 0; }
 
  private:
   NcclCommunicator(int rank, int world_size, int device_ordinal, ncclComm* comm,

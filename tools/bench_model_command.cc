@@ -10,12 +10,10 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
-#include "model/local_runner.h"
 #include "nlohmann/json.hpp"
-#include "ops/linear.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
-#include "worker/sampler.h"
+#include "tools/model_session.h"
 
 namespace gemmaserve::tools {
 namespace {
@@ -27,10 +25,9 @@ double SecondsSince(Clock::time_point start) {
 }
 
 struct BenchConfig {
-  std::string model_dir;
+  SessionOptions session;
   int64_t prompt_tokens = 128;
   int64_t decode_tokens = 32;
-  int64_t threads = 2;
   int64_t bandwidth_mb = 1024;
   bool json = false;
 };
@@ -84,38 +81,43 @@ int64_t WeightBytesPerToken(const model::Gemma4Model& model) {
   return bytes;
 }
 
-absl::Status Bench(const BenchConfig& config) {
+absl::Status Bench(BenchConfig config) {
   RETURN_IF_ERROR(InitLogging("warn"));
-  if (config.prompt_tokens <= 0 || config.decode_tokens <= 0) {
-    return absl::InvalidArgumentError("--prompt-tokens and --decode-tokens must be positive");
+  if (config.prompt_tokens <= 0 || config.decode_tokens <= 1) {
+    return absl::InvalidArgumentError("--prompt-tokens must be positive and --decode-tokens > 1");
   }
-  ops::SetBlasThreads(static_cast<int>(config.threads));
+  if (config.session.tp > 1 || config.session.ep > 1) {
+    return absl::InvalidArgumentError("bench-model measures the in-process forward; use --tp 1");
+  }
   const double bandwidth =
-      MeasureReadBandwidth(config.bandwidth_mb << 20, static_cast<int>(config.threads));
+      MeasureReadBandwidth(config.bandwidth_mb << 20, static_cast<int>(config.session.threads));
 
+  config.session.max_context = config.prompt_tokens + config.decode_tokens;
   auto load_start = Clock::now();
-  ASSIGN_OR_RETURN(auto runner, model::LocalRunner::Load(config.model_dir,
-                                                         config.prompt_tokens + config.decode_tokens));
+  ASSIGN_OR_RETURN(auto session, ModelSession::Open(config.session));
   const double load_s = SecondsSince(load_start);
-  const int64_t vocab = runner->config().vocab_size;
+  const int64_t vocab = session->config().vocab_size;
   std::vector<int32_t> prompt(config.prompt_tokens);
-  for (int64_t i = 0; i < config.prompt_tokens; ++i) prompt[i] = static_cast<int32_t>((i * 7919 + 2) % vocab);
+  for (int64_t i = 0; i < config.prompt_tokens; ++i) {
+    prompt[i] = static_cast<int32_t>((i * 7919 + 2) % vocab);
+  }
 
   // Prefill alone, then a full generate whose first step is the same prefill: the decode time is
   // the difference, over decode_tokens − 1 steps (the first token comes from the prefill).
   auto prefill_start = Clock::now();
-  RETURN_IF_ERROR(runner->Prefill({prompt}, false).status());
+  RETURN_IF_ERROR(session->driver().Logits({prompt}, false).status());
   const double prefill_s = SecondsSince(prefill_start);
+  internal::v1::SamplingParams greedy;
   auto generate_start = Clock::now();
-  RETURN_IF_ERROR(runner->Generate({prompt}, config.decode_tokens, worker::ArgMax).status());
+  RETURN_IF_ERROR(session->driver().Generate({prompt}, config.decode_tokens, greedy, {}).status());
   const double decode_s = SecondsSince(generate_start) - prefill_s;
   const double per_token_s = decode_s / static_cast<double>(config.decode_tokens - 1);
 
-  const int64_t bytes = WeightBytesPerToken(runner->model());
+  const int64_t bytes = WeightBytesPerToken(session->local_shard()->model());
   const double efficiency = static_cast<double>(bytes) / per_token_s / bandwidth;
   nlohmann::json result = {
-      {"model", config.model_dir},
-      {"threads", config.threads},
+      {"model", config.session.model_dir},
+      {"threads", config.session.threads},
       {"load_s", load_s},
       {"prompt_tokens", config.prompt_tokens},
       {"prefill_tokens_per_s", static_cast<double>(config.prompt_tokens) / prefill_s},
@@ -142,10 +144,9 @@ int BenchModelMain(int argc, char** argv) {
   FlagSet flags("bench-model",
                 "Prefill and decode tokens/s of the CPU forward (batch 1) against the measured "
                 "memory read bandwidth.");
-  flags.String("model", &config.model_dir, "checkpoint directory", true);
+  config.session.AddFlags(flags);
   flags.Int("prompt-tokens", &config.prompt_tokens, "prompt length for the prefill measurement");
   flags.Int("decode-tokens", &config.decode_tokens, "tokens to decode");
-  flags.Int("threads", &config.threads, "BLAS threads (and bandwidth-probe threads)");
   flags.Int("bandwidth-mb", &config.bandwidth_mb, "buffer size of the bandwidth probe, MiB");
   flags.Bool("json", &config.json, "print one line of JSON");
   const absl::Status parsed = flags.Parse(argc, argv);

@@ -8,6 +8,7 @@ int RunMain(int argc, char** argv);            // run_command.cc
 int LogitsMain(int argc, char** argv);         // run_command.cc
 int GenCheckpointMain(int argc, char** argv);  // gen_checkpoint_command.cc
 int BenchModelMain(int argc, char** argv);     // bench_model_command.cc
+int WorkerMain(int argc, char** argv);         // worker_command.cc
 int TokenizeMain(int argc, char** argv);       // tokenize_command.cc
 int DetokenizeMain(int argc, char** argv);     // tokenize_command.cc
 

@@ -14,6 +14,7 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
+    {"worker", "run one rank of a replica, driven by a coordinator", gemmaserve::tools::WorkerMain},
     {"run", "generate tokens from a prompt in this process", gemmaserve::tools::RunMain},
     {"logits", "print the logits of a token sequence as JSON", gemmaserve::tools::LogitsMain},
     {"gen-checkpoint", "write a random-weight Gemma 4 checkpoint",

@@ -1,5 +1,6 @@
-// gemmaserve run: generate from a prompt in this process (no server), and gemmaserve logits:
-// print the logits of a token sequence. Both load the checkpoint with LocalRunner.
+// gemmaserve run: generate from a prompt without a server, and gemmaserve logits: print the logits
+// of a token sequence. In this process by default; with --tp/--ep N through a coordinator and N
+// local worker processes.
 #include <algorithm>
 #include <cstdio>
 #include <random>
@@ -11,18 +12,16 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "model/generation_config.h"
-#include "model/local_runner.h"
 #include "nlohmann/json.hpp"
-#include "ops/linear.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
-#include "worker/sampler.h"
+#include "tools/model_session.h"
 
 namespace gemmaserve::tools {
 namespace {
 
 struct RunConfig {
-  std::string model_dir;
+  SessionOptions session;
   std::vector<int64_t> prompt_ids;
   int64_t max_tokens = 16;
   double temperature = -1;  // < 0: the model's generation_config default
@@ -31,7 +30,6 @@ struct RunConfig {
   int64_t seed = -1;        // < 0: random
   bool ignore_eos = false;
   bool json = false;
-  int64_t threads = 2;
   std::string log_level = "warn";
 };
 
@@ -49,76 +47,72 @@ absl::StatusOr<std::vector<int32_t>> ToTokenIds(const std::vector<int64_t>& ids,
   return out;
 }
 
-absl::StatusOr<worker::SamplingOptions> ResolveSampling(const RunConfig& config) {
+absl::StatusOr<internal::v1::SamplingParams> ResolveSampling(const RunConfig& config) {
   ASSIGN_OR_RETURN(model::GenerationDefaults defaults,
-                   model::GenerationDefaults::FromModelDir(config.model_dir));
-  worker::SamplingOptions options;
-  options.temperature = config.temperature >= 0 ? static_cast<float>(config.temperature)
-                                                : defaults.temperature;
-  options.top_k = config.top_k >= 0 ? static_cast<int32_t>(config.top_k) : defaults.top_k;
-  options.top_p = config.top_p >= 0 ? static_cast<float>(config.top_p) : defaults.top_p;
-  options.min_p = defaults.min_p;
-  if (options.top_p <= 0 || options.top_p > 1) {
-    return absl::InvalidArgumentError(absl::StrCat("--top-p ", options.top_p, " is not in (0, 1]"));
+                   model::GenerationDefaults::FromModelDir(config.session.model_dir));
+  internal::v1::SamplingParams params;
+  params.set_temperature(config.temperature >= 0 ? static_cast<float>(config.temperature)
+                                                 : defaults.temperature);
+  params.set_top_k(config.top_k >= 0 ? static_cast<int32_t>(config.top_k) : defaults.top_k);
+  params.set_top_p(config.top_p >= 0 ? static_cast<float>(config.top_p) : defaults.top_p);
+  params.set_min_p(defaults.min_p);
+  if (params.top_p() <= 0 || params.top_p() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--top-p ", params.top_p(), " is not in (0, 1]"));
   }
-  options.seed = config.seed >= 0 ? static_cast<uint64_t>(config.seed) : std::random_device{}();
-  return options;
+  params.set_has_seed(true);
+  params.set_seed(config.seed >= 0 ? static_cast<uint64_t>(config.seed) : std::random_device{}());
+  return params;
 }
 
-absl::Status Run(const RunConfig& config) {
+absl::Status Run(RunConfig config) {
   RETURN_IF_ERROR(InitLogging(config.log_level));
+  config.session.log_level = config.log_level;
   if (config.max_tokens < 0) return absl::InvalidArgumentError("--max-tokens must be ≥ 0");
-  ops::SetBlasThreads(static_cast<int>(config.threads));
-  const int64_t context = static_cast<int64_t>(config.prompt_ids.size()) + config.max_tokens;
-  ASSIGN_OR_RETURN(auto runner, model::LocalRunner::Load(config.model_dir, context));
+  ASSIGN_OR_RETURN(internal::v1::SamplingParams sampling, ResolveSampling(config));
+  config.session.max_context = static_cast<int64_t>(config.prompt_ids.size()) + config.max_tokens;
+  ASSIGN_OR_RETURN(auto session, ModelSession::Open(config.session));
   ASSIGN_OR_RETURN(std::vector<int32_t> prompt,
-                   ToTokenIds(config.prompt_ids, runner->config().vocab_size, "prompt-ids"));
-  ASSIGN_OR_RETURN(worker::SamplingOptions options, ResolveSampling(config));
-  uint64_t index = 0;
-  auto sampler = [&](const float* logits, int64_t vocab) {
-    return worker::Sample(logits, vocab, options, index++).token_id;
-  };
+                   ToTokenIds(config.prompt_ids, session->config().vocab_size, "prompt-ids"));
   const std::vector<int64_t> stop_ids =
-      config.ignore_eos ? std::vector<int64_t>{} : runner->config().eos_token_ids;
-  ASSIGN_OR_RETURN(auto outputs, runner->Generate({prompt}, config.max_tokens, sampler, stop_ids));
-  const std::vector<int32_t>& output = outputs[0];
-  const bool stopped = !output.empty() && std::find(stop_ids.begin(), stop_ids.end(),
-                                                    output.back()) != stop_ids.end();
+      config.ignore_eos ? std::vector<int64_t>{} : session->config().eos_token_ids;
+  ASSIGN_OR_RETURN(auto generations,
+                   session->driver().Generate({prompt}, config.max_tokens, sampling, stop_ids));
+  const coordinator::SequenceDriver::Generation& output = generations[0];
   if (config.json) {
-    nlohmann::json result = {{"output_ids", output},
+    nlohmann::json result = {{"output_ids", output.tokens},
                              {"prompt_tokens", prompt.size()},
-                             {"finish_reason", stopped ? "stop" : "length"}};
+                             {"finish_reason", output.finish_reason}};
     std::printf("%s\n", result.dump().c_str());
   } else {
-    std::printf("%s\n", absl::StrJoin(output, ",").c_str());
+    std::printf("%s\n", absl::StrJoin(output.tokens, ",").c_str());
   }
   return absl::OkStatus();
 }
 
 struct LogitsConfig {
-  std::string model_dir;
+  SessionOptions session;
   std::vector<int64_t> tokens;
   bool all_positions = false;
-  int64_t threads = 2;
   std::string log_level = "warn";
 };
 
-absl::Status Logits(const LogitsConfig& config) {
+absl::Status Logits(LogitsConfig config) {
   RETURN_IF_ERROR(InitLogging(config.log_level));
-  ops::SetBlasThreads(static_cast<int>(config.threads));
-  ASSIGN_OR_RETURN(auto runner, model::LocalRunner::Load(
-                                    config.model_dir, static_cast<int64_t>(config.tokens.size())));
-  ASSIGN_OR_RETURN(std::vector<int32_t> tokens,
-                   ToTokenIds(config.tokens, runner->config().vocab_size, "tokens"));
-  ASSIGN_OR_RETURN(Tensor logits, runner->Prefill({tokens}, config.all_positions));
+  config.session.log_level = config.log_level;
+  config.session.max_context = static_cast<int64_t>(config.tokens.size());
+  ASSIGN_OR_RETURN(auto session, ModelSession::Open(config.session));
+  const int64_t vocab = session->config().vocab_size;
+  ASSIGN_OR_RETURN(std::vector<int32_t> tokens, ToTokenIds(config.tokens, vocab, "tokens"));
+  ASSIGN_OR_RETURN(auto logits, session->driver().Logits({tokens}, config.all_positions));
   // %.9g round-trips a float exactly, so outputs of different runs compare bit for bit.
   std::string out = "{\"logits\": [";
-  for (int64_t r = 0; r < logits.dim(0); ++r) {
+  const std::vector<float>& values = logits[0];
+  const int64_t rows = static_cast<int64_t>(values.size()) / vocab;
+  for (int64_t r = 0; r < rows; ++r) {
     absl::StrAppend(&out, r == 0 ? "[" : ", [");
-    for (int64_t i = 0; i < logits.dim(1); ++i) {
+    for (int64_t i = 0; i < vocab; ++i) {
       char buffer[32];
-      std::snprintf(buffer, sizeof(buffer), "%s%.9g", i == 0 ? "" : ", ",
-                    logits.data<float>()[r * logits.dim(1) + i]);
+      std::snprintf(buffer, sizeof(buffer), "%s%.9g", i == 0 ? "" : ", ", values[r * vocab + i]);
       out += buffer;
     }
     out += "]";
@@ -132,18 +126,18 @@ absl::Status Logits(const LogitsConfig& config) {
 
 int RunMain(int argc, char** argv) {
   RunConfig config;
-  FlagSet flags("run", "Generate tokens from a prompt in this process (no server).");
-  flags.String("model", &config.model_dir, "checkpoint directory (config.json + safetensors)", true);
+  FlagSet flags("run", "Generate tokens from a prompt without a server.");
+  config.session.AddFlags(flags);
   flags.IntList("prompt-ids", &config.prompt_ids, "prompt token ids, e.g. 2,17,40", true);
   flags.Int("max-tokens", &config.max_tokens, "tokens to generate");
   flags.Double("temperature", &config.temperature,
                "sampling temperature; 0 = greedy (default: generation_config.json)");
-  flags.Int("top-k", &config.top_k, "sample among the k most likely tokens; 0 = off (default: generation_config.json)");
+  flags.Int("top-k", &config.top_k,
+            "sample among the k most likely tokens; 0 = off (default: generation_config.json)");
   flags.Double("top-p", &config.top_p, "nucleus probability mass (default: generation_config.json)");
   flags.Int("seed", &config.seed, "random seed (default: random)");
   flags.Bool("ignore-eos", &config.ignore_eos, "keep generating after an EOS token");
   flags.Bool("json", &config.json, "print one JSON object with output_ids");
-  flags.Int("threads", &config.threads, "BLAS threads");
   flags.String("log-level", &config.log_level, "trace, debug, info, warn, error or off");
   const absl::Status parsed = flags.Parse(argc, argv);
   return RunCommand(flags, parsed, [&] { return Run(config); });
@@ -152,10 +146,9 @@ int RunMain(int argc, char** argv) {
 int LogitsMain(int argc, char** argv) {
   LogitsConfig config;
   FlagSet flags("logits", "Print the softcapped logits of a token sequence as JSON.");
-  flags.String("model", &config.model_dir, "checkpoint directory", true);
+  config.session.AddFlags(flags);
   flags.IntList("tokens", &config.tokens, "token ids, e.g. 2,17,40", true);
   flags.Bool("all-positions", &config.all_positions, "one row per position, not only the last");
-  flags.Int("threads", &config.threads, "BLAS threads");
   flags.String("log-level", &config.log_level, "trace, debug, info, warn, error or off");
   const absl::Status parsed = flags.Parse(argc, argv);
   return RunCommand(flags, parsed, [&] { return Logits(config); });

@@ -46,6 +46,14 @@ int32_t ArgMax(const float* logits, int64_t vocab_size) {
   return static_cast<int32_t>(best);
 }
 
+float LogProbability(const float* logits, int64_t vocab_size, int32_t token_id) {
+  double max_value = -INFINITY;
+  for (int64_t i = 0; i < vocab_size; ++i) max_value = std::max<double>(max_value, logits[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < vocab_size; ++i) sum += std::exp(logits[i] - max_value);
+  return static_cast<float>(logits[token_id] - max_value - std::log(sum));
+}
+
 SampleResult Sample(const float* logits, int64_t vocab_size, const SamplingOptions& options,
                     uint64_t token_index, int32_t num_top) {
   const bool greedy = options.temperature <= 0.0f;

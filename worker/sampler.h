@@ -30,6 +30,9 @@ struct SampleResult {
 // Greedy choice: the highest logit, ties to the lowest id.
 int32_t ArgMax(const float* logits, int64_t vocab_size);
 
+// log softmax(logits)[token_id] at temperature 1.
+float LogProbability(const float* logits, int64_t vocab_size, int32_t token_id);
+
 // Chooses a token from `logits` [vocab_size]. `token_index` is the position of the new token in
 // its sequence's output (0 for the first), mixed with options.seed for the random draw.
 SampleResult Sample(const float* logits, int64_t vocab_size, const SamplingOptions& options,

@@ -1,132 +1,120 @@
 // Parity of the CPU forward pass with the golden references in tests/data/ref, computed by the
-// Hugging Face Gemma 4 code in float32 from the same bf16 checkpoints (tests/data/README.md).
-// Acceptance: max |Δlogit| ≤ 1e-3 and identical greedy tokens, decoding incrementally with the KV
-// cache.
-#include <cmath>
-#include <fstream>
+// Hugging Face Gemma 4 code in float32 from the same bf16 checkpoints. Acceptance: max |Δlogit|
+// ≤ 1e-3 and identical greedy tokens, decoding incrementally with the paged KV cache. Runs the
+// real step path: StepPlans built by the SequenceDriver, executed by a ModelShard in this process.
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "coordinator/sequence_driver.h"
 #include "gtest/gtest.h"
-#include "model/local_runner.h"
-#include "nlohmann/json.hpp"
-#include "tests/model/npy.h"
-#include "worker/sampler.h"
+#include "tests/model/golden_reference.h"
+#include "worker/model_shard.h"
 
-namespace gemmaserve::model {
+namespace gemmaserve {
 namespace {
 
-constexpr float kTolerance = 1e-3f;
+using coordinator::SequenceDriver;
+using testing::kGoldenTolerance;
+using testing::MaxAbsDiff;
 
-struct Reference {
-  std::vector<std::vector<int32_t>> inputs;
-  std::vector<std::vector<float>> last_logits;
-  std::vector<std::vector<int32_t>> greedy;
-  std::vector<std::vector<float>> seq0_all_logits;  // [positions][vocab]
-};
+constexpr int64_t kBlockSize = 16;
+constexpr int64_t kMaxSequences = 4;
+constexpr int64_t kBlocksPerSequence = 4;  // 64 tokens: the longest prompt (40) plus 16 and more
 
-Reference LoadReference(const std::string& model) {
-  std::ifstream in("tests/data/ref/" + model + ".json");
-  EXPECT_TRUE(in.good()) << "missing reference for " << model;
-  nlohmann::json json = nlohmann::json::parse(in);
-  Reference ref;
-  for (const auto& seq : json["sequences"]) {
-    ref.inputs.push_back(seq["input_ids"].get<std::vector<int32_t>>());
-    ref.last_logits.push_back(seq["last_logits"].get<std::vector<float>>());
-    ref.greedy.push_back(seq["greedy_new_tokens"].get<std::vector<int32_t>>());
-    if (seq["index"] == 0) ref.seq0_all_logits = seq["all_logits"].get<std::vector<std::vector<float>>>();
-  }
-  return ref;
-}
-
-float MaxAbsDiff(const float* actual, const std::vector<float>& expected) {
-  float worst = 0.0f;
-  for (size_t i = 0; i < expected.size(); ++i) {
-    worst = std::max(worst, std::fabs(actual[i] - expected[i]));
-  }
-  return worst;
-}
+internal::v1::SamplingParams Greedy() { return internal::v1::SamplingParams(); }
 
 class GoldenTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    ref_ = LoadReference(GetParam());
-    auto runner = LocalRunner::Load("tests/data/" + GetParam(), /*max_context=*/64,
-                                    /*max_sequences=*/4);
-    ASSERT_TRUE(runner.ok()) << runner.status();
-    runner_ = std::move(*runner);
+    ref_ = testing::LoadGoldenReference(GetParam());
+    auto loaded = worker::LoadShard("tests/data/" + GetParam(), parallel::ShardPlan::Single());
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    vocab_ = loaded->config.vocab_size;
+    const int64_t blocks = kMaxSequences * kBlocksPerSequence;
+    shard_ = std::make_unique<worker::ModelShard>(std::move(*loaded), kBlockSize, blocks, comm_);
+    driver_ = std::make_unique<SequenceDriver>(
+        [this](const internal::v1::StepPlan& plan) { return shard_->executor().Execute(plan); },
+        kBlockSize, blocks, kMaxSequences, vocab_);
   }
 
-  int64_t vocab() const { return runner_->config().vocab_size; }
-
-  Reference ref_;
-  std::unique_ptr<LocalRunner> runner_;
+  testing::GoldenReference ref_;
+  int64_t vocab_ = 0;
+  parallel::LocalCommunicator comm_;
+  std::unique_ptr<worker::ModelShard> shard_;
+  std::unique_ptr<SequenceDriver> driver_;
 };
 
 TEST_P(GoldenTest, LastLogitsMatchEachSequenceAlone) {
   for (size_t s = 0; s < ref_.inputs.size(); ++s) {
-    auto logits = runner_->Prefill({ref_.inputs[s]}, /*all_positions=*/false);
+    auto logits = driver_->Logits({ref_.inputs[s]}, /*all_positions=*/false);
     ASSERT_TRUE(logits.ok()) << logits.status();
-    EXPECT_LE(MaxAbsDiff(logits->data<float>(), ref_.last_logits[s]), kTolerance) << "sequence " << s;
+    EXPECT_LE(MaxAbsDiff((*logits)[0], ref_.last_logits[s]), kGoldenTolerance) << "sequence " << s;
   }
 }
 
 TEST_P(GoldenTest, LastLogitsMatchWhenAllSequencesShareOneBatch) {
-  auto logits = runner_->Prefill(ref_.inputs, /*all_positions=*/false);
+  auto logits = driver_->Logits(ref_.inputs, /*all_positions=*/false);
   ASSERT_TRUE(logits.ok()) << logits.status();
   for (size_t s = 0; s < ref_.inputs.size(); ++s) {
-    EXPECT_LE(MaxAbsDiff(logits->data<float>() + s * vocab(), ref_.last_logits[s]), kTolerance)
-        << "sequence " << s;
+    EXPECT_LE(MaxAbsDiff((*logits)[s], ref_.last_logits[s]), kGoldenTolerance) << "sequence " << s;
   }
 }
 
 TEST_P(GoldenTest, AllPositionLogitsMatchForSequenceZero) {
-  auto logits = runner_->Prefill({ref_.inputs[0]}, /*all_positions=*/true);
+  auto logits = driver_->Logits({ref_.inputs[0]}, /*all_positions=*/true);
   ASSERT_TRUE(logits.ok()) << logits.status();
-  ASSERT_EQ(logits->dim(0), static_cast<int64_t>(ref_.seq0_all_logits.size()));
+  const std::vector<float>& rows = (*logits)[0];
+  ASSERT_EQ(rows.size(), ref_.seq0_all_logits.size() * vocab_);
   for (size_t p = 0; p < ref_.seq0_all_logits.size(); ++p) {
-    EXPECT_LE(MaxAbsDiff(logits->data<float>() + p * vocab(), ref_.seq0_all_logits[p]), kTolerance)
+    EXPECT_LE(MaxAbsDiff(rows.data() + p * vocab_, ref_.seq0_all_logits[p].data(), vocab_),
+              kGoldenTolerance)
         << "position " << p;
   }
 }
 
 TEST_P(GoldenTest, GreedyDecodeWithKvCacheMatchesTokensAndStepLogits) {
   for (size_t s = 0; s < ref_.inputs.size(); ++s) {
-    auto steps = testing::ReadNpyF32("tests/data/ref/" + GetParam() + "/seq" + std::to_string(s) +
-                                     "_greedy_step_logits.npy");
-    ASSERT_TRUE(steps.ok()) << steps.status();
-    std::vector<std::vector<float>> seen;
-    auto greedy = [&](const float* logits, int64_t vocab_size) {
-      seen.emplace_back(logits, logits + vocab_size);
-      return worker::ArgMax(logits, vocab_size);
-    };
-    auto outputs = runner_->Generate({ref_.inputs[s]}, 16, greedy);
-    ASSERT_TRUE(outputs.ok()) << outputs.status();
-    EXPECT_EQ((*outputs)[0], ref_.greedy[s]) << "sequence " << s;
-    ASSERT_EQ(seen.size(), 16u);
-    for (size_t step = 0; step < seen.size(); ++step) {
-      std::vector<float> expected(steps->values.begin() + step * vocab(),
-                                  steps->values.begin() + (step + 1) * vocab());
-      EXPECT_LE(MaxAbsDiff(seen[step].data(), expected), kTolerance)
+    const std::vector<float> steps = testing::LoadGreedyStepLogits(GetParam(), s);
+    ASSERT_EQ(steps.size(), 16u * vocab_);
+    auto generations = driver_->Generate({ref_.inputs[s]}, 16, Greedy(), {}, /*capture_logits=*/true);
+    ASSERT_TRUE(generations.ok()) << generations.status();
+    const SequenceDriver::Generation& g = (*generations)[0];
+    EXPECT_EQ(g.tokens, ref_.greedy[s]) << "sequence " << s;
+    EXPECT_EQ(g.finish_reason, "length");
+    ASSERT_EQ(g.step_logits.size(), 16u);
+    for (size_t step = 0; step < 16; ++step) {
+      EXPECT_LE(MaxAbsDiff(g.step_logits[step].data(), steps.data() + step * vocab_, vocab_),
+                kGoldenTolerance)
           << "sequence " << s << " step " << step;
     }
   }
 }
 
 TEST_P(GoldenTest, BatchedGreedyDecodeMatchesEachSequence) {
-  auto outputs = runner_->Generate(ref_.inputs, 16, worker::ArgMax);
-  ASSERT_TRUE(outputs.ok()) << outputs.status();
-  for (size_t s = 0; s < ref_.inputs.size(); ++s) EXPECT_EQ((*outputs)[s], ref_.greedy[s]);
+  auto generations = driver_->Generate(ref_.inputs, 16, Greedy(), {});
+  ASSERT_TRUE(generations.ok()) << generations.status();
+  for (size_t s = 0; s < ref_.inputs.size(); ++s) EXPECT_EQ((*generations)[s].tokens, ref_.greedy[s]);
 }
 
 TEST_P(GoldenTest, GenerationStopsAtAStopIdAndKeepsIt) {
   const std::vector<int32_t>& greedy = ref_.greedy[0];
-  // Stop at the first occurrence of the fifth greedy token.
-  const int32_t stop = greedy[4];
-  const size_t expected_length = std::find(greedy.begin(), greedy.end(), stop) - greedy.begin() + 1;
-  auto outputs = runner_->Generate({ref_.inputs[0]}, 16, worker::ArgMax, {stop});
-  ASSERT_TRUE(outputs.ok()) << outputs.status();
-  EXPECT_EQ((*outputs)[0], std::vector<int32_t>(greedy.begin(), greedy.begin() + expected_length));
+  const int32_t stop = greedy[4];  // stops at this token's first occurrence
+  const size_t length = std::find(greedy.begin(), greedy.end(), stop) - greedy.begin() + 1;
+  auto generations = driver_->Generate({ref_.inputs[0]}, 16, Greedy(), {stop});
+  ASSERT_TRUE(generations.ok()) << generations.status();
+  EXPECT_EQ((*generations)[0].tokens, std::vector<int32_t>(greedy.begin(), greedy.begin() + length));
+  EXPECT_EQ((*generations)[0].finish_reason, "stop");
+}
+
+TEST_P(GoldenTest, RejectsPlansThatDoNotFit) {
+  EXPECT_EQ(driver_->Logits({{2, 1000}}, false).status().code(), absl::StatusCode::kInvalidArgument);
+  std::vector<int32_t> too_long(kBlockSize * kBlocksPerSequence + 1, 2);
+  EXPECT_EQ(driver_->Logits({too_long}, false).status().code(), absl::StatusCode::kInvalidArgument);
+  // The model still serves afterwards.
+  auto logits = driver_->Logits({ref_.inputs[3]}, false);
+  ASSERT_TRUE(logits.ok());
+  EXPECT_LE(MaxAbsDiff((*logits)[0], ref_.last_logits[3]), kGoldenTolerance);
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyModels, GoldenTest,
@@ -138,4 +126,4 @@ INSTANTIATE_TEST_SUITE_P(TinyModels, GoldenTest,
                          });
 
 }  // namespace
-}  // namespace gemmaserve::model
+}  // namespace gemmaserve

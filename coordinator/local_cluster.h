@@ -1,0 +1,53 @@
+// LocalCluster: a coordinator's internal gRPC server with its WorkerGroup, plus (when asked) the
+// local worker processes of a single-host replica. `gemmaserve serve --tp N`, `run --tp N` and
+// `logits --tp N` run on one; `gemmaserve coordinator` runs one without local workers and waits
+// for workers started elsewhere.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "coordinator/local_launcher.h"
+#include "coordinator/worker_group.h"
+#include "grpcpp/grpcpp.h"
+
+namespace gemmaserve::coordinator {
+
+struct LocalClusterOptions {
+  ClusterSpec spec;
+  std::string internal_address = "127.0.0.1:0";  // port 0 picks a free port
+  bool launch_workers = true;                    // spawn spec.world_size local workers
+  std::string worker_binary = "/proc/self/exe";
+  std::vector<std::string> worker_args;          // e.g. {"--threads", "1"}
+  absl::Duration ready_timeout = absl::Seconds(300);
+};
+
+class LocalCluster {
+ public:
+  // Starts the server (and workers) and waits until every rank is attached. A worker that exits
+  // first fails the start with its exit status.
+  static absl::StatusOr<std::unique_ptr<LocalCluster>> Start(const LocalClusterOptions& options);
+  // Shuts the workers down, then the server.
+  ~LocalCluster();
+
+  WorkerGroup& group() { return *group_; }
+  int internal_port() const { return port_; }
+  // Set once any local worker has exited on its own.
+  bool worker_died() const { return worker_died_; }
+
+ private:
+  LocalCluster() = default;
+
+  std::unique_ptr<WorkerGroup> group_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<LocalLauncher> launcher_;
+  int port_ = 0;
+  std::atomic<bool> worker_died_{false};
+  std::string death_;  // how the first worker died, for the start error
+  absl::Mutex death_mu_;
+};
+
+}  // namespace gemmaserve::coordinator

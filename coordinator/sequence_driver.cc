@@ -1,0 +1,129 @@
+#include "coordinator/sequence_driver.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace gemmaserve::coordinator {
+
+namespace pb = internal::v1;
+
+SequenceDriver::SequenceDriver(StepFn step, int64_t block_size, int64_t num_blocks,
+                               int64_t max_sequences, int64_t vocab_size)
+    : step_(std::move(step)),
+      block_size_(block_size),
+      blocks_per_sequence_(num_blocks / std::max<int64_t>(max_sequences, 1)),
+      max_sequences_(max_sequences),
+      vocab_size_(vocab_size) {}
+
+pb::SequencePlan SequenceDriver::PlanFor(int64_t slot, const std::vector<int32_t>& tokens,
+                                         int64_t num_cached) const {
+  pb::SequencePlan plan;
+  plan.set_sequence_id(static_cast<uint64_t>(slot));
+  plan.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+  plan.set_num_cached(num_cached);
+  for (int64_t b = 0; b < blocks_per_sequence_; ++b) {
+    const int32_t block = static_cast<int32_t>(slot * blocks_per_sequence_ + b);
+    plan.add_sliding_blocks(block);
+    plan.add_full_blocks(block);
+  }
+  return plan;
+}
+
+absl::Status SequenceDriver::CheckFits(const std::vector<std::vector<int32_t>>& prompts,
+                                       int64_t extra) const {
+  if (prompts.empty()) return absl::InvalidArgumentError("no prompt given");
+  if (static_cast<int64_t>(prompts.size()) > max_sequences_) {
+    return absl::InvalidArgumentError(absl::StrCat(prompts.size(), " prompts exceed the ",
+                                                   max_sequences_, " sequences the cache holds"));
+  }
+  for (size_t s = 0; s < prompts.size(); ++s) {
+    if (prompts[s].empty()) return absl::InvalidArgumentError(absl::StrCat("prompt ", s, " is empty"));
+    const int64_t needed = static_cast<int64_t>(prompts[s].size()) + extra;
+    if (needed > max_context()) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt ", s, " (", prompts[s].size(),
+                                                     " tokens) plus ", extra,
+                                                     " new tokens exceeds the context of ",
+                                                     max_context(), " tokens"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::vector<float>>> SequenceDriver::Logits(
+    const std::vector<std::vector<int32_t>>& prompts, bool all_positions) {
+  RETURN_IF_ERROR(CheckFits(prompts, 0));
+  pb::StepPlan plan;
+  plan.set_step_id(next_step_id_++);
+  for (size_t s = 0; s < prompts.size(); ++s) {
+    pb::SequencePlan* seq = plan.add_sequences();
+    *seq = PlanFor(static_cast<int64_t>(s), prompts[s], 0);
+    seq->set_return_logits(true);
+    seq->set_all_logits(all_positions);
+  }
+  ASSIGN_OR_RETURN(pb::StepResult result, step_(plan));
+  std::vector<std::vector<float>> logits;
+  for (const pb::SequenceResult& seq : result.sequences()) {
+    logits.emplace_back(seq.logits().begin(), seq.logits().end());
+  }
+  if (logits.size() != prompts.size()) {
+    return absl::InternalError(absl::StrCat("step returned ", logits.size(), " sequences for ",
+                                            prompts.size(), " prompts"));
+  }
+  return logits;
+}
+
+absl::StatusOr<std::vector<SequenceDriver::Generation>> SequenceDriver::Generate(
+    const std::vector<std::vector<int32_t>>& prompts, int64_t max_new_tokens,
+    const pb::SamplingParams& sampling, const std::vector<int64_t>& stop_ids, bool capture_logits) {
+  if (max_new_tokens < 0) return absl::InvalidArgumentError("max_new_tokens must be ≥ 0");
+  RETURN_IF_ERROR(CheckFits(prompts, max_new_tokens));
+  std::vector<Generation> generations(prompts.size());
+  if (max_new_tokens == 0) {
+    for (Generation& g : generations) g.finish_reason = "length";
+    return generations;
+  }
+  // Step inputs: the whole prompt first, then each sequence's newest token.
+  std::vector<int64_t> active(prompts.size());
+  for (size_t s = 0; s < prompts.size(); ++s) active[s] = static_cast<int64_t>(s);
+  bool prefill = true;
+  while (!active.empty()) {
+    pb::StepPlan plan;
+    plan.set_step_id(next_step_id_++);
+    for (int64_t s : active) {
+      const std::vector<int32_t>& out = generations[s].tokens;
+      const int64_t cached = prefill ? 0 : static_cast<int64_t>(prompts[s].size() + out.size()) - 1;
+      pb::SequencePlan* seq = plan.add_sequences();
+      *seq = PlanFor(s, prefill ? prompts[s] : std::vector<int32_t>{out.back()}, cached);
+      seq->set_sample(true);
+      *seq->mutable_sampling() = sampling;
+      seq->set_return_logits(capture_logits);
+    }
+    prefill = false;
+    ASSIGN_OR_RETURN(pb::StepResult result, step_(plan));
+    if (result.sequences_size() != static_cast<int>(active.size())) {
+      return absl::InternalError(absl::StrCat("step ", plan.step_id(), " returned ",
+                                              result.sequences_size(), " sequences for ",
+                                              active.size()));
+    }
+    std::vector<int64_t> still_active;
+    for (size_t i = 0; i < active.size(); ++i) {
+      Generation& g = generations[active[i]];
+      const pb::SequenceResult& seq = result.sequences(static_cast<int>(i));
+      g.tokens.push_back(seq.token_id());
+      if (capture_logits) g.step_logits.emplace_back(seq.logits().begin(), seq.logits().end());
+      if (std::find(stop_ids.begin(), stop_ids.end(), seq.token_id()) != stop_ids.end()) {
+        g.finish_reason = "stop";
+      } else if (static_cast<int64_t>(g.tokens.size()) >= max_new_tokens) {
+        g.finish_reason = "length";
+      } else {
+        still_active.push_back(active[i]);
+      }
+    }
+    active = std::move(still_active);
+  }
+  return generations;
+}
+
+}  // namespace gemmaserve::coordinator

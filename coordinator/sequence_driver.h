@@ -1,0 +1,63 @@
+// SequenceDriver: runs whole sequences (prefill, then one decode token per step) through a step
+// function that executes StepPlans, be it a ModelShard in this process or a WorkerGroup of worker
+// processes. Each sequence slot owns a fixed, contiguous run of KV blocks, so there is no block
+// manager: this serves `gemmaserve run` / `logits` and the parity tests, where every sequence
+// starts and ends together. Serving goes through the scheduler instead.
+//
+// Thread-safety: one thread drives a SequenceDriver.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "gemmaserve/internal/v1/worker.pb.h"
+
+namespace gemmaserve::coordinator {
+
+class SequenceDriver {
+ public:
+  using StepFn = std::function<absl::StatusOr<internal::v1::StepResult>(const internal::v1::StepPlan&)>;
+
+  // `num_blocks` blocks of `block_size` slots per KV group are split evenly over `max_sequences`
+  // slots; `vocab_size` shapes the returned logits.
+  SequenceDriver(StepFn step, int64_t block_size, int64_t num_blocks, int64_t max_sequences,
+                 int64_t vocab_size);
+
+  // Tokens one sequence can hold (prompt plus generated).
+  int64_t max_context() const { return blocks_per_sequence_ * block_size_; }
+
+  // Prefills every prompt in one step and returns, per prompt, the logits of its last position
+  // ([vocab]) or of every position ([length × vocab]).
+  absl::StatusOr<std::vector<std::vector<float>>> Logits(
+      const std::vector<std::vector<int32_t>>& prompts, bool all_positions);
+
+  struct Generation {
+    std::vector<int32_t> tokens;
+    std::string finish_reason;             // "stop" (a stop id, kept in tokens) or "length"
+    std::vector<std::vector<float>> step_logits;  // with capture_logits: [tokens][vocab]
+  };
+  // Prefills the prompts together, then decodes them in lockstep until each has max_new_tokens
+  // tokens or produced one of stop_ids.
+  absl::StatusOr<std::vector<Generation>> Generate(const std::vector<std::vector<int32_t>>& prompts,
+                                                   int64_t max_new_tokens,
+                                                   const internal::v1::SamplingParams& sampling,
+                                                   const std::vector<int64_t>& stop_ids,
+                                                   bool capture_logits = false);
+
+ private:
+  internal::v1::SequencePlan PlanFor(int64_t slot, const std::vector<int32_t>& tokens,
+                                     int64_t num_cached) const;
+  absl::Status CheckFits(const std::vector<std::vector<int32_t>>& prompts, int64_t extra) const;
+
+  StepFn step_;
+  int64_t block_size_;
+  int64_t blocks_per_sequence_;
+  int64_t max_sequences_;
+  int64_t vocab_size_;
+  uint64_t next_step_id_ = 1;
+};
+
+}  // namespace gemmaserve::coordinator

@@ -1,0 +1,72 @@
+#include "tools/model_session.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "ops/linear.h"
+
+namespace gemmaserve::tools {
+
+namespace {
+constexpr int64_t kBlockSize = 16;
+}  // namespace
+
+void SessionOptions::AddFlags(FlagSet& flags) {
+  flags.String("model", &model_dir, "checkpoint directory (config.json + safetensors)", true);
+  flags.Int("tp", &tp, "tensor-parallel worker processes (1 = run in this process)");
+  flags.Int("ep", &ep, "expert-parallel worker processes, MoE models only (1 = off)");
+  flags.Int("threads", &threads, "BLAS threads (per worker process with --tp/--ep)");
+}
+
+absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOptions& options) {
+  if (options.tp < 1 || options.ep < 1 || (options.tp > 1 && options.ep > 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("--tp ", options.tp, " --ep ", options.ep,
+                                                   ": give one of them, at least 1"));
+  }
+  std::unique_ptr<ModelSession> session(new ModelSession());
+  ASSIGN_OR_RETURN(session->config_, model::Gemma4Config::FromModelDir(options.model_dir));
+  if (options.ep > 1 && !session->config_.is_moe()) {
+    return absl::InvalidArgumentError(absl::StrCat("--ep ", options.ep, ": ", options.model_dir,
+                                                   " is a dense model; use --tp"));
+  }
+  if (options.max_context > session->config_.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat("a context of ", options.max_context,
+                                                   " tokens exceeds max_position_embeddings ",
+                                                   session->config_.max_position_embeddings));
+  }
+  const int64_t blocks =
+      (options.max_context + kBlockSize - 1) / kBlockSize * options.max_sequences;
+  const int64_t world = std::max(options.tp, options.ep);
+  coordinator::SequenceDriver::StepFn step;
+  if (world == 1) {
+    ops::SetBlasThreads(static_cast<int>(options.threads));
+    ASSIGN_OR_RETURN(worker::LoadedShard loaded,
+                     worker::LoadShard(options.model_dir, parallel::ShardPlan::Single()));
+    session->comm_ = std::make_unique<parallel::LocalCommunicator>();
+    session->shard_ = std::make_unique<worker::ModelShard>(std::move(loaded), kBlockSize, blocks,
+                                                           *session->comm_);
+    worker::ModelShard* shard = session->shard_.get();
+    step = [shard](const internal::v1::StepPlan& plan) { return shard->executor().Execute(plan); };
+  } else {
+    coordinator::LocalClusterOptions cluster;
+    cluster.spec.model_dir = options.model_dir;
+    cluster.spec.world_size = static_cast<int>(world);
+    cluster.spec.tp_size = static_cast<int>(world);
+    cluster.spec.ep_size = static_cast<int>(options.ep);
+    cluster.spec.block_size = kBlockSize;
+    cluster.worker_args = {"--threads", absl::StrCat(options.threads), "--log-level",
+                           options.log_level};
+    ASSIGN_OR_RETURN(session->cluster_, coordinator::LocalCluster::Start(cluster));
+    if (session->cluster_->group().num_blocks() < blocks) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the workers hold ", session->cluster_->group().num_blocks(), " KV blocks; ", blocks,
+          " are needed"));
+    }
+    coordinator::WorkerGroup* group = &session->cluster_->group();
+    step = [group](const internal::v1::StepPlan& plan) { return group->Step(plan); };
+  }
+  session->driver_ = std::make_unique<coordinator::SequenceDriver>(
+      std::move(step), kBlockSize, blocks, options.max_sequences, session->config_.vocab_size);
+  return session;
+}
+
+}  // namespace gemmaserve::tools

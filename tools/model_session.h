@@ -1,0 +1,53 @@
+// ModelSession: what `run`, `logits` and `bench-model` drive: the model in this process (a
+// ModelShard behind a LocalCommunicator) or, with --tp/--ep N, a LocalCluster of N worker
+// processes behind a coordinator — both through a SequenceDriver, so the two paths differ only in
+// where the step runs.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "coordinator/local_cluster.h"
+#include "coordinator/sequence_driver.h"
+#include "model/config.h"
+#include "parallel/communicator.h"
+#include "tools/flags.h"
+#include "worker/model_shard.h"
+
+namespace gemmaserve::tools {
+
+struct SessionOptions {
+  std::string model_dir;
+  int64_t tp = 1;
+  int64_t ep = 1;
+  int64_t threads = 2;          // BLAS threads (per worker with --tp/--ep)
+  int64_t max_context = 0;      // tokens per sequence the KV cache must hold
+  int64_t max_sequences = 1;
+  std::string log_level = "warn";  // passed on to worker processes
+
+  // Declares --model, --tp, --ep and --threads.
+  void AddFlags(FlagSet& flags);
+};
+
+class ModelSession {
+ public:
+  static absl::StatusOr<std::unique_ptr<ModelSession>> Open(const SessionOptions& options);
+
+  const model::Gemma4Config& config() const { return config_; }
+  coordinator::SequenceDriver& driver() { return *driver_; }
+  // The in-process model, or null when the steps run in worker processes.
+  worker::ModelShard* local_shard() { return shard_.get(); }
+
+ private:
+  ModelSession() = default;
+
+  model::Gemma4Config config_;
+  std::unique_ptr<parallel::Communicator> comm_;
+  std::unique_ptr<worker::ModelShard> shard_;
+  std::unique_ptr<coordinator::LocalCluster> cluster_;
+  std::unique_ptr<coordinator::SequenceDriver> driver_;
+};
+
+}  // namespace gemmaserve::tools

@@ -1,0 +1,42 @@
+// gemmaserve worker: one rank of a replica, dialing the coordinator (DESIGN.md, "Processes,
+// commands and ports").
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "tools/commands.h"
+#include "tools/flags.h"
+#include "worker/worker.h"
+
+namespace gemmaserve::tools {
+
+int WorkerMain(int argc, char** argv) {
+  worker::WorkerOptions options;
+  int64_t rank = 0;
+  int64_t world_size = 1;
+  int64_t threads = 1;
+  int64_t connect_timeout_s = 60;
+  std::string log_level = "info";
+  FlagSet flags("worker", "Run one rank of a model replica, driven by a coordinator.");
+  flags.String("coordinator", &options.coordinator, "HOST:PORT of the coordinator's internal port",
+               true);
+  flags.Int("rank", &rank, "this worker's rank, 0 … world size − 1", true);
+  flags.Int("world-size", &world_size, "ranks in the replica", true);
+  flags.String("device", &options.device, "cpu or cuda:N");
+  flags.Int("threads", &threads, "BLAS threads");
+  flags.Int("kv-cache-mb", &options.kv_cache_mb, "memory budget of the KV cache, MiB");
+  flags.String("collective-host", &options.collective_host,
+               "address peers reach this worker at (default: the local address toward the coordinator)");
+  flags.Int("connect-timeout-s", &connect_timeout_s,
+            "seconds to keep retrying an unreachable coordinator");
+  flags.String("log-level", &log_level, "trace, debug, info, warn, error or off");
+  const absl::Status parsed = flags.Parse(argc, argv);
+  return RunCommand(flags, parsed, [&]() -> absl::Status {
+    RETURN_IF_ERROR(InitLogging(log_level));
+    options.rank = static_cast<int>(rank);
+    options.world_size = static_cast<int>(world_size);
+    options.threads = static_cast<int>(threads);
+    options.connect_timeout = absl::Seconds(connect_timeout_s);
+    return worker::RunWorker(options);
+  });
+}
+
+}  // namespace gemmaserve::tools

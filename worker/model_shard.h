@@ -1,0 +1,50 @@
+// ModelShard: one rank's model in this process: config, weights for its shard, KV cache and the
+// step executor over them. The worker process holds one; `gemmaserve run` and the parity tests
+// hold one with a LocalCommunicator to run without any server.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "model/checkpoint.h"
+#include "model/config.h"
+#include "model/gemma4.h"
+#include "model/kv_cache.h"
+#include "parallel/communicator.h"
+#include "parallel/shard_plan.h"
+#include "worker/step_executor.h"
+
+namespace gemmaserve::worker {
+
+// The weights of a shard, loaded but without a KV cache yet (its size depends on the memory left
+// and, in a cluster, on what the other ranks can hold).
+struct LoadedShard {
+  model::Gemma4Config config;
+  model::ModelWeights weights;
+};
+
+// Loads `plan`'s shard of the checkpoint in `model_dir`.
+absl::StatusOr<LoadedShard> LoadShard(const std::string& model_dir, const parallel::ShardPlan& plan);
+
+// Bytes of KV cache per block index: one block of the sliding group plus one of the full group.
+int64_t KvBytesPerBlockPair(const LoadedShard& shard, int64_t block_size);
+
+class ModelShard {
+ public:
+  // Takes the loaded weights; allocates `num_blocks` blocks per KV group. `comm` outlives this.
+  ModelShard(LoadedShard shard, int64_t block_size, int64_t num_blocks, parallel::Communicator& comm);
+
+  const model::Gemma4Config& config() const { return model_.config(); }
+  model::Gemma4Model& model() { return model_; }
+  model::KvCache& cache() { return cache_; }
+  StepExecutor& executor() { return executor_; }
+
+ private:
+  model::Gemma4Model model_;
+  model::KvCache cache_;
+  StepExecutor executor_;
+};
+
+}  // namespace gemmaserve::worker

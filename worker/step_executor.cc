@@ -1,0 +1,111 @@
+#include "worker/step_executor.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "worker/sampler.h"
+
+namespace gemmaserve::worker {
+namespace {
+
+using internal::v1::SequencePlan;
+using internal::v1::StepPlan;
+using internal::v1::StepResult;
+
+SamplingOptions ToOptions(const internal::v1::SamplingParams& params, uint64_t sequence_id) {
+  SamplingOptions options;
+  options.temperature = params.temperature();
+  options.top_k = params.top_k();
+  options.top_p = params.top_p() > 0 ? params.top_p() : 1.0f;
+  options.min_p = params.min_p();
+  // Without a seed the draw still must not depend on the batch: derive one from the sequence.
+  options.seed = params.has_seed() ? params.seed() : sequence_id * 0x9e3779b97f4a7c15ull;
+  return options;
+}
+
+}  // namespace
+
+StepExecutor::StepExecutor(model::Gemma4Model& model, model::KvCache& cache, int rank)
+    : model_(model), cache_(cache), rank_(rank) {}
+
+absl::StatusOr<model::ForwardBatch> StepExecutor::BuildBatch(const StepPlan& plan) const {
+  model::ForwardBatch batch;
+  for (const SequencePlan& seq : plan.sequences()) {
+    batch.token_ids.insert(batch.token_ids.end(), seq.token_ids().begin(), seq.token_ids().end());
+    model::BatchSequence entry;
+    entry.num_cached = seq.num_cached();
+    entry.num_tokens = seq.token_ids_size();
+    entry.block_tables[static_cast<int>(model::LayerKind::kSliding)].assign(
+        seq.sliding_blocks().begin(), seq.sliding_blocks().end());
+    entry.block_tables[static_cast<int>(model::LayerKind::kFull)].assign(seq.full_blocks().begin(),
+                                                                         seq.full_blocks().end());
+    entry.all_logits = seq.all_logits() || seq.prompt_logprobs();
+    batch.sequences.push_back(std::move(entry));
+  }
+  const std::array<int64_t, model::kNumKvGroups> num_blocks = {
+      cache_.num_blocks(model::LayerKind::kSliding), cache_.num_blocks(model::LayerKind::kFull)};
+  RETURN_IF_ERROR(batch.Finalize(model_.config(), cache_.block_size(), num_blocks));
+  return batch;
+}
+
+absl::StatusOr<StepResult> StepExecutor::Execute(const StepPlan& plan) {
+  const auto start = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(model::ForwardBatch batch, BuildBatch(plan));
+  const Tensor logits = model_.Forward(batch, cache_);
+  StepResult result;
+  result.set_step_id(plan.step_id());
+  result.set_rank(rank_);
+  if (rank_ == 0) FillResults(plan, batch, logits, result);
+  result.set_compute_ms(
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  return result;
+}
+
+void StepExecutor::FillResults(const StepPlan& plan, const model::ForwardBatch& batch,
+                               const Tensor& logits, StepResult& result) {
+  const int64_t vocab = model_.config().vocab_size;
+  int64_t row = 0;  // logits rows follow the sequences: all of a sequence's tokens, or its last
+  for (int s = 0; s < plan.sequences_size(); ++s) {
+    const SequencePlan& seq = plan.sequences(s);
+    const int64_t rows = batch.sequences[s].all_logits ? seq.token_ids_size() : 1;
+    const float* first = logits.data<float>() + row * vocab;
+    const float* last = first + (rows - 1) * vocab;
+    row += rows;
+    internal::v1::SequenceResult* out = result.add_sequences();
+    out->set_sequence_id(seq.sequence_id());
+    out->set_token_id(-1);
+    if (seq.return_logits()) {
+      const float* begin = seq.all_logits() ? first : last;
+      out->mutable_logits()->Add(begin, last + vocab);
+    }
+    if (seq.prompt_logprobs()) {
+      // The logprob of token i + 1 under the distribution after token i (temperature 1).
+      for (int64_t i = 0; i + 1 < rows; ++i) {
+        internal::v1::TokenLogprob* entry = out->add_prompt_logprobs();
+        entry->set_token_id(seq.token_ids(i + 1));
+        entry->set_logprob(LogProbability(first + i * vocab, vocab, seq.token_ids(i + 1)));
+      }
+    }
+    if (!seq.sample()) continue;
+    const uint64_t position = static_cast<uint64_t>(seq.num_cached() + seq.token_ids_size());
+    const SampleResult sampled =
+        Sample(last, vocab, ToOptions(seq.sampling(), seq.sequence_id()), position,
+               seq.sampling().top_logprobs());
+    out->set_token_id(sampled.token_id);
+    out->set_logprob(sampled.logprob);
+    for (const TokenProbability& top : sampled.top) {
+      internal::v1::TokenLogprob* entry = out->add_top_logprobs();
+      entry->set_token_id(top.token_id);
+      entry->set_logprob(top.logprob);
+    }
+  }
+  const std::vector<std::vector<int64_t>> counts = model_.TakeExpertCounts();
+  for (size_t layer = 0; layer < counts.size(); ++layer) {
+    internal::v1::ExpertCounts* entry = result.add_expert_counts();
+    entry->set_layer(static_cast<int32_t>(layer));
+    entry->mutable_tokens()->Add(counts[layer].begin(), counts[layer].end());
+  }
+}
+
+}  // namespace gemmaserve::worker

@@ -1,0 +1,237 @@
+#include "worker/worker.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "gemmaserve/internal/v1/worker.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "ops/linear.h"
+#include "parallel/gloo_communicator.h"
+#include "parallel/grpc_key_value_store.h"
+#include "spdlog/spdlog.h"
+#include "worker/model_shard.h"
+
+namespace gemmaserve::worker {
+namespace {
+
+namespace pb = internal::v1;
+
+absl::Status FromGrpc(const grpc::Status& status, const std::string& what) {
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      absl::StrCat(what, ": ", status.error_message()));
+}
+
+// Polls GetClusterConfig until the coordinator answers or `timeout` passes.
+absl::StatusOr<pb::ClusterConfig> FetchClusterConfig(pb::Coordinator::Stub& stub,
+                                                     const WorkerOptions& options) {
+  const absl::Time give_up = absl::Now() + options.connect_timeout;
+  absl::Duration backoff = absl::Milliseconds(100);
+  grpc::Status last;
+  while (true) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    pb::GetClusterConfigRequest request;
+    request.set_rank(options.rank);
+    pb::ClusterConfig config;
+    last = stub.GetClusterConfig(&context, request, &config);
+    if (last.ok()) return config;
+    if (last.error_code() != grpc::StatusCode::UNAVAILABLE &&
+        last.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return FromGrpc(last, absl::StrCat("GetClusterConfig from ", options.coordinator));
+    }
+    if (absl::Now() + backoff > give_up) break;
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
+  return absl::UnavailableError(absl::StrCat("coordinator ", options.coordinator,
+                                             " unreachable for ",
+                                             absl::FormatDuration(options.connect_timeout), ": ",
+                                             last.error_message()));
+}
+
+// The local IP address this host uses to reach HOST:PORT (a UDP connect sends nothing).
+absl::StatusOr<std::string> LocalAddressToward(const std::string& host_port) {
+  const size_t colon = host_port.rfind(':');
+  if (colon == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("--coordinator \"", host_port, "\" is not HOST:PORT"));
+  }
+  const std::string host = host_port.substr(0, colon);
+  const std::string port = host_port.substr(colon + 1);
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* result = nullptr;
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &result) != 0 || result == nullptr) {
+    return absl::UnavailableError(absl::StrCat("cannot resolve coordinator host ", host));
+  }
+  const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in local{};
+  socklen_t length = sizeof(local);
+  const bool ok = fd >= 0 && connect(fd, result->ai_addr, result->ai_addrlen) == 0 &&
+                  getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0;
+  if (fd >= 0) close(fd);
+  freeaddrinfo(result);
+  if (!ok) return absl::UnavailableError(absl::StrCat("no route to coordinator host ", host));
+  char buffer[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &local.sin_addr, buffer, sizeof(buffer));
+  return std::string(buffer);
+}
+
+// MemAvailable from /proc/meminfo, bytes; 0 when unknown.
+int64_t AvailableMemoryBytes() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  int64_t value_kb = 0;
+  std::string unit;
+  while (meminfo >> key >> value_kb >> unit) {
+    if (key == "MemAvailable:") return value_kb * 1024;
+  }
+  return 0;
+}
+
+// Bytes this rank's f32 shard will take: the checkpoint's text weights widened to f32, split over
+// the ranks (replicated norms and router weights are small next to that).
+absl::StatusOr<int64_t> EstimateShardBytes(const std::string& model_dir, int world_size) {
+  ASSIGN_OR_RETURN(model::Checkpoint checkpoint, model::Checkpoint::Open(model_dir));
+  ASSIGN_OR_RETURN(std::string prefix, model::TextWeightPrefix(checkpoint));
+  int64_t elements = 0;
+  for (const std::string& name : checkpoint.TensorNames()) {
+    if (name.rfind(prefix, 0) != 0) continue;
+    ASSIGN_OR_RETURN(model::TensorInfo info, checkpoint.Info(name));
+    elements += NumElements(info.shape);
+  }
+  return elements * static_cast<int64_t>(sizeof(float)) / world_size;
+}
+
+absl::Status CheckShardFits(const std::string& model_dir, const WorkerOptions& options) {
+  ASSIGN_OR_RETURN(int64_t weight_bytes, EstimateShardBytes(model_dir, options.world_size));
+  const int64_t needed = weight_bytes + (options.kv_cache_mb << 20);
+  const int64_t available = AvailableMemoryBytes();
+  if (available > 0 && needed > available) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "rank ", options.rank, ": the shard of ", model_dir, " needs ", weight_bytes >> 20,
+        " MiB of weights plus ", options.kv_cache_mb, " MiB of KV cache, but only ",
+        available >> 20, " MiB of memory are available"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<parallel::ShardPlan> PlanFor(const pb::ClusterConfig& cluster, const WorkerOptions& options) {
+  if (cluster.world_size() != options.world_size) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--world-size ", options.world_size, " but the coordinator runs a world of ",
+        cluster.world_size()));
+  }
+  const auto experts = cluster.ep_size() > 1 ? parallel::ExpertSharding::kExpertParallel
+                                             : parallel::ExpertSharding::kTensorParallel;
+  return parallel::ShardPlan::Create(options.rank, options.world_size, experts);
+}
+
+// Sends the hello, then answers each step until Shutdown or a broken stream.
+absl::Status ServeSteps(pb::Coordinator::Stub& stub, ModelShard& shard,
+                        parallel::Communicator& comm, int rank) {
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReaderWriter<pb::StepResult, pb::CoordinatorMessage>> stream =
+      stub.Attach(&context);
+  pb::StepResult hello;
+  hello.set_rank(rank);
+  if (!stream->Write(hello)) return FromGrpc(stream->Finish(), "Attach");
+  spdlog::info("rank {}: attached, serving steps", rank);
+  pb::CoordinatorMessage message;
+  while (stream->Read(&message)) {
+    if (message.has_shutdown()) {
+      spdlog::info("rank {}: shutdown ({})", rank, message.shutdown().reason());
+      stream->WritesDone();
+      stream->Finish();
+      return absl::OkStatus();
+    }
+    if (!message.has_step()) continue;  // drain: the coordinator simply stops sending steps
+    comm.ResetCommunicationMs();
+    absl::StatusOr<pb::StepResult> result = shard.executor().Execute(message.step());
+    pb::StepResult reply;
+    if (result.ok()) {
+      reply = std::move(*result);
+    } else {
+      reply.set_step_id(message.step().step_id());
+      reply.set_rank(rank);
+      reply.set_error(std::string(result.status().message()));
+    }
+    reply.set_communication_ms(comm.communication_ms());
+    if (!stream->Write(reply)) break;
+  }
+  return FromGrpc(stream->Finish(), absl::StrCat("rank ", rank, ": lost the coordinator stream"));
+}
+
+}  // namespace
+
+absl::Status RunWorker(const WorkerOptions& options) {
+  if (options.device != "cpu") {
+    return absl::UnimplementedError(absl::StrCat("--device ", options.device,
+                                                 ": only the cpu backend has kernels so far"));
+  }
+  if (options.rank < 0 || options.rank >= options.world_size) {
+    return absl::InvalidArgumentError(absl::StrCat("--rank ", options.rank,
+                                                   " is not in a world of size ", options.world_size));
+  }
+  ops::SetBlasThreads(options.threads);
+  auto channel = grpc::CreateChannel(options.coordinator, grpc::InsecureChannelCredentials());
+  std::unique_ptr<pb::Coordinator::Stub> stub = pb::Coordinator::NewStub(channel);
+  ASSIGN_OR_RETURN(pb::ClusterConfig cluster, FetchClusterConfig(*stub, options));
+  ASSIGN_OR_RETURN(parallel::ShardPlan plan, PlanFor(cluster, options));
+  RETURN_IF_ERROR(CheckShardFits(cluster.model_dir(), options));
+  spdlog::info("rank {}/{}: loading {} (tp {}, ep {})", options.rank, options.world_size,
+               cluster.model_dir(), cluster.tp_size(), cluster.ep_size());
+  ASSIGN_OR_RETURN(LoadedShard loaded, LoadShard(cluster.model_dir(), plan));
+
+  const int64_t pair_bytes = KvBytesPerBlockPair(loaded, cluster.block_size());
+  const int64_t capacity = (options.kv_cache_mb << 20) / pair_bytes;
+  if (capacity < 1) {
+    return absl::ResourceExhaustedError(absl::StrCat("--kv-cache-mb ", options.kv_cache_mb,
+                                                     " holds no KV block of ", pair_bytes, " bytes"));
+  }
+  pb::RegisterRequest request;
+  request.set_rank(options.rank);
+  request.set_world_size(options.world_size);
+  request.set_device_kind(pb::DEVICE_KIND_CPU);
+  char hostname[256] = {};
+  gethostname(hostname, sizeof(hostname) - 1);
+  request.set_host(hostname);
+  request.set_session_id(cluster.session_id());
+  request.set_sliding_blocks(capacity);
+  request.set_full_blocks(capacity);
+  request.set_weight_bytes(loaded.weights.TotalBytes());
+  request.set_kv_cache_bytes(capacity * pair_bytes);
+  pb::RegisterResponse registered;
+  grpc::ClientContext register_context;
+  register_context.set_deadline(absl::ToChronoTime(absl::Now() + options.join_timeout));
+  grpc::Status status = stub->Register(&register_context, request, &registered);
+  if (!status.ok()) return FromGrpc(status, absl::StrCat("rank ", options.rank, ": Register"));
+  const int64_t num_blocks = std::min(registered.sliding_blocks(), registered.full_blocks());
+
+  std::unique_ptr<parallel::Communicator> comm;
+  if (options.world_size == 1) {
+    comm = std::make_unique<parallel::LocalCommunicator>();
+  } else {
+    std::string host = options.collective_host;
+    if (host.empty()) {
+      ASSIGN_OR_RETURN(host, LocalAddressToward(options.coordinator));
+    }
+    parallel::GrpcKeyValueStore store(channel, cluster.session_id());
+    ASSIGN_OR_RETURN(comm, parallel::GlooCommunicator::Create(options.rank, options.world_size, store,
+                                                              host, options.join_timeout));
+  }
+  ModelShard shard(std::move(loaded), cluster.block_size(), num_blocks, *comm);
+  return ServeSteps(*stub, shard, *comm, options.rank);
+}
+
+}  // namespace gemmaserve::worker

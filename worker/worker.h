@@ -1,0 +1,39 @@
+// Worker: one rank of a model replica as a process (DESIGN.md, "Processes and data flow"). It dials
+// the coordinator, learns the cluster layout, loads its shard, sizes its KV cache, registers,
+// joins the collective group, then executes the steps the coordinator streams to it until told to
+// shut down.
+//
+// Failure policy: anything before the first step (coordinator unreachable past the retry budget,
+// a shard that does not fit, a registration refused, a rendezvous timeout) returns a Status whose
+// message the process prints before exiting non-zero. A lost coordinator stream ends the worker
+// with UNAVAILABLE; a failed collective mid-step crashes it (the coordinator fails the step).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+
+namespace gemmaserve::worker {
+
+struct WorkerOptions {
+  std::string coordinator;         // HOST:PORT of the coordinator's internal port
+  int rank = 0;
+  int world_size = 1;
+  std::string device = "cpu";      // "cpu" (CUDA workers need kernels that do not exist yet)
+  int threads = 1;                 // BLAS threads
+  int64_t kv_cache_mb = 256;       // memory budget of the KV cache
+  // Address peers reach this worker at for collectives: an IP, hostname or interface name.
+  // Empty: the local address of the connection to the coordinator.
+  std::string collective_host;
+  // How long to keep retrying an unreachable coordinator before giving up.
+  absl::Duration connect_timeout = absl::Seconds(60);
+  // How long registration and the collective rendezvous may wait for the other ranks.
+  absl::Duration join_timeout = absl::Seconds(120);
+};
+
+// Runs the worker until shutdown. OK after a Shutdown from the coordinator.
+absl::Status RunWorker(const WorkerOptions& options);
+
+}  // namespace gemmaserve::worker
