@@ -84,6 +84,7 @@ class ChatTemplate {
     int32_t bos, turn_start, turn_end, think, channel_start, channel_end, tool_start, tool_end,
         call_start, call_end, response_start, response_end, quote;
   };
+  const Tokens& tokens() const { return tokens_; }
 
  private:
   ChatTemplate(const Tokenizer* tokenizer, ChatVariant variant, Tokens tokens)

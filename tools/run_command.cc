@@ -11,6 +11,8 @@
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "coordinator/chat_template.h"
+#include "coordinator/tokenizer.h"
 #include "model/generation_config.h"
 #include "nlohmann/json.hpp"
 #include "tools/commands.h"
@@ -23,6 +25,9 @@ namespace {
 struct RunConfig {
   SessionOptions session;
   std::vector<int64_t> prompt_ids;
+  std::string prompt;        // raw text, encoded with <bos>
+  std::string chat;          // one user message, rendered with the Gemma 4 chat template
+  bool thinking = false;
   int64_t max_tokens = 16;
   double temperature = -1;  // < 0: the model's generation_config default
   int64_t top_k = -1;
@@ -64,25 +69,74 @@ absl::StatusOr<internal::v1::SamplingParams> ResolveSampling(const RunConfig& co
   return params;
 }
 
+// The prompt of a run as token ids, plus the tokenizer when the prompt was text (to print text
+// back) and the extra stop ids of a chat turn.
+struct Prompt {
+  std::vector<int32_t> ids;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::vector<int64_t> stop_ids;
+};
+
+absl::StatusOr<Prompt> BuildPrompt(const RunConfig& config, const model::Gemma4Config& model) {
+  const int given = (config.prompt_ids.empty() ? 0 : 1) + (config.prompt.empty() ? 0 : 1) +
+                    (config.chat.empty() ? 0 : 1);
+  if (given != 1) {
+    return absl::InvalidArgumentError("give exactly one of --prompt-ids, --prompt and --chat");
+  }
+  Prompt prompt;
+  if (!config.prompt_ids.empty()) {
+    ASSIGN_OR_RETURN(prompt.ids, ToTokenIds(config.prompt_ids, model.vocab_size, "prompt-ids"));
+    return prompt;
+  }
+  ASSIGN_OR_RETURN(prompt.tokenizer, Tokenizer::LoadFromModelDir(config.session.model_dir));
+  if (!config.prompt.empty()) {
+    ASSIGN_OR_RETURN(prompt.ids, prompt.tokenizer->Encode(config.prompt, {.add_special_tokens = true}));
+    // Exactly one <bos> starts a sequence, whatever the tokenizer's post-processor does.
+    if (prompt.ids.empty() || prompt.ids.front() != model.bos_token_id) {
+      prompt.ids.insert(prompt.ids.begin(), static_cast<int32_t>(model.bos_token_id));
+    }
+    return prompt;
+  }
+  ASSIGN_OR_RETURN(ChatTemplate chat, ChatTemplate::Create(prompt.tokenizer.get(),
+                                                           ChatVariantForModel(model.hidden_size_per_layer_input)));
+  ChatOptions options;
+  options.enable_thinking = config.thinking;
+  const std::vector<ChatMessage> messages = {{"user", config.chat}};
+  ASSIGN_OR_RETURN(RenderedPrompt rendered, chat.Render(messages, options));
+  prompt.ids = std::move(rendered.ids);
+  // A chat answer ends with the model turn's end token, whatever the checkpoint lists as EOS.
+  prompt.stop_ids.push_back(chat.tokens().turn_end);
+  return prompt;
+}
+
 absl::Status Run(RunConfig config) {
   RETURN_IF_ERROR(InitLogging(config.log_level));
   config.session.log_level = config.log_level;
   if (config.max_tokens < 0) return absl::InvalidArgumentError("--max-tokens must be ≥ 0");
   ASSIGN_OR_RETURN(internal::v1::SamplingParams sampling, ResolveSampling(config));
-  config.session.max_context = static_cast<int64_t>(config.prompt_ids.size()) + config.max_tokens;
+  ASSIGN_OR_RETURN(model::Gemma4Config model, model::Gemma4Config::FromModelDir(config.session.model_dir));
+  ASSIGN_OR_RETURN(Prompt prompt, BuildPrompt(config, model));
+  config.session.max_context = static_cast<int64_t>(prompt.ids.size()) + config.max_tokens;
   ASSIGN_OR_RETURN(auto session, ModelSession::Open(config.session));
-  ASSIGN_OR_RETURN(std::vector<int32_t> prompt,
-                   ToTokenIds(config.prompt_ids, session->config().vocab_size, "prompt-ids"));
-  const std::vector<int64_t> stop_ids =
-      config.ignore_eos ? std::vector<int64_t>{} : session->config().eos_token_ids;
+  std::vector<int64_t> stop_ids = prompt.stop_ids;
+  if (!config.ignore_eos) {
+    stop_ids.insert(stop_ids.end(), model.eos_token_ids.begin(), model.eos_token_ids.end());
+  }
   ASSIGN_OR_RETURN(auto generations,
-                   session->driver().Generate({prompt}, config.max_tokens, sampling, stop_ids));
+                   session->driver().Generate({prompt.ids}, config.max_tokens, sampling, stop_ids));
   const coordinator::SequenceDriver::Generation& output = generations[0];
+  std::string text;
+  if (prompt.tokenizer != nullptr) {
+    ASSIGN_OR_RETURN(text, prompt.tokenizer->Decode(output.tokens, /*skip_special_tokens=*/true));
+  }
   if (config.json) {
     nlohmann::json result = {{"output_ids", output.tokens},
-                             {"prompt_tokens", prompt.size()},
+                             {"prompt_tokens", prompt.ids.size()},
                              {"finish_reason", output.finish_reason}};
+    if (prompt.tokenizer != nullptr) result["text"] = text;
     std::printf("%s\n", result.dump().c_str());
+  } else if (prompt.tokenizer != nullptr) {
+    std::printf("%s\n", text.c_str());
   } else {
     std::printf("%s\n", absl::StrJoin(output.tokens, ",").c_str());
   }
@@ -128,7 +182,10 @@ int RunMain(int argc, char** argv) {
   RunConfig config;
   FlagSet flags("run", "Generate tokens from a prompt without a server.");
   config.session.AddFlags(flags);
-  flags.IntList("prompt-ids", &config.prompt_ids, "prompt token ids, e.g. 2,17,40", true);
+  flags.IntList("prompt-ids", &config.prompt_ids, "prompt token ids, e.g. 2,17,40");
+  flags.String("prompt", &config.prompt, "prompt text (tokenized with the model's tokenizer.json)");
+  flags.String("chat", &config.chat, "a user message, rendered with the Gemma 4 chat format");
+  flags.Bool("thinking", &config.thinking, "with --chat: let the model think before answering");
   flags.Int("max-tokens", &config.max_tokens, "tokens to generate");
   flags.Double("temperature", &config.temperature,
                "sampling temperature; 0 = greedy (default: generation_config.json)");
@@ -137,7 +194,7 @@ int RunMain(int argc, char** argv) {
   flags.Double("top-p", &config.top_p, "nucleus probability mass (default: generation_config.json)");
   flags.Int("seed", &config.seed, "random seed (default: random)");
   flags.Bool("ignore-eos", &config.ignore_eos, "keep generating after an EOS token");
-  flags.Bool("json", &config.json, "print one JSON object with output_ids");
+  flags.Bool("json", &config.json, "print one JSON object with output_ids (and text)");
   flags.String("log-level", &config.log_level, "trace, debug, info, warn, error or off");
   const absl::Status parsed = flags.Parse(argc, argv);
   return RunCommand(flags, parsed, [&] { return Run(config); });

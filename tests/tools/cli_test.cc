@@ -78,6 +78,24 @@ TEST(CliTest, IgnoreEosGeneratesExactlyMaxTokens) {
   EXPECT_EQ(nlohmann::json::parse(run.out)["output_ids"].size(), 24u);
 }
 
+TEST(CliTest, RunTakesTextAndChatPrompts) {
+  Output text = Gemmaserve("run --model tests/data/gemma4-tiny-moe --prompt \"The capital of France\" "
+                           "--max-tokens 8 --temperature 0 --ignore-eos --json");
+  ASSERT_EQ(text.exit_code, 0) << text.out;
+  const nlohmann::json result = nlohmann::json::parse(text.out);
+  EXPECT_EQ(result["output_ids"].size(), 8u);
+  EXPECT_TRUE(result["text"].is_string());
+  EXPECT_GT(result["prompt_tokens"].get<int>(), 2);
+
+  Output chat = Gemmaserve("run --model tests/data/gemma4-tiny-dense --chat \"Hello there\" "
+                           "--max-tokens 8 --temperature 0 --json");
+  ASSERT_EQ(chat.exit_code, 0) << chat.out;
+  const nlohmann::json answer = nlohmann::json::parse(chat.out);
+  // <bos><|turn>user\n Hello there <turn|>\n<|turn>model\n<|channel>thought\n<channel|>
+  EXPECT_GT(answer["prompt_tokens"].get<int>(), 9);
+  EXPECT_TRUE(answer["text"].is_string());
+}
+
 TEST(CliTest, BadInputGivesAClearErrorAndUsageExitCode) {
   struct Case {
     std::string args;
@@ -87,7 +105,8 @@ TEST(CliTest, BadInputGivesAClearErrorAndUsageExitCode) {
   const std::vector<Case> cases = {
       {"run --model tests/data/gemma4-tiny-moe --prompt-ids 2,999", "token id 999", 2},
       {"run --model tests/data/gemma4-tiny-moe --prompt-ids 2,x", "\"x\" is not an integer", 2},
-      {"run --model tests/data/gemma4-tiny-moe", "--prompt-ids is required", 2},
+      {"run --model tests/data/gemma4-tiny-moe", "exactly one of --prompt-ids, --prompt and --chat", 2},
+      {"run --model tests/data/gemma4-tiny-moe --prompt hi --chat hi", "exactly one of", 2},
       {"run --model tests/data/gemma4-tiny-moe --prompt-ids 2 --bogus", "unknown flag --bogus", 2},
       {"run --model tests/data/no-such-model --prompt-ids 2", "no-such-model/config.json", 1},
       {"logits --model tests/data/gemma4-tiny-moe --tokens -5", "token id -5", 2},
