@@ -193,6 +193,20 @@ int64_t ModelWeights::TotalBytes() const {
   return bytes;
 }
 
+absl::Status ValidateShardPlan(const Gemma4Config& config, const ShardPlan& plan) {
+  RETURN_IF_ERROR(plan.QueryHeads(config.num_attention_heads).status());
+  for (const LayerGeometry& layer : config.layers) {
+    RETURN_IF_ERROR(plan.KvHeads(config.num_attention_heads, layer.num_kv_heads).status());
+    RETURN_IF_ERROR(plan.EvenSplit(layer.mlp_width, "intermediate_size").status());
+  }
+  RETURN_IF_ERROR(plan.VocabRows(config.vocab_size).status());
+  if (config.is_moe()) {
+    RETURN_IF_ERROR(plan.Experts(config.num_experts).status());
+    RETURN_IF_ERROR(plan.ExpertWidth(config.moe_intermediate_size).status());
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> TextWeightPrefix(const Checkpoint& checkpoint) {
   for (const char* prefix : {"model.language_model.", "model."}) {
     if (checkpoint.Contains(absl::StrCat(prefix, "embed_tokens.weight"))) return std::string(prefix);
@@ -204,6 +218,7 @@ absl::StatusOr<std::string> TextWeightPrefix(const Checkpoint& checkpoint) {
 
 absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Gemma4Config& config,
                                          const ShardPlan& plan) {
+  RETURN_IF_ERROR(ValidateShardPlan(config, plan));
   ASSIGN_OR_RETURN(std::string prefix, TextWeightPrefix(checkpoint));
   WeightReader reader(checkpoint, prefix);
   ModelWeights weights;

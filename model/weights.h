@@ -74,6 +74,10 @@ struct ModelWeights {
 // or, for a text-only export, "model.". Vision and audio tower tensors are never read.
 absl::StatusOr<std::string> TextWeightPrefix(const Checkpoint& checkpoint);
 
+// OK when every weight of `config` splits as `plan` needs (query heads, KV heads of both layer
+// kinds, MLP units, vocabulary, experts); else INVALID_ARGUMENT naming the first that does not.
+absl::Status ValidateShardPlan(const Gemma4Config& config, const parallel::ShardPlan& plan);
+
 // Loads this rank's shard (per `plan`) of every text weight of `config` from `checkpoint`, checking
 // each tensor's full shape, widened to f32. Only the slices the rank holds are read from the maps.
 absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Gemma4Config& config,

@@ -14,8 +14,8 @@ absl::StatusOr<ShardPlan> ShardPlan::Create(int rank, int world_size, ExpertShar
 
 absl::StatusOr<Range> ShardPlan::EvenSplit(int64_t total, const std::string& what) const {
   if (total % world_size_ != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " (", total,
-                                                   ") is not divisible by the world size ",
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", total,
+                                                   " is not divisible by the world size ",
                                                    world_size_));
   }
   const int64_t share = total / world_size_;
@@ -23,7 +23,7 @@ absl::StatusOr<Range> ShardPlan::EvenSplit(int64_t total, const std::string& wha
 }
 
 absl::StatusOr<Range> ShardPlan::QueryHeads(int64_t num_heads) const {
-  return EvenSplit(num_heads, "num_attention_heads");
+  return EvenSplit(num_heads, "num_attention_heads (query heads)");
 }
 
 absl::StatusOr<Range> ShardPlan::KvHeads(int64_t num_heads, int64_t num_kv_heads) const {

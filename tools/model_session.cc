@@ -47,6 +47,12 @@ absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOp
     worker::ModelShard* shard = session->shard_.get();
     step = [shard](const internal::v1::StepPlan& plan) { return shard->executor().Execute(plan); };
   } else {
+    // Refuse a layout the weights cannot take before starting any worker.
+    const auto experts = options.ep > 1 ? parallel::ExpertSharding::kExpertParallel
+                                        : parallel::ExpertSharding::kTensorParallel;
+    ASSIGN_OR_RETURN(parallel::ShardPlan plan,
+                     parallel::ShardPlan::Create(0, static_cast<int>(world), experts));
+    RETURN_IF_ERROR(model::ValidateShardPlan(session->config_, plan));
     coordinator::LocalClusterOptions cluster;
     cluster.spec.model_dir = options.model_dir;
     cluster.spec.world_size = static_cast<int>(world);
