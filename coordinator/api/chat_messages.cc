@@ -1,0 +1,63 @@
+#include "coordinator/api/chat_messages.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "coordinator/api/api_error.h"
+#include "nlohmann/json.hpp"
+
+namespace gemmaserve::coordinator::api {
+namespace {
+
+using Json = nlohmann::json;
+
+Json ParseOrString(const std::string& text) {
+  Json value = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  return value.is_discarded() ? Json(text) : value;
+}
+
+}  // namespace
+
+absl::Status ChatMessagesBuilder::Add(MessageInput message, const std::string& field) {
+  if (message.role == "tool") {
+    std::string name = message.name;
+    if (name.empty()) {
+      auto it = tool_name_of_call_id_.find(message.tool_call_id);
+      if (it == tool_name_of_call_id_.end()) {
+        return InvalidField(absl::StrCat(field, ".tool_call_id"),
+                            absl::StrCat("\"", message.tool_call_id,
+                                         "\" answers no earlier tool call, and no name is given"));
+      }
+      name = it->second;
+    }
+    if (!last_is_tool_results_) messages_.push_back(ChatMessage{.role = "model"});
+    messages_.back().tool_responses.push_back({std::move(name), ParseOrString(message.content)});
+    last_is_tool_results_ = true;
+    return absl::OkStatus();
+  }
+  ChatMessage converted{.role = std::move(message.role), .content = std::move(message.content)};
+  for (size_t i = 0; i < message.tool_calls.size(); ++i) {
+    ToolCallInput& call = message.tool_calls[i];
+    const std::string call_field = absl::StrCat(field, ".tool_calls[", i, "]");
+    if (converted.role != "assistant" && converted.role != "model") {
+      return InvalidField(call_field, "only assistant messages carry tool calls");
+    }
+    if (call.name.empty()) {
+      return InvalidField(absl::StrCat(call_field, ".function.name"), "must not be empty");
+    }
+    Json arguments = call.arguments_json.empty()
+                         ? Json::object()
+                         : Json::parse(call.arguments_json, nullptr, /*allow_exceptions=*/false);
+    if (arguments.is_discarded() || !arguments.is_object()) {
+      return InvalidField(absl::StrCat(call_field, ".function.arguments"),
+                          "must be a JSON object as text");
+    }
+    if (!call.id.empty()) tool_name_of_call_id_[call.id] = call.name;
+    converted.tool_calls.push_back({std::move(call.name), std::move(arguments)});
+  }
+  messages_.push_back(std::move(converted));
+  last_is_tool_results_ = false;
+  return absl::OkStatus();
+}
+
+}  // namespace gemmaserve::coordinator::api
