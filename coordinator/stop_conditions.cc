@@ -81,9 +81,17 @@ StopStringMatcher::Output StopStringMatcher::Add(std::string_view delta) {
   if (stopped_) return output;
   held_.append(delta.data(), delta.size());
   size_t first_match = std::string::npos;
-  for (const std::string& stop : stop_strings_) first_match = std::min(first_match, held_.find(stop));
-  if (first_match != std::string::npos) {
+  const std::string* matched = nullptr;
+  for (const std::string& stop : stop_strings_) {
+    const size_t at = held_.find(stop);
+    if (at < first_match) {
+      first_match = at;
+      matched = &stop;
+    }
+  }
+  if (matched != nullptr) {
     output.text = held_.substr(0, first_match);
+    output.matched = *matched;
     output.stopped = stopped_ = true;
     held_.clear();
     return output;

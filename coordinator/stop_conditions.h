@@ -43,6 +43,7 @@ class StopStringMatcher {
   struct Output {
     std::string text;      // safe to send now
     bool stopped = false;  // a stop string matched; `text` ends just before it
+    std::string matched;   // the stop string that matched (the earliest in the text)
   };
 
   // Empty strings are ignored. INVALID_ARGUMENT if a stop string is not valid UTF-8.
