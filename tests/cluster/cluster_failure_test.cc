@@ -1,0 +1,235 @@
+// How the cluster fails: a coordinator that never answers, a worker killed mid-life, command
+// lines that cannot be sharded, and a plan the workers must reject. Each failure must be quick,
+// name its cause, and leave nothing running. Time bounds here are generous guards against hangs,
+// not performance assertions.
+#include <dirent.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "coordinator/local_cluster.h"
+#include "coordinator/local_launcher.h"
+#include "coordinator/sequence_driver.h"
+#include "coordinator/worker_group.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tests/cluster/cluster_test_util.h"
+#include "tests/model/golden_reference.h"
+
+namespace gemmaserve {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using testing::RunProcess;
+
+constexpr char kDense[] = "tests/data/gemma4-tiny-dense";
+constexpr char kMoe[] = "tests/data/gemma4-tiny-moe";
+constexpr int64_t kBlockSize = 16;
+constexpr double kCliTimeoutS = 60;  // a hang guard: every command below should end in seconds
+
+std::vector<std::string> Gemmaserve(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {GEMMASERVE_BINARY};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
+TEST(ClusterFailureTest, WorkerExitsNamingTheCoordinatorWhenItStaysUnreachable) {
+  const std::string address = absl::StrCat("127.0.0.1:", testing::ClosedPort());
+  const testing::ProcessResult run =
+      RunProcess(Gemmaserve({"worker", "--coordinator", address, "--rank", "0", "--world-size", "1",
+                             "--connect-timeout-s", "2"}),
+                 kCliTimeoutS);
+  ASSERT_FALSE(run.timed_out) << run.output;
+  EXPECT_EQ(run.signal, 0) << run.output;
+  EXPECT_NE(run.exit_code, 0) << run.output;
+  EXPECT_THAT(run.output, AllOf(HasSubstr(address), HasSubstr("unreachable")));
+  EXPECT_LT(run.elapsed_s, 15) << "the retry budget was 2 s";
+}
+
+TEST(ClusterFailureTest, EpOnADenseModelIsRejectedNamingTheModel) {
+  const testing::ProcessResult run =
+      RunProcess(Gemmaserve({"logits", "--model", kDense, "--ep", "2", "--tokens", "2"}), kCliTimeoutS);
+  ASSERT_FALSE(run.timed_out) << run.output;
+  EXPECT_NE(run.exit_code, 0) << run.output;
+  EXPECT_THAT(run.output, AllOf(HasSubstr("--ep 2"), HasSubstr("dense")));
+}
+
+TEST(ClusterFailureTest, TpThatDoesNotDivideTheModelFailsNamingWhatIsNotDivisible) {
+  for (const char* model : {kDense, kMoe}) {
+    SCOPED_TRACE(model);
+    const testing::ProcessResult run =
+        RunProcess(Gemmaserve({"logits", "--model", model, "--tp", "3", "--tokens", "2"}),
+                   kCliTimeoutS);
+    ASSERT_FALSE(run.timed_out) << run.output;
+    EXPECT_NE(run.exit_code, 0) << run.output;
+    // Neither the 4 query heads nor the 512-row vocabulary of the tiny models splits 3 ways; the
+    // message names the first quantity checked, e.g. "vocab_size (512) is not divisible by the
+    // world size 3".
+    EXPECT_THAT(run.output, HasSubstr("is not divisible by the world size 3"));
+  }
+}
+
+// The pid of this process's child running `worker ... --rank <rank>`, or 0.
+pid_t WorkerPid(int rank) {
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return 0;
+  pid_t found = 0;
+  while (dirent* entry = readdir(proc)) {
+    const pid_t pid = static_cast<pid_t>(atoi(entry->d_name));
+    if (pid <= 0) continue;
+    std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+    std::string stat_line((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    // Fields after the command name, which is in parentheses: state, ppid, ...
+    const size_t close = stat_line.rfind(')');
+    if (close == std::string::npos) continue;
+    const std::vector<std::string> fields = absl::StrSplit(stat_line.substr(close + 2), ' ');
+    if (fields.size() < 2 || atoi(fields[1].c_str()) != getpid()) continue;
+    std::ifstream cmdline(absl::StrCat("/proc/", pid, "/cmdline"));
+    std::string args((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+    const std::string want = absl::StrCat(std::string("worker\0", 7), std::string("--coordinator"));
+    if (args.find(want) != std::string::npos &&
+        args.find(absl::StrCat(std::string("--rank\0", 7), rank, std::string("\0", 1))) !=
+            std::string::npos) {
+      found = pid;
+      break;
+    }
+  }
+  closedir(proc);
+  return found;
+}
+
+// A coordinator assembled by hand, so the test holds the launcher and sees its exit reports.
+class KilledWorkerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    coordinator::ClusterSpec spec;
+    spec.model_dir = kDense;
+    spec.world_size = 2;
+    spec.tp_size = 2;
+    spec.block_size = kBlockSize;
+    spec.join_timeout = absl::Seconds(60);
+    spec.step_timeout = absl::Seconds(300);  // far above the bound asserted below
+    group_ = std::make_unique<coordinator::WorkerGroup>(spec);
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(group_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    ASSERT_NE(port, 0);
+    coordinator::LaunchOptions launch;
+    launch.binary = GEMMASERVE_BINARY;
+    launch.coordinator = absl::StrCat("127.0.0.1:", port);
+    launch.world_size = 2;
+    launch.extra_args = {"--threads", "1", "--log-level", "warn", "--kv-cache-mb", "8"};
+    auto launcher = coordinator::LocalLauncher::Start(launch, [this](int rank, const std::string& how) {
+      absl::MutexLock lock(&mu_);
+      exits_.push_back(absl::StrCat("rank ", rank, " ", how));
+    });
+    ASSERT_TRUE(launcher.ok()) << launcher.status();
+    launcher_ = std::move(*launcher);
+    ASSERT_TRUE(group_->WaitReady(absl::Seconds(60)).ok());
+  }
+
+  void TearDown() override {
+    if (group_ != nullptr) group_->Shutdown("test done", absl::Seconds(2));
+    if (launcher_ != nullptr) launcher_->Stop(absl::Seconds(2));
+    if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  }
+
+  std::unique_ptr<coordinator::WorkerGroup> group_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<coordinator::LocalLauncher> launcher_;
+  absl::Mutex mu_;
+  std::vector<std::string> exits_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_F(KilledWorkerTest, NextStepIsUnavailableAtOnceAndTheExitIsReported) {
+  const testing::GoldenReference ref = testing::LoadGoldenReference("gemma4-tiny-dense");
+  coordinator::SequenceDriver driver(
+      [this](const internal::v1::StepPlan& plan) { return group_->Step(plan); }, kBlockSize,
+      /*num_blocks=*/4, /*max_sequences=*/1, static_cast<int64_t>(ref.last_logits[0].size()));
+  auto before = driver.Logits({ref.inputs[0]}, false);
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_LE(testing::MaxAbsDiff((*before)[0], ref.last_logits[0]), testing::kGoldenTolerance);
+
+  const pid_t victim = WorkerPid(1);
+  ASSERT_NE(victim, 0) << "no child runs worker rank 1";
+  ASSERT_EQ(kill(victim, SIGKILL), 0);
+  const auto start = std::chrono::steady_clock::now();
+  auto after = driver.Logits({ref.inputs[0]}, false);
+  const double elapsed_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(after.status().code(), absl::StatusCode::kUnavailable) << after.status();
+  EXPECT_LT(elapsed_s, 30) << "the step waited for its timeout instead of noticing the lost worker";
+  EXPECT_FALSE(group_->ready());
+
+  absl::MutexLock lock(&mu_);
+  auto reported = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (const std::string& exit : exits_) {
+      if (exit.rfind("rank 1 ", 0) == 0) return true;
+    }
+    return false;
+  };
+  ASSERT_TRUE(mu_.AwaitWithTimeout(absl::Condition(&reported), absl::Seconds(10)))
+      << "exits so far: " << absl::StrJoin(exits_, "; ");
+  EXPECT_THAT(exits_, ::testing::Contains("rank 1 killed by signal 9"));
+}
+
+TEST(ClusterFailureTest, PlanWithABlockOutsideThePoolIsRejectedAndTheReplicaKeepsServing) {
+  const testing::GoldenReference ref = testing::LoadGoldenReference("gemma4-tiny-dense");
+  coordinator::LocalClusterOptions options;
+  options.spec.model_dir = kDense;
+  options.spec.world_size = 2;
+  options.spec.tp_size = 2;
+  options.spec.block_size = kBlockSize;
+  options.spec.step_timeout = absl::Seconds(60);
+  options.worker_binary = GEMMASERVE_BINARY;
+  options.worker_args = {"--threads", "1", "--log-level", "warn", "--kv-cache-mb", "8"};
+  options.ready_timeout = absl::Seconds(60);
+  auto cluster = coordinator::LocalCluster::Start(options);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  coordinator::WorkerGroup& group = (*cluster)->group();
+  ASSERT_GT(ref.inputs[2].size(), static_cast<size_t>(kBlockSize)) << "needs a second block";
+
+  // Sequence 0 is valid; sequence 1's second block lies far outside the pool. Sequence ids equal
+  // their index in the plan, which is what the workers' message names.
+  internal::v1::StepPlan plan;
+  plan.set_step_id(1000);
+  for (int s = 0; s < 2; ++s) {
+    internal::v1::SequencePlan* seq = plan.add_sequences();
+    seq->set_sequence_id(static_cast<uint64_t>(s));
+    seq->mutable_token_ids()->Add(ref.inputs[2].begin(), ref.inputs[2].end());
+    const std::vector<int32_t> blocks = {3 * s, s == 1 ? 1 << 30 : 3 * s + 1, 3 * s + 2};
+    seq->mutable_sliding_blocks()->Add(blocks.begin(), blocks.end());
+    seq->mutable_full_blocks()->Add(blocks.begin(), blocks.end());
+    seq->set_return_logits(true);
+  }
+  auto rejected = group.Step(plan);
+  EXPECT_EQ(rejected.status().code(), absl::StatusCode::kInvalidArgument) << rejected.status();
+  EXPECT_THAT(std::string(rejected.status().message()),
+              AllOf(HasSubstr("sequence 1"), HasSubstr("outside the pool")));
+  EXPECT_TRUE(group.ready());
+
+  coordinator::SequenceDriver driver(
+      [&group](const internal::v1::StepPlan& step) { return group.Step(step); }, kBlockSize,
+      /*num_blocks=*/8, /*max_sequences=*/2, static_cast<int64_t>(ref.last_logits[0].size()));
+  auto logits = driver.Logits({ref.inputs[3]}, false);
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  EXPECT_LE(testing::MaxAbsDiff((*logits)[0], ref.last_logits[3]), testing::kGoldenTolerance);
+}
+
+}  // namespace
+}  // namespace gemmaserve
