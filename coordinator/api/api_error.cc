@@ -51,7 +51,10 @@ int HttpStatusOf(const absl::Status& status) {
 }
 
 nlohmann::json OpenAiErrorJson(const absl::Status& status) {
-  const int http_status = HttpStatusOf(status);
+  return OpenAiErrorJson(status, HttpStatusOf(status));
+}
+
+nlohmann::json OpenAiErrorJson(const absl::Status& status, int http_status) {
   const char* type = http_status == 429  ? "rate_limit_error"
                      : http_status < 500 ? "invalid_request_error"
                                          : "server_error";

@@ -29,6 +29,8 @@ int HttpStatusOf(const absl::Status& status);
 // "invalid_request_error" for 4xx (except "rate_limit_error" for 429) and "server_error" for 5xx;
 // code is the HTTP status; param is the field or null.
 nlohmann::json OpenAiErrorJson(const absl::Status& status);
+// The same with an explicit HTTP status (413, which has no canonical code of its own).
+nlohmann::json OpenAiErrorJson(const absl::Status& status, int http_status);
 
 // JSON text that never throws: invalid UTF-8 in strings is replaced by U+FFFD.
 std::string DumpJson(const nlohmann::json& json);

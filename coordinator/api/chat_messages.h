@@ -29,9 +29,9 @@ struct ToolCallInput {
 struct MessageInput {
   std::string role;
   std::string content;
-  std::vector<ToolCallInput> tool_calls;  // role assistant
-  std::string tool_call_id;               // role tool
-  std::string name;                       // role tool
+  std::vector<ToolCallInput> tool_calls = {};  // role assistant
+  std::string tool_call_id = {};          // role tool
+  std::string name = {};                  // role tool
 };
 
 class ChatMessagesBuilder {
