@@ -11,5 +11,8 @@ int BenchModelMain(int argc, char** argv);     // bench_model_command.cc
 int WorkerMain(int argc, char** argv);         // worker_command.cc
 int TokenizeMain(int argc, char** argv);       // tokenize_command.cc
 int DetokenizeMain(int argc, char** argv);     // tokenize_command.cc
+int GenerateMain(int argc, char** argv);       // client_commands.cc
+int ChatMain(int argc, char** argv);           // client_commands.cc
+int BenchMain(int argc, char** argv);          // bench_command.cc
 
 }  // namespace gemmaserve::tools

@@ -25,6 +25,10 @@ constexpr Command kCommands[] = {
      gemmaserve::tools::TokenizeMain},
     {"detokenize", "print the text of token ids read from stdin",
      gemmaserve::tools::DetokenizeMain},
+    {"generate", "stream a completion from a server (gRPC)", gemmaserve::tools::GenerateMain},
+    {"chat", "stream a chat answer from a server (gRPC)", gemmaserve::tools::ChatMain},
+    {"bench", "load a server: request/s, tokens/s, TTFT and inter-token latency",
+     gemmaserve::tools::BenchMain},
 };
 
 void PrintUsage(FILE* out) {
