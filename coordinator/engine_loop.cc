@@ -20,7 +20,8 @@ struct EngineLoop::Live {
   Live(Request req, std::shared_ptr<RequestStream> out, const Tokenizer* tokenizer,
        StopStringMatcher matcher)
       : request(std::move(req)), stream(std::move(out)), stop(std::move(matcher)) {
-    if (tokenizer != nullptr) detokenizer.emplace(tokenizer, /*skip_special_tokens=*/true);
+    // Special tokens keep their text: the API layer parses reasoning and tool calls out of it.
+    if (tokenizer != nullptr) detokenizer.emplace(tokenizer, /*skip_special_tokens=*/false);
   }
 
   Request request;
@@ -150,12 +151,11 @@ void EngineLoop::RunOnce() {
       StepReport report;
       report.duration_s = SecondsBetween(start, absl::Now());
       report.num_sequences = static_cast<int64_t>(step.sequences.size());
-      bool prefill = false;
-      bool decode = false;
+      int64_t num_prefill = 0;
       for (const ScheduledSequence& s : step.sequences) {
-        (s.num_tokens > 1 || !s.sample ? prefill : decode) = true;
+        num_prefill += s.num_tokens > 1 || !s.sample ? 1 : 0;
       }
-      report.kind = prefill && decode ? "mixed" : (prefill ? "prefill" : "decode");
+      report.kind = StepKindOf(num_prefill, report.num_sequences - num_prefill);
       if (result.ok()) {
         report.result = &*result;
         Postprocess(step, *result);

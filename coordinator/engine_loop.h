@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "coordinator/detokenizer.h"
 #include "coordinator/engine.h"
+#include "coordinator/metrics.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/stop_conditions.h"
 #include "coordinator/tokenizer.h"
@@ -34,7 +35,7 @@ using StepFunction =
 
 // Per-step observations for metrics; every field is filled after each step.
 struct StepReport {
-  std::string kind;                  // "prefill", "decode" or "mixed"
+  StepKind kind = StepKind::kDecode;
   double duration_s = 0;
   int64_t num_sequences = 0;
   const internal::v1::StepResult* result = nullptr;  // null when the step failed

@@ -24,6 +24,7 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClu
     launch.coordinator = absl::StrCat("127.0.0.1:", cluster->port_);
     launch.world_size = options.spec.world_size;
     launch.extra_args = options.worker_args;
+    launch.metrics_port_base = options.metrics_port_base;
     LocalCluster* raw = cluster.get();
     ASSIGN_OR_RETURN(cluster->launcher_,
                      LocalLauncher::Start(launch, [raw](int rank, const std::string& how) {
@@ -32,18 +33,22 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClu
                        raw->worker_died_ = true;
                      }));
   }
-  // Wait in slices so a worker that dies during start-up fails the start at once.
-  const absl::Time deadline = absl::Now() + options.ready_timeout;
+  if (options.wait_ready) RETURN_IF_ERROR(cluster->WaitReady(options.ready_timeout));
+  return cluster;
+}
+
+absl::Status LocalCluster::WaitReady(absl::Duration timeout) {
+  // Wait in slices so a worker that dies during start-up fails the wait at once.
+  const absl::Time deadline = absl::Now() + timeout;
   while (true) {
-    absl::Status ready = cluster->group_->WaitReady(absl::Milliseconds(200));
-    if (ready.ok()) break;
-    if (cluster->worker_died_) {
-      absl::MutexLock lock(&cluster->death_mu_);
-      return absl::UnavailableError(absl::StrCat(cluster->death_, " before the replica was ready"));
+    absl::Status ready = group_->WaitReady(absl::Milliseconds(200));
+    if (ready.ok()) return ready;
+    if (worker_died_) {
+      absl::MutexLock lock(&death_mu_);
+      return absl::UnavailableError(absl::StrCat(death_, " before the replica was ready"));
     }
     if (absl::Now() > deadline || absl::IsUnavailable(ready)) return ready;
   }
-  return cluster;
 }
 
 LocalCluster::~LocalCluster() {

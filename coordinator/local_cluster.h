@@ -22,14 +22,19 @@ struct LocalClusterOptions {
   bool launch_workers = true;                    // spawn spec.world_size local workers
   std::string worker_binary = "/proc/self/exe";
   std::vector<std::string> worker_args;          // e.g. {"--threads", "1"}
+  int metrics_port_base = -1;                    // see LaunchOptions
+  bool wait_ready = true;                        // Start returns once every rank is attached
   absl::Duration ready_timeout = absl::Seconds(300);
 };
 
 class LocalCluster {
  public:
-  // Starts the server (and workers) and waits until every rank is attached. A worker that exits
-  // first fails the start with its exit status.
+  // Starts the server (and the local workers), then, with options.wait_ready, waits for them
+  // as WaitReady(options.ready_timeout) does.
   static absl::StatusOr<std::unique_ptr<LocalCluster>> Start(const LocalClusterOptions& options);
+  // Waits until every rank is attached. A local worker that exits first fails the wait with its
+  // exit status; DEADLINE_EXCEEDED after `timeout`.
+  absl::Status WaitReady(absl::Duration timeout);
   // Shuts the workers down, then the server.
   ~LocalCluster();
 

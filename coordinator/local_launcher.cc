@@ -52,6 +52,9 @@ absl::StatusOr<std::unique_ptr<LocalLauncher>> LocalLauncher::Start(const Launch
     std::vector<std::string> args = {binary, "worker", "--coordinator", options.coordinator,
                                      "--rank", absl::StrCat(rank), "--world-size",
                                      absl::StrCat(options.world_size)};
+    const int metrics_port = options.metrics_port_base > 0 ? options.metrics_port_base + rank
+                                                           : options.metrics_port_base;
+    args.insert(args.end(), {"--metrics-port", absl::StrCat(metrics_port)});
     args.insert(args.end(), options.extra_args.begin(), options.extra_args.end());
     absl::StatusOr<pid_t> pid = Spawn(args);
     if (!pid.ok()) {

@@ -27,6 +27,8 @@ struct LaunchOptions {
   std::string coordinator;                // HOST:PORT the workers dial
   int world_size = 1;
   std::vector<std::string> extra_args;    // appended to every worker's command line
+  // Worker r serves metrics on metrics_port_base + r; 0 gives each a free port, −1 none.
+  int metrics_port_base = 0;
 };
 
 class LocalLauncher {

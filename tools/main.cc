@@ -14,6 +14,8 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
+    {"serve", "serve a model: coordinator plus local workers", gemmaserve::tools::ServeMain},
+    {"coordinator", "serve a model with workers started elsewhere", gemmaserve::tools::CoordinatorMain},
     {"worker", "run one rank of a replica, driven by a coordinator", gemmaserve::tools::WorkerMain},
     {"run", "generate tokens from a prompt in this process", gemmaserve::tools::RunMain},
     {"logits", "print the logits of a token sequence as JSON", gemmaserve::tools::LogitsMain},

@@ -14,6 +14,7 @@ int WorkerMain(int argc, char** argv) {
   int64_t world_size = 1;
   int64_t threads = 1;
   int64_t connect_timeout_s = 60;
+  int64_t metrics_port = options.metrics_port;
   std::string log_level = "info";
   FlagSet flags("worker", "Run one rank of a model replica, driven by a coordinator.");
   flags.String("coordinator", &options.coordinator, "HOST:PORT of the coordinator's internal port",
@@ -25,6 +26,8 @@ int WorkerMain(int argc, char** argv) {
   flags.Int("kv-cache-mb", &options.kv_cache_mb, "memory budget of the KV cache, MiB");
   flags.String("collective-host", &options.collective_host,
                "address peers reach this worker at (default: the local address toward the coordinator)");
+  flags.Int("metrics-port", &metrics_port,
+            "Prometheus /metrics and /health port; 0 = any free port, -1 = off");
   flags.Int("connect-timeout-s", &connect_timeout_s,
             "seconds to keep retrying an unreachable coordinator");
   flags.String("log-level", &log_level, "trace, debug, info, warn, error or off");
@@ -35,6 +38,7 @@ int WorkerMain(int argc, char** argv) {
     options.world_size = static_cast<int>(world_size);
     options.threads = static_cast<int>(threads);
     options.connect_timeout = absl::Seconds(connect_timeout_s);
+    options.metrics_port = static_cast<int>(metrics_port);
     return worker::RunWorker(options);
   });
 }

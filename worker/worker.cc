@@ -20,6 +20,7 @@
 #include "parallel/grpc_key_value_store.h"
 #include "spdlog/spdlog.h"
 #include "worker/model_shard.h"
+#include "worker/worker_metrics.h"
 
 namespace gemmaserve::worker {
 namespace {
@@ -139,7 +140,7 @@ absl::StatusOr<parallel::ShardPlan> PlanFor(const pb::ClusterConfig& cluster, co
 
 // Sends the hello, then answers each step until Shutdown or a broken stream.
 absl::Status ServeSteps(pb::Coordinator::Stub& stub, ModelShard& shard,
-                        parallel::Communicator& comm, int rank) {
+                        parallel::Communicator& comm, int rank, WorkerMetrics* metrics) {
   grpc::ClientContext context;
   std::unique_ptr<grpc::ClientReaderWriter<pb::StepResult, pb::CoordinatorMessage>> stream =
       stub.Attach(&context);
@@ -147,6 +148,7 @@ absl::Status ServeSteps(pb::Coordinator::Stub& stub, ModelShard& shard,
   hello.set_rank(rank);
   if (!stream->Write(hello)) return FromGrpc(stream->Finish(), "Attach");
   spdlog::info("rank {}: attached, serving steps", rank);
+  if (metrics != nullptr) metrics->SetReady(true);
   pb::CoordinatorMessage message;
   while (stream->Read(&message)) {
     if (message.has_shutdown()) {
@@ -167,6 +169,10 @@ absl::Status ServeSteps(pb::Coordinator::Stub& stub, ModelShard& shard,
       reply.set_error(std::string(result.status().message()));
     }
     reply.set_communication_ms(comm.communication_ms());
+    if (metrics != nullptr) {
+      metrics->RecordStep(absl::Milliseconds(reply.compute_ms()),
+                          absl::Milliseconds(reply.communication_ms()));
+    }
     if (!stream->Write(reply)) break;
   }
   return FromGrpc(stream->Finish(), absl::StrCat("rank ", rank, ": lost the coordinator stream"));
@@ -184,6 +190,13 @@ absl::Status RunWorker(const WorkerOptions& options) {
                                                    " is not in a world of size ", options.world_size));
   }
   ops::SetBlasThreads(options.threads);
+  std::unique_ptr<WorkerMetrics> metrics;
+  if (options.metrics_port >= 0) {
+    WorkerMetricsOptions metrics_options;
+    metrics_options.rank = options.rank;
+    metrics_options.port = options.metrics_port;
+    ASSIGN_OR_RETURN(metrics, WorkerMetrics::Start(metrics_options));
+  }
   auto channel = grpc::CreateChannel(options.coordinator, grpc::InsecureChannelCredentials());
   std::unique_ptr<pb::Coordinator::Stub> stub = pb::Coordinator::NewStub(channel);
   ASSIGN_OR_RETURN(pb::ClusterConfig cluster, FetchClusterConfig(*stub, options));
@@ -230,8 +243,12 @@ absl::Status RunWorker(const WorkerOptions& options) {
     ASSIGN_OR_RETURN(comm, parallel::GlooCommunicator::Create(options.rank, options.world_size, store,
                                                               host, options.join_timeout));
   }
+  if (metrics != nullptr) {
+    metrics->SetWeightBytes(loaded.weights.TotalBytes());
+    metrics->SetKvCacheBytes(num_blocks * pair_bytes);
+  }
   ModelShard shard(std::move(loaded), cluster.block_size(), num_blocks, *comm);
-  return ServeSteps(*stub, shard, *comm, options.rank);
+  return ServeSteps(*stub, shard, *comm, options.rank, metrics.get());
 }
 
 }  // namespace gemmaserve::worker

@@ -77,6 +77,9 @@ WorkerMetrics::WorkerMetrics(int rank, std::unique_ptr<prometheus::Exposer> expo
                 .Register(r)
                 .Add(labels);
   exposer_->RegisterCollectable(registry_);
+  // Kubernetes probes the worker here: /health answers 200 (with the same series) while the
+  // process serves.
+  exposer_->RegisterCollectable(registry_, "/health");
 }
 
 WorkerMetrics::~WorkerMetrics() = default;

@@ -1,0 +1,226 @@
+// gemmaserve serve: the embedded default — a coordinator and N local workers in one command.
+// gemmaserve coordinator: the multi-host form — the coordinator alone, waiting for
+// `gemmaserve worker` processes started elsewhere (the Helm chart's layout).
+//
+// Both serve gRPC gemmaserve.v1.Inference (--grpc-port), OpenAI-compatible HTTP (--http-port)
+// and the internal worker protocol (--internal-port). SIGTERM or SIGINT drains: the coordinator
+// turns not-ready, refuses new requests, lets running ones finish within --drain-timeout-s, then
+// stops its workers.
+#include <signal.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "coordinator/api/http_server.h"
+#include "coordinator/api/inference_service.h"
+#include "coordinator/api/served_model.h"
+#include "coordinator/deferred_engine.h"
+#include "coordinator/engine_loop.h"
+#include "coordinator/engine_metrics.h"
+#include "coordinator/metrics.h"
+#include "coordinator/local_cluster.h"
+#include "model/weights.h"
+#include "spdlog/spdlog.h"
+#include "tools/commands.h"
+#include "tools/flags.h"
+
+namespace gemmaserve::tools {
+namespace {
+
+struct ServeConfig {
+  std::string model_dir;
+  int64_t tp = 1;
+  int64_t ep = 1;
+  int64_t world_size = 0;  // coordinator mode: ranks to wait for (default max(tp, ep))
+  std::string backend = "cpu";
+  std::string host = "0.0.0.0";
+  int64_t grpc_port = 50051;
+  int64_t http_port = 8000;
+  int64_t internal_port = 50052;
+  std::string served_model_name;
+  int64_t threads = 1;
+  int64_t kv_cache_mb = 512;
+  int64_t worker_metrics_port = 9400;
+  int64_t block_size = 16;
+  int64_t max_num_seqs = 256;
+  int64_t max_tokens_per_step = 2048;
+  int64_t max_waiting = 1024;
+  int64_t max_model_len = 8192;
+  bool no_prefix_caching = false;
+  int64_t drain_timeout_s = 30;
+  int64_t ready_timeout_s = 1800;
+  int64_t step_timeout_s = 600;
+  std::string log_level = "info";
+};
+
+void AddFlags(FlagSet& flags, ServeConfig& c, bool local_workers) {
+  flags.String("model", &c.model_dir, "checkpoint directory (config.json, safetensors, tokenizer.json)", true);
+  flags.Int("tp", &c.tp, "tensor-parallel ranks");
+  flags.Int("ep", &c.ep, "expert-parallel ranks (MoE models)");
+  if (!local_workers) flags.Int("world-size", &c.world_size, "ranks to wait for (default: --tp or --ep)");
+  flags.String("backend", &c.backend, "cpu (cuda needs kernels that do not exist yet)");
+  flags.String("host", &c.host, "address the gRPC and HTTP APIs listen on");
+  flags.Int("grpc-port", &c.grpc_port, "gemmaserve.v1.Inference, grpc.health.v1, reflection");
+  flags.Int("http-port", &c.http_port, "OpenAI-compatible HTTP, /health, /ready, /metrics");
+  flags.Int("internal-port", &c.internal_port, "the worker protocol (gemmaserve.internal.v1)");
+  flags.String("served-model-name", &c.served_model_name, "model name clients send (default: the directory's name)");
+  if (local_workers) {
+    flags.Int("threads", &c.threads, "BLAS threads per worker");
+    flags.Int("kv-cache-mb", &c.kv_cache_mb, "KV cache memory budget per worker, MiB");
+    flags.Int("worker-metrics-port", &c.worker_metrics_port,
+              "worker r serves /metrics on this port + r; 0 = free ports, -1 = off");
+  }
+  flags.Int("block-size", &c.block_size, "KV slots per block");
+  flags.Int("max-num-seqs", &c.max_num_seqs, "sequences running at once");
+  flags.Int("max-tokens-per-step", &c.max_tokens_per_step, "token budget of one step (chunked prefill)");
+  flags.Int("max-waiting", &c.max_waiting, "queued requests before RESOURCE_EXHAUSTED / HTTP 429");
+  flags.Int("max-model-len", &c.max_model_len, "prompt plus new tokens of one request, at most");
+  flags.Bool("no-prefix-caching", &c.no_prefix_caching, "do not reuse the KV of repeated prefixes");
+  flags.Int("drain-timeout-s", &c.drain_timeout_s, "on SIGTERM, how long running requests may finish");
+  flags.Int("ready-timeout-s", &c.ready_timeout_s, "how long to wait for every worker to attach");
+  flags.Int("step-timeout-s", &c.step_timeout_s, "a step answered later fails and marks the replica not ready");
+  flags.String("log-level", &c.log_level, "trace, debug, info, warn, error or off");
+}
+
+// Waits for SIGINT/SIGTERM (blocked in every thread, see Serve) up to `timeout`; true if one came.
+bool AwaitSignal(const sigset_t& signals, absl::Duration timeout) {
+  const timespec wait = absl::ToTimespec(timeout);
+  return sigtimedwait(&signals, nullptr, &wait) > 0;
+}
+
+absl::Status Serve(ServeConfig c, bool local_workers) {
+  RETURN_IF_ERROR(InitLogging(c.log_level));
+  if (c.backend != "cpu") {
+    return absl::UnimplementedError(absl::StrCat("--backend ", c.backend, ": only cpu has kernels so far"));
+  }
+  if (c.tp < 1 || c.ep < 1 || (c.tp > 1 && c.ep > 1)) {
+    return absl::InvalidArgumentError("give one of --tp and --ep, at least 1");
+  }
+  const int64_t world = local_workers || c.world_size == 0 ? std::max(c.tp, c.ep) : c.world_size;
+  ASSIGN_OR_RETURN(model::Gemma4Config config, model::Gemma4Config::FromModelDir(c.model_dir));
+  if (c.ep > 1 && !config.is_moe()) {
+    return absl::InvalidArgumentError(absl::StrCat("--ep: ", c.model_dir, " is a dense model; use --tp"));
+  }
+  ASSIGN_OR_RETURN(parallel::ShardPlan plan,
+                   parallel::ShardPlan::Create(0, static_cast<int>(world),
+                                               c.ep > 1 ? parallel::ExpertSharding::kExpertParallel
+                                                        : parallel::ExpertSharding::kTensorParallel));
+  RETURN_IF_ERROR(model::ValidateShardPlan(config, plan));
+  ASSIGN_OR_RETURN(auto served, coordinator::api::ServedModel::Load(c.model_dir, c.served_model_name));
+
+  // Signals are taken by sigtimedwait on this thread only: block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  coordinator::LocalClusterOptions cluster_options;
+  cluster_options.spec.model_dir = c.model_dir;
+  cluster_options.spec.world_size = static_cast<int>(world);
+  cluster_options.spec.tp_size = static_cast<int>(world);
+  cluster_options.spec.ep_size = static_cast<int>(c.ep);
+  cluster_options.spec.block_size = static_cast<int>(c.block_size);
+  cluster_options.spec.max_tokens_per_step = static_cast<int>(c.max_tokens_per_step);
+  cluster_options.spec.step_timeout = absl::Seconds(c.step_timeout_s);
+  cluster_options.internal_address =
+      absl::StrCat(local_workers ? "127.0.0.1" : c.host, ":", c.internal_port);
+  cluster_options.launch_workers = local_workers;
+  cluster_options.worker_args = {"--threads", absl::StrCat(c.threads), "--kv-cache-mb",
+                                 absl::StrCat(c.kv_cache_mb), "--log-level", c.log_level};
+  cluster_options.metrics_port_base = static_cast<int>(c.worker_metrics_port);
+  cluster_options.wait_ready = false;
+  ASSIGN_OR_RETURN(auto cluster, coordinator::LocalCluster::Start(cluster_options));
+
+  coordinator::CoordinatorMetricsOptions metrics_options;
+  if (config.is_moe()) {
+    metrics_options.moe.num_layers = static_cast<int>(config.num_hidden_layers);
+    metrics_options.moe.num_experts = static_cast<int>(config.num_experts);
+    metrics_options.moe.ep_size = static_cast<int>(c.ep);
+  }
+  ASSIGN_OR_RETURN(auto metrics, coordinator::CoordinatorMetrics::Create(metrics_options));
+  coordinator::EngineMetrics observer(*metrics);
+
+  coordinator::DeferredEngine deferred;
+  coordinator::api::HttpServerOptions http_options;
+  http_options.metrics = [&metrics] { return metrics->Serialize(); };
+  http_options.address = c.host;
+  http_options.port = static_cast<int>(c.http_port);
+  ASSIGN_OR_RETURN(auto http, coordinator::api::HttpServer::Start(http_options, &deferred, served.get()));
+  coordinator::api::GrpcApiServerOptions grpc_options;
+  grpc_options.address = absl::StrCat(c.host, ":", c.grpc_port);
+  ASSIGN_OR_RETURN(auto grpc_api, coordinator::api::GrpcApiServer::Start(grpc_options, &deferred, served.get()));
+  grpc_api->SetServing(false);
+  spdlog::info("serving {} as \"{}\": gRPC :{}, HTTP :{}, internal :{}; waiting for {} worker(s)",
+               c.model_dir, served->name(), grpc_api->port(), http->port(), cluster->internal_port(),
+               world);
+
+  const absl::Time give_up = absl::Now() + absl::Seconds(c.ready_timeout_s);
+  while (true) {
+    absl::Status ready = cluster->WaitReady(absl::Milliseconds(500));
+    if (ready.ok()) break;
+    if (!absl::IsDeadlineExceeded(ready) || absl::Now() > give_up) return ready;
+    if (AwaitSignal(signals, absl::ZeroDuration())) return absl::OkStatus();
+  }
+
+  coordinator::WorkerGroup& group = cluster->group();
+  coordinator::EngineOptions engine_options;
+  coordinator::SchedulerOptions& s = engine_options.scheduler;
+  s.block_size = c.block_size;
+  s.num_blocks = group.num_blocks();
+  s.sliding_window = config.sliding_window;
+  s.max_num_seqs = c.max_num_seqs;
+  s.max_tokens_per_step = c.max_tokens_per_step;
+  s.max_waiting = c.max_waiting;
+  s.max_model_len = std::min({c.max_model_len, config.max_position_embeddings, s.num_blocks * c.block_size});
+  s.enable_prefix_caching = !c.no_prefix_caching;
+  RETURN_IF_ERROR(s.Validate());
+  engine_options.eos_token_ids = served->eos_token_ids();
+  coordinator::EngineLoop engine(
+      engine_options, &served->tokenizer(),
+      [&group](const internal::v1::StepPlan& step) { return group.Step(step); },
+      [&group] { return group.ready(); }, &observer);
+  engine.Start();
+  deferred.Set(&engine);
+  grpc_api->SetServing(true);
+  spdlog::info("ready: {} KV blocks of {} tokens per group, max model length {}", s.num_blocks,
+               c.block_size, s.max_model_len);
+
+  while (!AwaitSignal(signals, absl::Seconds(1))) {
+  }
+  spdlog::info("draining (up to {} s)", c.drain_timeout_s);
+  grpc_api->SetServing(false);
+  if (!engine.Drain(absl::Seconds(c.drain_timeout_s))) {
+    spdlog::warn("drain timed out; aborting the requests still running");
+  }
+  http->Shutdown();
+  grpc_api->Shutdown();
+  engine.Stop();
+  cluster.reset();  // shuts the workers down
+  spdlog::info("stopped");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int ServeMain(int argc, char** argv) {
+  ServeConfig config;
+  FlagSet flags("serve", "Serve a model with a coordinator and local worker processes.");
+  AddFlags(flags, config, /*local_workers=*/true);
+  const absl::Status parsed = flags.Parse(argc, argv);
+  return RunCommand(flags, parsed, [&] { return Serve(config, /*local_workers=*/true); });
+}
+
+int CoordinatorMain(int argc, char** argv) {
+  ServeConfig config;
+  FlagSet flags("coordinator", "Serve a model with workers started elsewhere (gemmaserve worker).");
+  AddFlags(flags, config, /*local_workers=*/false);
+  const absl::Status parsed = flags.Parse(argc, argv);
+  return RunCommand(flags, parsed, [&] { return Serve(config, /*local_workers=*/false); });
+}
+
+}  // namespace gemmaserve::tools
