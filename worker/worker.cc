@@ -15,6 +15,7 @@
 #include "common/status_macros.h"
 #include "gemmaserve/internal/v1/worker.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "kernels/device.h"
 #include "ops/linear.h"
 #include "parallel/gloo_communicator.h"
 #include "parallel/grpc_key_value_store.h"
@@ -182,8 +183,15 @@ absl::Status ServeSteps(pb::Coordinator::Stub& stub, ModelShard& shard,
 
 absl::Status RunWorker(const WorkerOptions& options) {
   if (options.device != "cpu") {
-    return absl::UnimplementedError(absl::StrCat("--device ", options.device,
-                                                 ": only the cpu backend has kernels so far"));
+    int ordinal = -1;
+    if (options.device.rfind("cuda:", 0) != 0 ||
+        !absl::SimpleAtoi(options.device.substr(5), &ordinal)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--device \"", options.device, "\": expected cpu or cuda:N"));
+    }
+    RETURN_IF_ERROR(kernels::CheckCudaDevice(ordinal));
+    return absl::UnimplementedError(absl::StrCat(
+        "--device ", options.device, ": the CUDA forward pass is not written yet; use --device cpu"));
   }
   if (options.rank < 0 || options.rank >= options.world_size) {
     return absl::InvalidArgumentError(absl::StrCat("--rank ", options.rank,

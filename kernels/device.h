@@ -1,0 +1,32 @@
+// CUDA device discovery. Built as CUDA code when GEMMASERVE_CUDA is on; otherwise a stub that
+// reports no device. This is how every part of gemmaserve finds out, without crashing, that there
+// is no GPU to run on (CI builds the CUDA code on machines with the toolkit but no GPU).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace gemmaserve::kernels {
+
+struct CudaDevice {
+  int ordinal = 0;
+  std::string name;
+  int compute_capability_major = 0;
+  int compute_capability_minor = 0;
+  int64_t memory_bytes = 0;
+};
+
+// Whether this build has CUDA kernels at all.
+bool BuiltWithCuda();
+
+// The visible CUDA devices. An empty list when there are none; UNAVAILABLE (with the CUDA
+// runtime's message, e.g. "no CUDA-capable device is detected") when the driver cannot be asked;
+// FAILED_PRECONDITION in a build without CUDA.
+absl::StatusOr<std::vector<CudaDevice>> ListCudaDevices();
+
+// OK when `ordinal` names a visible device; otherwise an error saying why not, for --device.
+absl::Status CheckCudaDevice(int ordinal);
+
+}  // namespace gemmaserve::kernels
