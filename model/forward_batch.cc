@@ -18,6 +18,9 @@ int64_t FirstReadPosition(const Gemma4Config& config, LayerKind group, int64_t n
 
 absl::Status ForwardBatch::Finalize(const Gemma4Config& config, int64_t block_size,
                                     const std::array<int64_t, kNumKvGroups>& num_blocks) {
+  auto Name = [this](size_t s) {
+    return absl::StrCat("sequence ", s < sequence_ids.size() ? sequence_ids[s] : s);
+  };
   positions.clear();
   token_begin.clear();
   logits_rows.clear();
@@ -27,17 +30,17 @@ absl::Status ForwardBatch::Finalize(const Gemma4Config& config, int64_t block_si
   for (size_t s = 0; s < sequences.size(); ++s) {
     const BatchSequence& seq = sequences[s];
     if (seq.num_tokens <= 0 || seq.num_cached < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": num_tokens ", seq.num_tokens,
+      return absl::InvalidArgumentError(absl::StrCat(Name(s), ": num_tokens ", seq.num_tokens,
                                                      ", num_cached ", seq.num_cached));
     }
     const int64_t end = seq.num_cached + seq.num_tokens;
     if (end > config.max_position_embeddings) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": context of ", end,
+      return absl::InvalidArgumentError(absl::StrCat(Name(s), ": context of ", end,
                                                      " tokens exceeds max_position_embeddings ",
                                                      config.max_position_embeddings));
     }
     if (next_token + seq.num_tokens > num_tokens()) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", s, " needs ", seq.num_tokens,
+      return absl::InvalidArgumentError(absl::StrCat(Name(s), " needs ", seq.num_tokens,
                                                      " tokens but only ", num_tokens() - next_token,
                                                      " remain in token_ids"));
     }
@@ -47,13 +50,13 @@ absl::Status ForwardBatch::Finalize(const Gemma4Config& config, int64_t block_si
       const std::vector<int32_t>& table = seq.block_tables[g];
       const int64_t needed = (end + block_size - 1) / block_size;
       if (static_cast<int64_t>(table.size()) < needed) {
-        return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": ", LayerKindName(group),
+        return absl::InvalidArgumentError(absl::StrCat(Name(s), ": ", LayerKindName(group),
                                                        " block table has ", table.size(),
                                                        " blocks, needs ", needed));
       }
       for (int64_t b = FirstReadPosition(config, group, seq.num_cached) / block_size; b < needed; ++b) {
         if (table[b] < 0 || table[b] >= num_blocks[g]) {
-          return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": ", LayerKindName(group),
+          return absl::InvalidArgumentError(absl::StrCat(Name(s), ": ", LayerKindName(group),
                                                          " block ", b, " is ", table[b],
                                                          ", outside the pool of ", num_blocks[g]));
         }
@@ -68,7 +71,7 @@ absl::Status ForwardBatch::Finalize(const Gemma4Config& config, int64_t block_si
     for (int64_t i = 0; i < seq.num_tokens; ++i) {
       const int32_t id = token_ids[next_token + i];
       if (id < 0 || id >= config.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": token id ", id,
+        return absl::InvalidArgumentError(absl::StrCat(Name(s), ": token id ", id,
                                                        " outside the vocabulary [0, ",
                                                        config.vocab_size, ")"));
       }

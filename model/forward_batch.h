@@ -26,6 +26,8 @@ struct ForwardBatch {
   // Filled by the caller.
   std::vector<int32_t> token_ids;  // [num_tokens], sequence by sequence
   std::vector<BatchSequence> sequences;
+  // Optional: the caller's id of each sequence, used to name it in errors (else its index).
+  std::vector<uint64_t> sequence_ids;
 
   // Derived by Finalize.
   std::vector<int32_t> positions;                                  // [num_tokens]

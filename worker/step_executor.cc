@@ -42,6 +42,7 @@ absl::StatusOr<model::ForwardBatch> StepExecutor::BuildBatch(const StepPlan& pla
                                                                          seq.full_blocks().end());
     entry.all_logits = seq.all_logits() || seq.prompt_logprobs();
     batch.sequences.push_back(std::move(entry));
+    batch.sequence_ids.push_back(seq.sequence_id());
   }
   const std::array<int64_t, model::kNumKvGroups> num_blocks = {
       cache_.num_blocks(model::LayerKind::kSliding), cache_.num_blocks(model::LayerKind::kFull)};
