@@ -80,6 +80,26 @@ TEST(EmbeddingLookupTest, CopiesScaledRowsInIdOrder) {
   ExpectAllNear(out, expected, 1e-5);
 }
 
+TEST(EmbeddingLookupTest, AVocabShardFillsItsRowsAndZerosTheRest) {
+  // This shard holds vocabulary rows [4, 8) of a 12-token vocabulary.
+  constexpr int64_t kDim = 3;
+  std::vector<float> rows;
+  for (int64_t r = 0; r < 4; ++r) {
+    for (int64_t j = 0; j < kDim; ++j) rows.push_back(static_cast<float>(10 * (r + 4) + j));
+  }
+  const Tensor table = Tensor::FromVector(rows, {4, kDim});
+  const std::vector<int32_t> ids = {3, 4, 7, 8, 11, 5};
+  Tensor out = Tensor::Empty(DType::kF32, {6, kDim});
+  EmbeddingLookup(table, ids.data(), 2.0f, out, /*first_row=*/4);
+  std::vector<double> expected;
+  for (int32_t id : ids) {
+    for (int64_t j = 0; j < kDim; ++j) {
+      expected.push_back(id >= 4 && id < 8 ? 2.0 * (10 * id + j) : 0.0);
+    }
+  }
+  ExpectAllNear(out, expected, 0.0);
+}
+
 using AddInPlaceDeathTest = test_util::ThreadsafeDeathTest;
 
 TEST_F(AddInPlaceDeathTest, ElementCountMismatchDies) {
