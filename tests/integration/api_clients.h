@@ -125,7 +125,7 @@ inline std::unique_ptr<v1::Inference::Stub> NewInferenceStub(int port) {
 inline GrpcResult GenerateAll(v1::Inference::Stub& stub, const v1::GenerateRequest& request) {
   GrpcResult result;
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(240));
   auto reader = stub.Generate(&context, request);
   v1::GenerateResponse response;
   while (reader->Read(&response)) {
@@ -162,7 +162,7 @@ inline v1::Load GetLoad(v1::Inference::Stub& stub) {
 }
 
 // Polls GetLoad until nothing runs, waits or holds a block; false after timeout_s.
-inline bool WaitIdle(v1::Inference::Stub& stub, double timeout_s = 20) {
+inline bool WaitIdle(v1::Inference::Stub& stub, double timeout_s = 60) {
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
   while (std::chrono::steady_clock::now() < give_up) {
     const v1::Load load = GetLoad(stub);

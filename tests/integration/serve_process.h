@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <mutex>
 #include <optional>
@@ -36,7 +37,7 @@ class ServeProcess {
 
   // Starts `gemmaserve serve` on the tiny MoE model with EP 2, every port 0, worker metrics off,
   // plus `extra_flags`; false (with output() telling why) unless it is ready within timeout_s.
-  bool Start(const std::vector<std::string>& extra_flags, double timeout_s = 60) {
+  bool Start(const std::vector<std::string>& extra_flags, double timeout_s = 120) {
     std::vector<std::string> argv = {GEMMASERVE_BINARY, "serve",
                                      "--model", "tests/data/gemma4-tiny-moe",
                                      "--ep", "2",

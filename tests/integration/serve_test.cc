@@ -17,7 +17,6 @@ namespace gemmaserve::testing {
 namespace {
 
 using Json = nlohmann::json;
-using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
 class ServeTest : public ::testing::Test {
