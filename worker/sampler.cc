@@ -54,8 +54,43 @@ float LogProbability(const float* logits, int64_t vocab_size, int32_t token_id) 
   return static_cast<float>(logits[token_id] - max_value - std::log(sum));
 }
 
-SampleResult Sample(const float* logits, int64_t vocab_size, const SamplingOptions& options,
+namespace {
+
+bool HasPenalties(const SamplingOptions& o) {
+  return !o.output_tokens.empty() &&
+         ((o.repetition_penalty > 0.0f && o.repetition_penalty != 1.0f) ||
+          o.presence_penalty != 0.0f || o.frequency_penalty != 0.0f);
+}
+
+// logits with the options' penalties applied; `scratch` holds the copy.
+const float* Penalized(const float* logits, int64_t vocab_size, const SamplingOptions& o,
+                       std::vector<float>& scratch) {
+  if (!HasPenalties(o)) return logits;
+  scratch.assign(logits, logits + vocab_size);
+  std::vector<std::pair<int32_t, int32_t>> counts;  // (token, occurrences), sorted by token
+  std::vector<int32_t> tokens(o.output_tokens.begin(), o.output_tokens.end());
+  std::sort(tokens.begin(), tokens.end());
+  for (int32_t token : tokens) {
+    if (token < 0 || token >= vocab_size) continue;
+    if (counts.empty() || counts.back().first != token) counts.push_back({token, 0});
+    ++counts.back().second;
+  }
+  for (const auto& [token, count] : counts) {
+    float& logit = scratch[token];
+    if (o.repetition_penalty > 0.0f && o.repetition_penalty != 1.0f) {
+      logit = logit > 0 ? logit / o.repetition_penalty : logit * o.repetition_penalty;
+    }
+    logit -= o.presence_penalty + o.frequency_penalty * static_cast<float>(count);
+  }
+  return scratch.data();
+}
+
+}  // namespace
+
+SampleResult Sample(const float* raw_logits, int64_t vocab_size, const SamplingOptions& options,
                     uint64_t token_index, int32_t num_top) {
+  std::vector<float> penalized;
+  const float* logits = Penalized(raw_logits, vocab_size, options, penalized);
   const bool greedy = options.temperature <= 0.0f;
   const std::vector<double> logprobs =
       LogSoftmax(logits, vocab_size, greedy ? 1.0 : static_cast<double>(options.temperature));

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/types/span.h"
+
 namespace gemmaserve::worker {
 
 struct SamplingOptions {
@@ -14,6 +16,14 @@ struct SamplingOptions {
   float top_p = 1.0f;        // nucleus mass; 1 = off
   float min_p = 0.0f;        // drop tokens below min_p × the top probability; 0 = off
   uint64_t seed = 0;
+  // Penalties over the tokens generated so far (`output_tokens`), as OpenAI and vLLM define
+  // them: presence subtracts once from every token that appeared, frequency once per appearance;
+  // repetition divides positive logits and multiplies negative ones (HF). Unlike vLLM, the
+  // repetition penalty sees only generated tokens: plans do not carry the prompt.
+  float repetition_penalty = 1.0f;  // 1 = off
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  absl::Span<const int32_t> output_tokens;
 };
 
 struct TokenProbability {

@@ -21,6 +21,9 @@ SamplingOptions ToOptions(const internal::v1::SamplingParams& params, uint64_t s
   options.min_p = params.min_p();
   // Without a seed the draw still must not depend on the batch: derive one from the sequence.
   options.seed = params.has_seed() ? params.seed() : sequence_id * 0x9e3779b97f4a7c15ull;
+  options.repetition_penalty = params.repetition_penalty() > 0 ? params.repetition_penalty() : 1.0f;
+  options.presence_penalty = params.presence_penalty();
+  options.frequency_penalty = params.frequency_penalty();
   return options;
 }
 
@@ -90,9 +93,10 @@ void StepExecutor::FillResults(const StepPlan& plan, const model::ForwardBatch& 
     }
     if (!seq.sample()) continue;
     const uint64_t position = static_cast<uint64_t>(seq.num_cached() + seq.token_ids_size());
-    const SampleResult sampled =
-        Sample(last, vocab, ToOptions(seq.sampling(), seq.sequence_id()), position,
-               seq.sampling().top_logprobs());
+    SamplingOptions options = ToOptions(seq.sampling(), seq.sequence_id());
+    options.output_tokens = absl::MakeConstSpan(seq.output_token_ids().data(),
+                                                static_cast<size_t>(seq.output_token_ids_size()));
+    const SampleResult sampled = Sample(last, vocab, options, position, seq.sampling().top_logprobs());
     out->set_token_id(sampled.token_id);
     out->set_logprob(sampled.logprob);
     for (const TokenProbability& top : sampled.top) {
