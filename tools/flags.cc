@@ -29,7 +29,7 @@ bool FlagSet::IsSet(const std::string& name) const {
 }
 
 void FlagSet::String(std::string name, std::string* target, std::string help, bool required) {
-  Flag flag{name, std::move(help), *target, false, required};
+  Flag flag{name, std::move(help), *target, false, required, false, nullptr};
   flag.set = [target](const std::string& value) {
     *target = value;
     return absl::OkStatus();
@@ -38,7 +38,7 @@ void FlagSet::String(std::string name, std::string* target, std::string help, bo
 }
 
 void FlagSet::Int(std::string name, int64_t* target, std::string help, bool required) {
-  Flag flag{name, std::move(help), absl::StrCat(*target), false, required};
+  Flag flag{name, std::move(help), absl::StrCat(*target), false, required, false, nullptr};
   flag.set = [target, name](const std::string& value) {
     if (!absl::SimpleAtoi(value, target)) {
       return absl::InvalidArgumentError(
@@ -50,7 +50,7 @@ void FlagSet::Int(std::string name, int64_t* target, std::string help, bool requ
 }
 
 void FlagSet::Double(std::string name, double* target, std::string help, bool required) {
-  Flag flag{name, std::move(help), absl::StrCat(*target), false, required};
+  Flag flag{name, std::move(help), absl::StrCat(*target), false, required, false, nullptr};
   flag.set = [target, name](const std::string& value) {
     if (!absl::SimpleAtod(value, target)) {
       return absl::InvalidArgumentError(
@@ -62,7 +62,7 @@ void FlagSet::Double(std::string name, double* target, std::string help, bool re
 }
 
 void FlagSet::Bool(std::string name, bool* target, std::string help) {
-  Flag flag{name, std::move(help), *target ? "true" : "false", true, false};
+  Flag flag{name, std::move(help), *target ? "true" : "false", true, false, false, nullptr};
   flag.set = [target, name](const std::string& value) {
     if (value.empty() || value == "true" || value == "1") {
       *target = true;
@@ -79,7 +79,7 @@ void FlagSet::Bool(std::string name, bool* target, std::string help) {
 
 void FlagSet::IntList(std::string name, std::vector<int64_t>* target, std::string help,
                       bool required) {
-  Flag flag{name, std::move(help), "", false, required};
+  Flag flag{name, std::move(help), "", false, required, false, nullptr};
   flag.set = [target, name](const std::string& value) {
     target->clear();
     for (absl::string_view part : absl::StrSplit(value, ',', absl::SkipWhitespace())) {

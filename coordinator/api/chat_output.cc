@@ -20,7 +20,7 @@ void Append(ChatPiece::Kind kind, std::string_view text, std::vector<ChatPiece>*
     out->back().text.append(text);
     return;
   }
-  out->push_back(ChatPiece{.kind = kind, .text = std::string(text)});
+  out->push_back(ChatPiece{.kind = kind, .text = std::string(text), .tool_call = {}});
 }
 
 // Length of the longest suffix of `text` that is a proper prefix of `marker`.
@@ -54,6 +54,7 @@ void ChatOutputSplitter::EmitToolCall(std::string_view body, std::vector<ChatPie
     return;
   }
   out->push_back(ChatPiece{.kind = ChatPiece::Kind::kToolCall,
+                           .text = {},
                            .tool_call = std::move(parsed->tool_calls[0])});
 }
 
