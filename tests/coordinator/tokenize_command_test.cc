@@ -1,5 +1,8 @@
 // `gemmaserve tokenize` / `detokenize` end to end on the tiny checkpoint's tokenizer: the built
 // binary (GEMMASERVE_BINARY) is run with stdin from a file and its stdout compared.
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -20,7 +23,10 @@ struct Result {
 };
 
 Result RunGemmaserve(const std::string& args, const std::string& input) {
-  const std::string input_path = ::testing::TempDir() + "/tokenize_command_input";
+  // Unique per process and call: ctest runs each test of this file as its own process, in parallel.
+  static int calls = 0;
+  const std::string input_path = ::testing::TempDir() + "/tokenize_command_input." +
+                                 std::to_string(getpid()) + "." + std::to_string(calls++);
   std::ofstream(input_path, std::ios::binary) << input;
   const std::string command =
       std::string(GEMMASERVE_BINARY) + " " + args + " < " + input_path + " 2>/dev/null";
@@ -31,6 +37,7 @@ Result RunGemmaserve(const std::string& args, const std::string& input) {
   for (size_t n; (n = fread(buffer, 1, sizeof(buffer), pipe)) > 0;) result.out.append(buffer, n);
   const int status = pclose(pipe);
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::filesystem::remove(input_path);
   return result;
 }
 
