@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/grpc_status.h"
 
 namespace gemmaserve::parallel {
 namespace {
@@ -35,11 +36,6 @@ grpc::Status CallRetryingUnavailable(absl::Time deadline,
     absl::SleepFor(backoff);
     backoff = std::min(2 * backoff, options.max_backoff);
   }
-}
-
-absl::Status FromGrpc(const grpc::Status& status, const std::string& what) {
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      absl::StrCat(what, ": ", status.error_message()));
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "gemmaserve/internal/v1/worker.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -27,11 +28,6 @@ namespace gemmaserve::worker {
 namespace {
 
 namespace pb = internal::v1;
-
-absl::Status FromGrpc(const grpc::Status& status, const std::string& what) {
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      absl::StrCat(what, ": ", status.error_message()));
-}
 
 // Polls GetClusterConfig until the coordinator answers or `timeout` passes.
 absl::StatusOr<pb::ClusterConfig> FetchClusterConfig(pb::Coordinator::Stub& stub,
