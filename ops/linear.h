@@ -1,6 +1,7 @@
 // Linear: y = x · Wᵀ with W stored [out_features, in_features] (the nn.Linear layout Gemma 4
-// checkpoints use; no linear layer in the decoder has a bias). Runs through OpenBLAS sgemm; a
-// single row uses sgemv, which streams W once and is bound by memory bandwidth.
+// checkpoints use; no linear layer in the decoder has a bias). Runs through OpenBLAS: a
+// few rows (decode of a small batch) use one sgemv per row, each streaming W at memory bandwidth;
+// more rows use sgemm.
 #pragma once
 
 #include "common/tensor.h"

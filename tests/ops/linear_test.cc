@@ -37,11 +37,15 @@ TEST(LinearTest, WeightIsOutByInLayout) {
   Tensor y = NanTensor({1, 3});
   Linear(x, w, y);
   ExpectAllNear(y, {1, 2, 3}, 0.0);
-  // The same weight over two rows takes the gemm path and must agree.
+  // The same weight over two rows (one gemv per row) and over six (the gemm path) must agree.
   Tensor x2 = Tensor::FromVector({1, 2, -1, 4}, {2, 2});
   Tensor y2 = NanTensor({2, 3});
   Linear(x2, w, y2);
   ExpectAllNear(y2, {1, 2, 3, -1, 4, 3}, 0.0);
+  Tensor x6 = Tensor::FromVector({1, 2, -1, 4, 1, 2, -1, 4, 1, 2, -1, 4}, {6, 2});
+  Tensor y6 = NanTensor({6, 3});
+  Linear(x6, w, y6);
+  ExpectAllNear(y6, {1, 2, 3, -1, 4, 3, 1, 2, 3, -1, 4, 3, 1, 2, 3, -1, 4, 3}, 0.0);
 }
 
 TEST(LinearTest, SingleRowGemvMatchesReference) {
