@@ -24,9 +24,14 @@ Tensor Norm(const Tensor& x, const Tensor& w, double eps) {
 }
 
 Tensor Project(const Tensor& x, const Tensor& w) {
-  Tensor y = NewF32({x.dim(0), w.dim(0)});
+  Tensor y = NewF32({x.dim(0), ops::LinearOutFeatures(w)});
   ops::Linear(x, w, y);
   return y;
+}
+
+// Expert e's matrix of a stacked [num_local_experts, ...] expert weight.
+Tensor ExpertWeight(const Tensor& stacked, int64_t e) {
+  return stacked.Slice(e, e + 1).View(Shape(stacked.shape().begin() + 1, stacked.shape().end()));
 }
 
 }  // namespace
@@ -133,7 +138,7 @@ Tensor Gemma4Model::Attention(int64_t l, const Tensor& x, const ForwardBatch& ba
 
 Tensor Gemma4Model::Mlp(const MlpWeights& mlp, const Tensor& x) {
   Tensor gate_up = Project(x, mlp.gate_up);
-  Tensor act = NewF32({x.dim(0), mlp.down.dim(1)});
+  Tensor act = NewF32({x.dim(0), ops::LinearInFeatures(mlp.down)});
   ops::GeluTanhGate(gate_up, act);
   Tensor out = Project(act, mlp.down);
   comm_.AllReduceSum(out);  // down_proj is row-parallel
@@ -172,20 +177,22 @@ Tensor Gemma4Model::Experts(int64_t l, const Tensor& residual, const Tensor& x) 
     expert_counts_[l][e] += static_cast<int64_t>(routed[e].size());
   }
   Tensor out = Tensor::Zeros(DType::kF32, {num_tokens, hidden});
-  const int64_t width = moe.gate_up.dim(1) / 2;
   for (int64_t e = 0; e < num_experts; ++e) {
     const int32_t local = moe.local_expert[e];
     if (local < 0 || routed[e].empty()) continue;
+    const Tensor gate_up_w = ExpertWeight(moe.gate_up, local);
+    const Tensor down_w = ExpertWeight(moe.down, local);
+    const int64_t width = ops::LinearInFeatures(down_w);
     const int64_t n = static_cast<int64_t>(routed[e].size());
     Tensor xe = NewF32({n, hidden});
     for (int64_t i = 0; i < n; ++i) {
       std::memcpy(xe.data<float>() + i * hidden, x.data<float>() + routed[e][i].first * hidden,
                   hidden * sizeof(float));
     }
-    Tensor gate_up = Project(xe, moe.gate_up.Slice(local, local + 1).View({2 * width, hidden}));
+    Tensor gate_up = Project(xe, gate_up_w);
     Tensor act = NewF32({n, width});
     ops::GeluTanhGate(gate_up, act);
-    Tensor ye = Project(act, moe.down.Slice(local, local + 1).View({hidden, width}));
+    Tensor ye = Project(act, down_w);
     for (int64_t i = 0; i < n; ++i) {
       const float weight = routed[e][i].second;
       float* dst = out.data<float>() + routed[e][i].first * hidden;

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "ops/linear.h"
 
 namespace gemmaserve::model {
 namespace {
@@ -92,6 +93,9 @@ absl::Status LoadAttention(const WeightReader& reader, const std::string& p,
   }
   ASSIGN_OR_RETURN(a.o_proj, reader.ReadSlice(p + "self_attn.o_proj.weight", {hidden, nq * g.head_dim},
                                               1, q_rows));
+  for (Tensor* w : {&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj}) {
+    if (w->raw_data() != nullptr) *w = ops::PackLinearWeight(*w);
+  }
   ASSIGN_OR_RETURN(a.q_norm, reader.Read(p + "self_attn.q_norm.weight", {g.head_dim}));
   ASSIGN_OR_RETURN(a.k_norm, reader.Read(p + "self_attn.k_norm.weight", {g.head_dim}));
   return absl::OkStatus();
@@ -103,8 +107,9 @@ absl::Status LoadMlp(const WeightReader& reader, const std::string& p, const Gem
   ASSIGN_OR_RETURN(Range units, plan.EvenSplit(width, "intermediate_size"));
   ASSIGN_OR_RETURN(Tensor gate, reader.ReadSlice(p + "mlp.gate_proj.weight", {width, hidden}, 0, units));
   ASSIGN_OR_RETURN(Tensor up, reader.ReadSlice(p + "mlp.up_proj.weight", {width, hidden}, 0, units));
-  mlp.gate_up = StackRows(gate, up);
-  ASSIGN_OR_RETURN(mlp.down, reader.ReadSlice(p + "mlp.down_proj.weight", {hidden, width}, 1, units));
+  mlp.gate_up = ops::PackLinearWeight(StackRows(gate, up));
+  ASSIGN_OR_RETURN(Tensor down, reader.ReadSlice(p + "mlp.down_proj.weight", {hidden, width}, 1, units));
+  mlp.down = ops::PackLinearWeight(down);
   return absl::OkStatus();
 }
 
@@ -113,7 +118,8 @@ absl::Status LoadMoe(const WeightReader& reader, const std::string& p, const Gem
   const int64_t hidden = config.hidden_size;
   const int64_t experts = config.num_experts;
   const int64_t width = config.moe_intermediate_size;
-  ASSIGN_OR_RETURN(moe.router_proj, reader.Read(p + "router.proj.weight", {experts, hidden}));
+  ASSIGN_OR_RETURN(Tensor router, reader.Read(p + "router.proj.weight", {experts, hidden}));
+  moe.router_proj = ops::PackLinearWeight(router);
   ASSIGN_OR_RETURN(moe.router_scale, reader.Read(p + "router.scale", {hidden}));
   ASSIGN_OR_RETURN(moe.per_expert_scale, reader.Read(p + "router.per_expert_scale", {experts}));
   ASSIGN_OR_RETURN(Range held, plan.Experts(experts));
@@ -136,7 +142,8 @@ absl::Status LoadMoe(const WeightReader& reader, const std::string& p, const Gem
     }
   }
   ASSIGN_OR_RETURN(Tensor down, reader.ReadSlice(p + "experts.down_proj", {experts, hidden, width}, 0, held));
-  moe.down = units.size() == width ? down : SliceToF32(down, 2, units);
+  moe.down = ops::PackLinearWeight(units.size() == width ? down : SliceToF32(down, 2, units));
+  moe.gate_up = ops::PackLinearWeight(moe.gate_up);
   moe.local_expert.assign(experts, -1);
   for (int64_t e = held.begin; e < held.end; ++e) {
     moe.local_expert[e] = static_cast<int32_t>(e - held.begin);
@@ -223,9 +230,10 @@ absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Gem
   WeightReader reader(checkpoint, prefix);
   ModelWeights weights;
   ASSIGN_OR_RETURN(weights.vocab_rows, plan.VocabRows(config.vocab_size));
-  ASSIGN_OR_RETURN(weights.embed_tokens,
+  ASSIGN_OR_RETURN(Tensor embed,
                    reader.ReadSlice("embed_tokens.weight", {config.vocab_size, config.hidden_size},
                                     0, weights.vocab_rows));
+  weights.embed_tokens = ops::PackLinearWeight(embed);
   ASSIGN_OR_RETURN(weights.final_norm, reader.Read("norm.weight", {config.hidden_size}));
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
     ASSIGN_OR_RETURN(LayerWeights layer, LoadLayer(reader, config, plan, i));

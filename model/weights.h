@@ -1,6 +1,9 @@
 // The weights of one Gemma 4 decoder (or of one rank's shard of it) as plain data: a struct of
 // tensors per layer, filled by LoadWeights from a checkpoint. On the CPU backend every tensor is
-// f32 (widened once at load), so the forward runs OpenBLAS sgemm/sgemv on them.
+// f32 (widened once at load), and every matrix a Linear multiplies by is packed for the CPU
+// kernel (ops::PackLinearWeight: [out, in] becomes [out / 16, in, 16]) when out is a multiple
+// of 16. Shapes below are the logical [out, in]; ops::LinearOutFeatures and LinearInFeatures
+// read them in either layout.
 //
 // Shapes below are for one rank; with a single process, *_local equals the config value.
 #pragma once

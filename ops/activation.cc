@@ -1,17 +1,8 @@
 #include "ops/activation.h"
 
-#include <cmath>
-
 #include "ops/ops_util.h"
 
 namespace gemmaserve::ops {
-
-float GeluTanh(float x) {
-  constexpr float kSqrt2OverPi = 0.7978845608028654f;
-  constexpr float kCoefficient = 0.044715f;
-  const float inner = kSqrt2OverPi * (x + kCoefficient * x * x * x);
-  return 0.5f * x * (1.0f + std::tanh(inner));
-}
 
 void GeluTanhGate(const Tensor& gate_up, Tensor& out) {
   CheckCpuF32(gate_up, "GeluTanhGate gate_up");
@@ -23,6 +14,7 @@ void GeluTanhGate(const Tensor& gate_up, Tensor& out) {
   CheckShape(out, {rows, width}, "GeluTanhGate out");
   const float* in = gate_up.data<float>();
   float* dst = out.data<float>();
+#pragma omp parallel for if (rows * width > kParallelElements)
   for (int64_t r = 0; r < rows; ++r) {
     const float* gate = in + r * 2 * width;
     const float* up = gate + width;

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "ops/fast_math.h"
+#include "ops/linear.h"
 #include "ops/ops_util.h"
 
 namespace gemmaserve::ops {
@@ -29,27 +31,29 @@ void SoftcapInPlace(Tensor& x, float cap) {
   CHECK_GT(cap, 0.0f);
   float* dst = x.data<float>();
   const int64_t n = x.numel();
-  for (int64_t i = 0; i < n; ++i) dst[i] = cap * std::tanh(dst[i] / cap);
+  const float inverse = 1.0f / cap;
+#pragma omp parallel for simd if (n > kParallelElements)
+  for (int64_t i = 0; i < n; ++i) dst[i] = cap * FastTanh(dst[i] * inverse);
 }
 
 void EmbeddingLookup(const Tensor& table, const int32_t* ids, float scale, Tensor& out,
                      int64_t first_row) {
   CheckCpuF32(table, "EmbeddingLookup table");
   CheckCpuF32(out, "EmbeddingLookup out");
-  CHECK_EQ(table.rank(), 2);
-  const int64_t rows_held = table.dim(0);
-  const int64_t dim = table.dim(1);
+  CHECK(table.rank() == 2 || IsPackedLinearWeight(table)) << table.DebugString();
+  const int64_t rows_held = LinearOutFeatures(table);
+  const int64_t dim = LinearInFeatures(table);
   CHECK_EQ(out.dim(1), dim);
-  const float* rows = table.data<float>();
   float* dst = out.data<float>();
   for (int64_t i = 0; i < out.dim(0); ++i) {
+    float* row = dst + i * dim;
     const int64_t row_index = static_cast<int64_t>(ids[i]) - first_row;
     if (row_index < 0 || row_index >= rows_held) {
-      std::memset(dst + i * dim, 0, dim * sizeof(float));
+      std::memset(row, 0, dim * sizeof(float));
       continue;
     }
-    const float* row = rows + row_index * dim;
-    for (int64_t j = 0; j < dim; ++j) dst[i * dim + j] = row[j] * scale;
+    CopyLinearWeightRow(table, row_index, row);
+    for (int64_t j = 0; j < dim; ++j) row[j] *= scale;
   }
 }
 

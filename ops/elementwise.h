@@ -13,7 +13,8 @@ void AddInPlace(Tensor& x, const Tensor& y);
 void ScaleInPlace(Tensor& x, float scale);
 // x = cap · tanh(x / cap): Gemma 4's final logit soft-capping (cap 30).
 void SoftcapInPlace(Tensor& x, float cap);
-// out[i, :] = table[ids[i] − first_row, :] · scale. table: [rows, dim] f32 holding vocabulary rows
+// out[i, :] = table[ids[i] − first_row, :] · scale. table: [rows, dim] f32 (row-major, or packed
+// as a Linear weight: the embedding is also the tied LM head) holding vocabulary rows
 // [first_row, first_row + rows); out: [num_ids, dim] f32. An id outside those rows gives a zero
 // row: that is how a vocab-parallel shard contributes nothing for ids another rank holds. Ids
 // must already be validated against the whole vocabulary.

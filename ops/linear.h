@@ -1,17 +1,50 @@
-// Linear: y = x · Wᵀ with W stored [out_features, in_features] (the nn.Linear layout Gemma 4
-// checkpoints use; no linear layer in the decoder has a bias). Runs through OpenBLAS: a
-// few rows (decode of a small batch) use one sgemv per row, each streaming W at memory bandwidth;
-// more rows use sgemm.
+// Linear: y = x · Wᵀ with W [out_features, in_features] (the nn.Linear layout Gemma 4 checkpoints
+// use; no linear layer in the decoder has a bias).
+//
+// A weight comes in one of two layouts:
+//   - row-major [out, in], run through OpenBLAS (sgemv for one row, else sgemm);
+//   - packed [out / 16, in, 16] (PackLinearWeight, once at load): panels of 16 output rows stored
+//     k-major, packed[p][k][j] = W[16·p + j][k]. The kernel streams each panel once and keeps it
+//     in cache while every row of x passes over it, so a step of many sequences reads each weight
+//     from memory once. A BLAS cannot do that: it packs W anew on every call, which for the few
+//     rows of a decode step costs more than the arithmetic (see README, "Performance").
+// Weights with a leading expert dimension ([E, out, in] → [E, out / 16, in, 16]) pack per expert.
+// Both layouts give the same sums up to f32 rounding (the order of the k loop differs).
+//
+// Thread-safety: calls may run concurrently on distinct outputs; each uses the process's thread
+// count (SetNumThreads).
 #pragma once
+
+#include <cstdint>
 
 #include "common/tensor.h"
 
 namespace gemmaserve::ops {
 
-// x: [rows, in] f32; w: [out, in] f32; y: [rows, out] f32 (overwritten). x and y must not alias.
+// Output rows per panel of a packed weight.
+inline constexpr int64_t kPanelRows = 16;
+
+// w: [..., out, in] f32 row-major. Returns it packed, [..., out / 16, in, 16], when out is a
+// multiple of kPanelRows; otherwise w itself (small odd shapes such as a router stay row-major).
+Tensor PackLinearWeight(const Tensor& w);
+
+// True for a packed weight: rank 3 with a last dimension of kPanelRows.
+bool IsPackedLinearWeight(const Tensor& w);
+
+// The output features of a weight in either layout: out for [out, in], 16 · P for [P, in, 16].
+int64_t LinearOutFeatures(const Tensor& w);
+// The input features of a weight in either layout.
+int64_t LinearInFeatures(const Tensor& w);
+
+// Row `row` of the weight (W[row, :], [in] values) into `out`, in either layout.
+void CopyLinearWeightRow(const Tensor& w, int64_t row, float* out);
+
+// x: [rows, in] f32; w: a weight [out, in] in either layout; y: [rows, out] f32 (overwritten).
+// x and y must not alias.
 void Linear(const Tensor& x, const Tensor& w, Tensor& y);
 
-// Sets the number of threads OpenBLAS uses for every later call in this process.
-void SetBlasThreads(int num_threads);
+// Threads for every later Linear in this process: OpenBLAS's and the packed kernel's (one
+// OpenMP pool; gemmaserve links OpenBLAS's OpenMP build so the two never compete for cores).
+void SetNumThreads(int num_threads);
 
 }  // namespace gemmaserve::ops

@@ -8,6 +8,10 @@
 
 namespace gemmaserve::ops {
 
+// Element counts below which an element-wise op runs on one thread: a parallel region costs a
+// few microseconds, more than it saves on small tensors.
+inline constexpr int64_t kParallelElements = 1 << 14;
+
 inline void CheckCpuF32(const Tensor& t, const char* what) {
   CHECK(t.device().is_cpu()) << what << ": " << t.DebugString()
                              << " is on a device this op has no kernel for yet";

@@ -9,7 +9,7 @@ packages=(
   libprotobuf-dev protobuf-compiler
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc
   libgloo-dev
-  libopenblas-dev
+  libopenblas-openmp-dev
   libboost-dev libboost-system-dev
   nlohmann-json3-dev libspdlog-dev libfmt-dev
   prometheus-cpp-dev

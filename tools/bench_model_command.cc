@@ -41,7 +41,7 @@ struct BenchConfig {
 double MeasureReadBandwidth(int64_t total_bytes, int threads) {
   const int64_t count = total_bytes / static_cast<int64_t>(sizeof(float));
   std::vector<float> buffer(count, 1.0f);
-  ops::SetBlasThreads(1);  // the probe's own threads do the splitting
+  ops::SetNumThreads(1);  // the probe's own threads do the splitting
   double best = 0.0;
   std::vector<float> sums(threads);
   for (int trial = 0; trial < 5; ++trial) {
@@ -58,7 +58,7 @@ double MeasureReadBandwidth(int64_t total_bytes, int threads) {
     best = std::max(best, static_cast<double>(total_bytes) / SecondsSince(start));
   }
   CHECK_GT(std::accumulate(sums.begin(), sums.end(), 0.0f), 0.0f);  // keeps the loads alive
-  ops::SetBlasThreads(threads);
+  ops::SetNumThreads(threads);
   return best;
 }
 

@@ -14,7 +14,7 @@ void SessionOptions::AddFlags(FlagSet& flags) {
   flags.String("model", &model_dir, "checkpoint directory (config.json + safetensors)", true);
   flags.Int("tp", &tp, "tensor-parallel worker processes (1 = run in this process)");
   flags.Int("ep", &ep, "expert-parallel worker processes, MoE models only (1 = off)");
-  flags.Int("threads", &threads, "BLAS threads (per worker process with --tp/--ep)");
+  flags.Int("threads", &threads, "compute threads (per worker process with --tp/--ep)");
 }
 
 absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOptions& options) {
@@ -38,7 +38,7 @@ absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOp
   const int64_t world = std::max(options.tp, options.ep);
   coordinator::SequenceDriver::StepFn step;
   if (world == 1) {
-    ops::SetBlasThreads(static_cast<int>(options.threads));
+    ops::SetNumThreads(static_cast<int>(options.threads));
     ASSIGN_OR_RETURN(worker::LoadedShard loaded,
                      worker::LoadShard(options.model_dir, parallel::ShardPlan::Single()));
     session->comm_ = std::make_unique<parallel::LocalCommunicator>();

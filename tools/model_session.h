@@ -22,7 +22,7 @@ struct SessionOptions {
   std::string model_dir;
   int64_t tp = 1;
   int64_t ep = 1;
-  int64_t threads = 2;          // BLAS threads (per worker with --tp/--ep)
+  int64_t threads = 2;          // compute threads (per worker with --tp/--ep)
   int64_t max_context = 0;      // tokens per sequence the KV cache must hold
   int64_t max_sequences = 1;
   std::string log_level = "warn";  // passed on to worker processes

@@ -69,7 +69,7 @@ void AddFlags(FlagSet& flags, ServeConfig& c, bool local_workers) {
   flags.Int("internal-port", &c.internal_port, "the worker protocol (gemmaserve.internal.v1)");
   flags.String("served-model-name", &c.served_model_name, "model name clients send (default: the directory's name)");
   if (local_workers) {
-    flags.Int("threads", &c.threads, "BLAS threads per worker");
+    flags.Int("threads", &c.threads, "compute threads per worker");
     flags.Int("kv-cache-mb", &c.kv_cache_mb, "KV cache memory budget per worker, MiB");
     flags.Int("worker-metrics-port", &c.worker_metrics_port,
               "worker r serves /metrics on this port + r; 0 = free ports, -1 = off");

@@ -22,7 +22,7 @@ int WorkerMain(int argc, char** argv) {
   flags.Int("rank", &rank, "this worker's rank, 0 … world size − 1", true);
   flags.Int("world-size", &world_size, "ranks in the replica", true);
   flags.String("device", &options.device, "cpu or cuda:N");
-  flags.Int("threads", &threads, "BLAS threads");
+  flags.Int("threads", &threads, "compute threads");
   flags.Int("kv-cache-mb", &options.kv_cache_mb, "memory budget of the KV cache, MiB");
   flags.String("collective-host", &options.collective_host,
                "address peers reach this worker at (default: the local address toward the coordinator)");

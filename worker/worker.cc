@@ -192,7 +192,7 @@ absl::Status RunWorker(const WorkerOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat("--rank ", options.rank,
                                                    " is not in a world of size ", options.world_size));
   }
-  ops::SetBlasThreads(options.threads);
+  ops::SetNumThreads(options.threads);
   std::unique_ptr<WorkerMetrics> metrics;
   if (options.metrics_port >= 0) {
     WorkerMetricsOptions metrics_options;

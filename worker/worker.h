@@ -22,7 +22,7 @@ struct WorkerOptions {
   int rank = 0;
   int world_size = 1;
   std::string device = "cpu";      // "cpu" (CUDA workers need kernels that do not exist yet)
-  int threads = 1;                 // BLAS threads
+  int threads = 1;                 // compute threads
   int64_t kv_cache_mb = 256;       // memory budget of the KV cache
   int metrics_port = 9400;         // Prometheus /metrics and /health; 0 = any free port, −1 = off
   // Address peers reach this worker at for collectives: an IP, hostname or interface name.

@@ -64,7 +64,7 @@ void BM_DecodeStep(benchmark::State& state, const StepFn& step, const std::vecto
 
 int Main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
-  ops::SetBlasThreads(1);
+  ops::SetNumThreads(1);
   parallel::LocalCommunicator comm;
   std::vector<std::unique_ptr<worker::ModelShard>> shards;
   std::vector<std::unique_ptr<coordinator::LocalCluster>> clusters;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "ops/linear.h"
 #include "tests/ops/op_test_util.h"
 
 namespace gemmaserve::ops {
@@ -78,6 +79,21 @@ TEST(EmbeddingLookupTest, CopiesScaledRowsInIdOrder) {
     for (int64_t j = 0; j < dim; ++j) expected.push_back(table.data<float>()[id * dim + j] * 39.25);
   }
   ExpectAllNear(out, expected, 1e-5);
+}
+
+TEST(EmbeddingLookupTest, APackedTableGivesTheSameRows) {
+  // The embedding is also the tied LM head, so the loader packs it as a Linear weight.
+  std::mt19937 rng(24);
+  Tensor table = RandomTensor({32, 5}, rng);
+  Tensor packed = PackLinearWeight(table);
+  ASSERT_TRUE(IsPackedLinearWeight(packed));
+  const std::vector<int32_t> ids = {31, 0, 17, 16, 30};
+  Tensor from_rows = Tensor::Empty(DType::kF32, {5, 5});
+  Tensor from_panels = Tensor::Empty(DType::kF32, {5, 5});
+  EmbeddingLookup(table, ids.data(), 3.0f, from_rows);
+  EmbeddingLookup(packed, ids.data(), 3.0f, from_panels);
+  ExpectAllNear(from_panels,
+                std::vector<double>(from_rows.data<float>(), from_rows.data<float>() + 25), 0.0);
 }
 
 TEST(EmbeddingLookupTest, AVocabShardFillsItsRowsAndZerosTheRest) {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "ops/panel_kernel.h"
 #include "tests/ops/op_test_util.h"
 
 namespace gemmaserve::ops {
@@ -89,7 +90,109 @@ TEST(LinearTest, ZeroRowsIsANoOp) {
   EXPECT_EQ(y.numel(), 0);
 }
 
+// ---- Packed weights -----------------------------------------------------------------------
+
+TEST(PackLinearWeightTest, LaysPanelsOutKMajor) {
+  std::mt19937 rng(33);
+  Tensor w = RandomTensor({32, 3}, rng);
+  Tensor packed = PackLinearWeight(w);
+  ASSERT_EQ(packed.shape(), (Shape{2, 3, 16}));
+  EXPECT_TRUE(IsPackedLinearWeight(packed));
+  EXPECT_EQ(LinearOutFeatures(packed), 32);
+  EXPECT_EQ(LinearInFeatures(packed), 3);
+  for (int64_t row = 0; row < 32; ++row) {
+    for (int64_t k = 0; k < 3; ++k) {
+      EXPECT_EQ(packed.data<float>()[((row / 16) * 3 + k) * 16 + row % 16],
+                w.data<float>()[row * 3 + k]);
+    }
+  }
+}
+
+TEST(PackLinearWeightTest, OutputsNotAMultipleOfSixteenStayRowMajor) {
+  Tensor w = Tensor::Zeros(DType::kF32, {8, 5});
+  Tensor same = PackLinearWeight(w);
+  EXPECT_EQ(same.raw_data(), w.raw_data());
+  EXPECT_FALSE(IsPackedLinearWeight(same));
+  EXPECT_EQ(LinearOutFeatures(same), 8);
+}
+
+TEST(PackLinearWeightTest, StackedExpertsPackOneByOneAndRowsReadBack) {
+  std::mt19937 rng(34);
+  Tensor experts = RandomTensor({3, 16, 7}, rng);
+  Tensor packed = PackLinearWeight(experts);
+  ASSERT_EQ(packed.shape(), (Shape{3, 1, 7, 16}));
+  for (int64_t e = 0; e < 3; ++e) {
+    Tensor expert = packed.Slice(e, e + 1).View({1, 7, 16});
+    for (int64_t row = 0; row < 16; ++row) {
+      std::vector<float> got(7);
+      CopyLinearWeightRow(expert, row, got.data());
+      const float* want = experts.data<float>() + (e * 16 + row) * 7;
+      EXPECT_EQ(got, std::vector<float>(want, want + 7)) << "expert " << e << " row " << row;
+    }
+  }
+}
+
+// Row counts around the 6-row tile and the 96-row block, depths around the 512-deep block, and
+// thread counts that split the panels unevenly.
+TEST(PackedLinearTest, MatchesReferenceForEveryTilingAndThreadCount) {
+  std::mt19937 rng(35);
+  for (const int threads : {1, 3}) {
+    SetNumThreads(threads);
+    for (const int64_t depth : {75, 1100}) {
+      Tensor w = RandomTensor({80, depth}, rng);
+      Tensor packed = PackLinearWeight(w);
+      for (const int64_t rows : {1, 2, 5, 6, 7, 13, 32, 100}) {
+        Tensor x = RandomTensor({rows, depth}, rng);
+        Tensor y = NanTensor({rows, 80});
+        Linear(x, packed, y);
+        SCOPED_TRACE(testing::Message() << threads << " threads, depth " << depth << ", rows "
+                                        << rows);
+        ExpectAllNear(y, ReferenceLinear(x, w), 1e-4);
+      }
+    }
+  }
+  SetNumThreads(1);
+}
+
+TEST(PackedLinearTest, ARowGivesBitwiseTheSameOutputInAnyBatch) {
+  // Sampling must not depend on what else shares the step: each row's sums run in one order.
+  std::mt19937 rng(36);
+  Tensor w = PackLinearWeight(RandomTensor({48, 600}, rng));
+  Tensor x = RandomTensor({20, 600}, rng);
+  Tensor batch = NanTensor({20, 48});
+  Linear(x, w, batch);
+  for (const int64_t r : {0, 7, 19}) {
+    Tensor single = NanTensor({1, 48});
+    Linear(x.Slice(r, r + 1), w, single);
+    for (int64_t j = 0; j < 48; ++j) {
+      ASSERT_EQ(single.data<float>()[j], batch.data<float>()[r * 48 + j]) << "row " << r;
+    }
+  }
+}
+
+TEST(PackedLinearTest, PortableAndAvx2TilesAgree) {
+  if (!internal::CpuHasAvx2Fma()) GTEST_SKIP() << "this CPU has no AVX2 + FMA";
+  std::mt19937 rng(37);
+  Tensor w = PackLinearWeight(RandomTensor({32, 530}, rng));
+  Tensor x = RandomTensor({11, 530}, rng);
+  Tensor portable = NanTensor({11, 32});
+  Tensor avx2 = NanTensor({11, 32});
+  internal::PackedMatmul(internal::PanelTilePortable, x.data<float>(), 11, 530, w.data<float>(),
+                         2, portable.data<float>(), 32);
+  internal::PackedMatmul(internal::PanelTileAvx2, x.data<float>(), 11, 530, w.data<float>(), 2,
+                         avx2.data<float>(), 32);
+  std::vector<double> expected(portable.data<float>(), portable.data<float>() + portable.numel());
+  ExpectAllNear(avx2, expected, 1e-4);
+}
+
 using LinearDeathTest = test_util::ThreadsafeDeathTest;
+
+TEST_F(LinearDeathTest, PackedWeightOfAnotherDepthDies) {
+  Tensor x = Tensor::Zeros(DType::kF32, {2, 8});
+  Tensor w = PackLinearWeight(Tensor::Zeros(DType::kF32, {16, 7}));
+  Tensor y = Tensor::Empty(DType::kF32, {2, 16});
+  EXPECT_DEATH(Linear(x, w, y), "Linear: x");
+}
 
 TEST_F(LinearDeathTest, InnerDimensionMismatchDies) {
   Tensor x = Tensor::Zeros(DType::kF32, {2, 8});

@@ -1,0 +1,73 @@
+// PanelTileAvx2: panel_kernel.h's tile in AVX2 + FMA. This file alone is compiled with
+// -mavx2 -mfma; callers reach it only after CpuHasAvx2Fma().
+//
+// Each step of k loads the panel's 16 weights (two vectors), broadcasts x[m][k] for every row
+// and does two FMAs per row. The accumulators are named variables, not an array: GCC keeps an
+// array of vectors in memory and stores it back on every iteration.
+#include <immintrin.h>
+
+#include "ops/panel_kernel.h"
+
+namespace gemmaserve::ops::internal {
+namespace {
+
+template <int kRows>
+void Tile(const float* x, int64_t ldx, const float* panel, int64_t depth, float* y, int64_t ldy,
+          bool accumulate, const float* prefetch) {
+  static_assert(kRows >= 1 && kRows <= kTileRows);
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+         c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  // Rows past kRows are never read; their pointers stay on row 0 rather than point past x.
+  const float* x0 = x;
+  const float* x1 = kRows > 1 ? x + ldx : x;
+  const float* x2 = kRows > 2 ? x + 2 * ldx : x;
+  const float* x3 = kRows > 3 ? x + 3 * ldx : x;
+  const float* x4 = kRows > 4 ? x + 4 * ldx : x;
+  const float* x5 = kRows > 5 ? x + 5 * ldx : x;
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < depth; ++k) {
+    const __m256 w0 = _mm256_loadu_ps(panel + 16 * k);
+    const __m256 w1 = _mm256_loadu_ps(panel + 16 * k + 8);
+    if (prefetch != nullptr) {
+      _mm_prefetch(reinterpret_cast<const char*>(prefetch + 16 * k), _MM_HINT_T0);
+    }
+    __m256 b;
+#define GS_TILE_ROW(m)                                 \
+  if constexpr (kRows > m) {                           \
+    b = _mm256_broadcast_ss(x##m + k);                 \
+    c##m##0 = _mm256_fmadd_ps(b, w0, c##m##0);         \
+    c##m##1 = _mm256_fmadd_ps(b, w1, c##m##1);         \
+  }
+    GS_TILE_ROW(0) GS_TILE_ROW(1) GS_TILE_ROW(2) GS_TILE_ROW(3) GS_TILE_ROW(4) GS_TILE_ROW(5)
+#undef GS_TILE_ROW
+  }
+#define GS_TILE_STORE(m)                                                                     \
+  if constexpr (kRows > m) {                                                                 \
+    float* out = y + m * ldy;                                                                \
+    if (accumulate) {                                                                        \
+      c##m##0 = _mm256_add_ps(c##m##0, _mm256_loadu_ps(out));                                \
+      c##m##1 = _mm256_add_ps(c##m##1, _mm256_loadu_ps(out + 8));                            \
+    }                                                                                        \
+    _mm256_storeu_ps(out, c##m##0);                                                          \
+    _mm256_storeu_ps(out + 8, c##m##1);                                                      \
+  }
+  GS_TILE_STORE(0) GS_TILE_STORE(1) GS_TILE_STORE(2) GS_TILE_STORE(3) GS_TILE_STORE(4)
+  GS_TILE_STORE(5)
+#undef GS_TILE_STORE
+}
+
+}  // namespace
+
+void PanelTileAvx2(const float* x, int64_t ldx, int rows, const float* panel, int64_t depth,
+                   float* y, int64_t ldy, bool accumulate, const float* prefetch) {
+  switch (rows) {
+    case 1: return Tile<1>(x, ldx, panel, depth, y, ldy, accumulate, prefetch);
+    case 2: return Tile<2>(x, ldx, panel, depth, y, ldy, accumulate, prefetch);
+    case 3: return Tile<3>(x, ldx, panel, depth, y, ldy, accumulate, prefetch);
+    case 4: return Tile<4>(x, ldx, panel, depth, y, ldy, accumulate, prefetch);
+    case 5: return Tile<5>(x, ldx, panel, depth, y, ldy, accumulate, prefetch);
+    case 6: return Tile<6>(x, ldx, panel, depth, y, ldy, accumulate, prefetch);
+  }
+}
+
+}  // namespace gemmaserve::ops::internal
