@@ -29,7 +29,6 @@ struct EngineLoop::Live {
   std::optional<StreamingDetokenizer> detokenizer;
   StopStringMatcher stop;
   int64_t num_output_tokens = 0;
-  std::vector<pb::TokenLogprob> prompt_logprobs;  // gathered over the prefill chunks
   bool prompt_logprobs_sent = false;
   absl::Time first_scheduled = absl::InfinitePast();
   absl::Time first_token = absl::InfinitePast();
@@ -240,16 +239,18 @@ void EngineLoop::Postprocess(const ScheduledStep& step, const pb::StepResult& re
     auto it = live_.find(step.sequences[i].sequence_id);
     if (it == live_.end()) continue;  // aborted meanwhile
     Live& live = *it->second;
-    const pb::SequenceResult& seq = result.sequences(static_cast<int>(i));
-    live.prompt_logprobs.insert(live.prompt_logprobs.end(), seq.prompt_logprobs().begin(),
-                                seq.prompt_logprobs().end());
     if (!step.sequences[i].sample) continue;
     Event event;
     if (!live.prompt_logprobs_sent && live.request.prompt_logprobs) {
-      event.prompt_logprobs = std::move(live.prompt_logprobs);
+      // The scheduler gathered them over the prefill chunks; sent once, with the first token.
+      const Sequence& seq = *scheduler_.Find(step.sequences[i].sequence_id);
+      event.prompt_logprobs = seq.prompt_logprobs;
+      for (const pb::TopLogprobs& top : seq.prompt_top_logprobs) {
+        event.prompt_top_logprobs.emplace_back(top.alternatives().begin(), top.alternatives().end());
+      }
     }
     live.prompt_logprobs_sent = true;
-    if (ConsumeToken(live, seq, event)) continue;
+    if (ConsumeToken(live, result.sequences(static_cast<int>(i)), event)) continue;
     live.stream->Push(std::move(event));
   }
 }

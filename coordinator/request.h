@@ -49,7 +49,10 @@ struct Event {
   std::string text;
   std::vector<internal::v1::TokenLogprob> logprobs;                 // one per token, when asked
   std::vector<std::vector<internal::v1::TokenLogprob>> top_logprobs;  // per token, when asked
-  std::vector<internal::v1::TokenLogprob> prompt_logprobs;           // once, first event
+  // With Request.prompt_logprobs, once, in the first event: one per prompt token after the first,
+  // and (with top_logprobs > 0) the alternatives at each of those positions.
+  std::vector<internal::v1::TokenLogprob> prompt_logprobs;
+  std::vector<std::vector<internal::v1::TokenLogprob>> prompt_top_logprobs;
   bool finished = false;
   FinishReason finish_reason = FinishReason::kStop;
   std::string matched_stop;  // the stop string or id (as text) that ended it

@@ -14,11 +14,22 @@ namespace pb = internal::v1;
 constexpr int kSliding = static_cast<int>(model::LayerKind::kSliding);
 constexpr int kFull = static_cast<int>(model::LayerKind::kFull);
 
-// Penalties need the tokens generated so far; plans carry them only then.
-bool NeedsOutputTokens(const pb::SamplingParams& sampling) {
+// Penalties need the tokens generated so far, and the repetition penalty the prompt too; plans
+// carry them only then.
+bool NeedsPromptTokens(const pb::SamplingParams& sampling) {
   const float repetition = sampling.repetition_penalty();
-  return (repetition != 0.0f && repetition != 1.0f) || sampling.presence_penalty() != 0.0f ||
+  return repetition != 0.0f && repetition != 1.0f;
+}
+
+bool NeedsOutputTokens(const pb::SamplingParams& sampling) {
+  return NeedsPromptTokens(sampling) || sampling.presence_penalty() != 0.0f ||
          sampling.frequency_penalty() != 0.0f;
+}
+
+// Prompt token j (1 ≤ j < num_prompt) gets its logprob from the row of position j − 1, so a step
+// computing positions [begin, end) can give those of tokens begin + 1 … min(end, num_prompt − 1).
+int64_t LastPredictedPromptToken(const Sequence& seq, int64_t end) {
+  return std::min(end, seq.num_prompt_tokens - 1);
 }
 
 absl::Status RequirePositive(const char* name, int64_t value) {
@@ -190,13 +201,21 @@ pb::SequencePlan Scheduler::PlanFor(const Sequence& seq, const ScheduledSequence
   plan.mutable_full_blocks()->Add(full.begin(), full.end());
   plan.set_sample(scheduled.sample);
   *plan.mutable_sampling() = seq.request.sampling;
-  if (NeedsOutputTokens(seq.request.sampling)) {
-    plan.mutable_output_token_ids()->Add(seq.token_ids.begin() + seq.num_prompt_tokens,
-                                         seq.token_ids.end());
+  const auto prompt_end = seq.token_ids.begin() + seq.num_prompt_tokens;
+  if (NeedsPromptTokens(seq.request.sampling)) {
+    plan.mutable_prompt_token_ids()->Add(seq.token_ids.begin(), prompt_end);
   }
-  // Once per prompt: a recompute after a preemption does not send them again.
-  plan.set_prompt_logprobs(seq.request.prompt_logprobs && seq.num_preemptions == 0 &&
-                           seq.num_computed < seq.num_prompt_tokens);
+  if (NeedsOutputTokens(seq.request.sampling)) {
+    plan.mutable_output_token_ids()->Add(prompt_end, seq.token_ids.end());
+  }
+  // Only for logprobs still missing: a recompute after a preemption does not ask again for those
+  // gathered before it.
+  const int64_t end = seq.num_computed + scheduled.num_tokens;
+  const int64_t num_gathered = static_cast<int64_t>(seq.prompt_logprobs.size());
+  if (seq.request.prompt_logprobs && LastPredictedPromptToken(seq, end) > num_gathered) {
+    plan.set_prompt_logprobs(true);
+    if (end < seq.num_prompt_tokens) plan.set_next_prompt_token_id(seq.token_ids[end]);
+  }
   return plan;
 }
 
@@ -210,6 +229,8 @@ void Scheduler::Postprocess(const ScheduledStep& step, const pb::StepResult& res
     const auto it = sequences_.find(scheduled.sequence_id);
     if (it == sequences_.end()) continue;
     Sequence& seq = *it->second;
+    const pb::SequencePlan& plan = step.plan.sequences(static_cast<int>(i));
+    if (plan.prompt_logprobs()) GatherPromptLogprobs(plan, out, seq);
     seq.num_computed += scheduled.num_tokens;
     CHECK_LE(seq.num_computed, seq.num_tokens()) << "sequence " << seq.id;
     if (scheduled.sample) {
@@ -219,6 +240,20 @@ void Scheduler::Postprocess(const ScheduledStep& step, const pb::StepResult& res
       seq.token_ids.push_back(out.token_id());
     }
     block_manager_.OnTokensComputed(seq);
+  }
+}
+
+void Scheduler::GatherPromptLogprobs(const pb::SequencePlan& plan, const pb::SequenceResult& out,
+                                     Sequence& seq) {
+  // out.prompt_logprobs(k) is prompt token num_cached + 1 + k's; keep those not yet gathered.
+  const int64_t last = LastPredictedPromptToken(seq, plan.num_cached() + plan.token_ids_size());
+  const bool with_top = out.prompt_top_logprobs_size() == out.prompt_logprobs_size();
+  for (int k = 0; k < out.prompt_logprobs_size(); ++k) {
+    const int64_t token = plan.num_cached() + 1 + k;
+    if (token > last) break;
+    if (token != static_cast<int64_t>(seq.prompt_logprobs.size()) + 1) continue;
+    seq.prompt_logprobs.push_back(out.prompt_logprobs(k));
+    if (with_top) seq.prompt_top_logprobs.push_back(out.prompt_top_logprobs(k));
   }
 }
 

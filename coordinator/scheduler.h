@@ -117,6 +117,8 @@ class Scheduler {
   void Preempt(Sequence& seq, Draft& draft);
   ScheduledStep BuildStep(const Draft& draft);
   internal::v1::SequencePlan PlanFor(const Sequence& seq, const ScheduledSequence& scheduled) const;
+  static void GatherPromptLogprobs(const internal::v1::SequencePlan& plan,
+                                   const internal::v1::SequenceResult& out, Sequence& seq);
   std::unique_ptr<Sequence> Remove(uint64_t id);
 
   const SchedulerOptions options_;

@@ -3,7 +3,7 @@
 // table per KV group.
 //
 // A plain record. Ownership: the Scheduler owns every live Sequence; the Scheduler advances
-// num_computed and appends tokens, the BlockManager edits block_tables (and sets num_computed when
+// num_computed and appends tokens and prompt logprobs, the BlockManager edits block_tables (and sets num_computed when
 // the prefix cache serves the front of the sequence). Nothing else writes it. Thread-safety: none;
 // the engine loop is the only thread that sees it.
 #pragma once
@@ -43,6 +43,11 @@ struct Sequence {
   // Both tables have the same length; the sliding one holds −1 for blocks that fell out of the
   // sliding window and were freed.
   std::array<std::vector<int32_t>, model::kNumKvGroups> block_tables;
+
+  // With request.prompt_logprobs: entry j − 1 is prompt token j's logprob (the first prompt token
+  // has none), gathered over the prefill chunks; alternatives alongside when top_logprobs > 0.
+  std::vector<internal::v1::TokenLogprob> prompt_logprobs;
+  std::vector<internal::v1::TopLogprobs> prompt_top_logprobs;
 
   // Counters for usage reports.
   int64_t num_cached_tokens = 0;  // tokens the prefix cache served at the latest admission

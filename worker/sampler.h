@@ -1,6 +1,10 @@
 // Token sampling on rank 0 (DESIGN.md: "rank 0 samples"). Stateless per call: a seeded choice
 // depends only on (seed, index of the token in its sequence), so the same request and seed give
 // the same tokens whatever else shares the batch.
+//
+// The order is vLLM's: penalties, temperature, then min-p (relative to the most likely token),
+// top-k, and top-p over what is left, renormalised. Every pass over the vocabulary is linear
+// except top-p without top-k, which sorts it. Thread-safe: no shared state.
 #pragma once
 
 #include <cstdint>
@@ -16,13 +20,13 @@ struct SamplingOptions {
   float top_p = 1.0f;        // nucleus mass; 1 = off
   float min_p = 0.0f;        // drop tokens below min_p × the top probability; 0 = off
   uint64_t seed = 0;
-  // Penalties over the tokens generated so far (`output_tokens`), as OpenAI and vLLM define
-  // them: presence subtracts once from every token that appeared, frequency once per appearance;
-  // repetition divides positive logits and multiplies negative ones (HF). Unlike vLLM, the
-  // repetition penalty sees only generated tokens: plans do not carry the prompt.
+  // Penalties as OpenAI and vLLM define them: presence subtracts once from every token generated
+  // so far (`output_tokens`), frequency once per appearance; repetition divides positive logits
+  // and multiplies negative ones of every token in the prompt (`prompt_tokens`) or the output.
   float repetition_penalty = 1.0f;  // 1 = off
   float presence_penalty = 0.0f;
   float frequency_penalty = 0.0f;
+  absl::Span<const int32_t> prompt_tokens;
   absl::Span<const int32_t> output_tokens;
 };
 
@@ -40,11 +44,20 @@ struct SampleResult {
 // Greedy choice: the highest logit, ties to the lowest id.
 int32_t ArgMax(const float* logits, int64_t vocab_size);
 
+// log Σ exp(logits[i] · scale), accumulated in double.
+double LogSumExp(const float* logits, int64_t vocab_size, float scale = 1.0f);
+
 // log softmax(logits)[token_id] at temperature 1.
 float LogProbability(const float* logits, int64_t vocab_size, int32_t token_id);
 
+// The `count` highest logits' ids, highest first, ties to the lower id; one pass with a heap.
+std::vector<int32_t> TopIds(const float* logits, int64_t vocab_size, int64_t count);
+
+// The `count` most likely tokens at temperature 1 with their logprobs, most likely first.
+std::vector<TokenProbability> TopLogprobs(const float* logits, int64_t vocab_size, int32_t count);
+
 // Chooses a token from `logits` [vocab_size]. `token_index` is the position of the new token in
-// its sequence's output (0 for the first), mixed with options.seed for the random draw.
+// its sequence, mixed with options.seed for the random draw.
 SampleResult Sample(const float* logits, int64_t vocab_size, const SamplingOptions& options,
                     uint64_t token_index, int32_t num_top = 0);
 

@@ -1,6 +1,7 @@
 #include "worker/step_executor.h"
 
 #include <chrono>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -11,6 +12,7 @@ namespace {
 
 using internal::v1::SequencePlan;
 using internal::v1::StepPlan;
+using internal::v1::SequenceResult;
 using internal::v1::StepResult;
 
 SamplingOptions ToOptions(const internal::v1::SamplingParams& params, uint64_t sequence_id) {
@@ -27,6 +29,58 @@ SamplingOptions ToOptions(const internal::v1::SamplingParams& params, uint64_t s
   return options;
 }
 
+void AddTokenLogprob(int32_t token_id, double logprob, internal::v1::TokenLogprob* entry) {
+  entry->set_token_id(token_id);
+  entry->set_logprob(static_cast<float>(logprob));
+}
+
+// The logprob of each prompt token the step's rows predict (temperature 1): row i predicts the
+// step's token i + 1, and the last row the next prompt token when the plan names it.
+void AddPromptLogprobs(const SequencePlan& seq, const float* first, int64_t rows, int64_t vocab,
+                       SequenceResult& out) {
+  const int32_t num_top = seq.sampling().top_logprobs();
+  const int64_t predicted = rows - 1 + (seq.has_next_prompt_token_id() ? 1 : 0);
+  for (int64_t i = 0; i < predicted; ++i) {
+    const float* logits = first + i * vocab;
+    const int32_t token = i + 1 < rows ? seq.token_ids(static_cast<int>(i + 1))
+                                       : seq.next_prompt_token_id();
+    const double log_sum = LogSumExp(logits, vocab);
+    AddTokenLogprob(token, logits[token] - log_sum, out.add_prompt_logprobs());
+    if (num_top <= 0) continue;
+    internal::v1::TopLogprobs* top = out.add_prompt_top_logprobs();
+    for (int32_t id : TopIds(logits, vocab, num_top)) {
+      AddTokenLogprob(id, logits[id] - log_sum, top->add_alternatives());
+    }
+  }
+}
+
+// Rank 0's answer for one sequence: requested logits, prompt logprobs, the sampled token.
+// `first` is the sequence's first logits row of `rows`.
+void FillSequence(const SequencePlan& seq, const float* first, int64_t rows, int64_t vocab,
+                  SequenceResult& out) {
+  const float* last = first + (rows - 1) * vocab;
+  out.set_sequence_id(seq.sequence_id());
+  out.set_token_id(-1);
+  if (seq.return_logits()) {
+    const float* begin = seq.all_logits() ? first : last;
+    out.mutable_logits()->Add(begin, last + vocab);
+  }
+  if (seq.prompt_logprobs()) AddPromptLogprobs(seq, first, rows, vocab, out);
+  if (!seq.sample()) return;
+  const uint64_t position = static_cast<uint64_t>(seq.num_cached() + seq.token_ids_size());
+  SamplingOptions options = ToOptions(seq.sampling(), seq.sequence_id());
+  options.prompt_tokens = absl::MakeConstSpan(seq.prompt_token_ids().data(),
+                                              static_cast<size_t>(seq.prompt_token_ids_size()));
+  options.output_tokens = absl::MakeConstSpan(seq.output_token_ids().data(),
+                                              static_cast<size_t>(seq.output_token_ids_size()));
+  const SampleResult sampled = Sample(last, vocab, options, position, seq.sampling().top_logprobs());
+  out.set_token_id(sampled.token_id);
+  out.set_logprob(sampled.logprob);
+  for (const TokenProbability& top : sampled.top) {
+    AddTokenLogprob(top.token_id, top.logprob, out.add_top_logprobs());
+  }
+}
+
 }  // namespace
 
 StepExecutor::StepExecutor(model::Gemma4Model& model, model::KvCache& cache, int rank)
@@ -34,7 +88,14 @@ StepExecutor::StepExecutor(model::Gemma4Model& model, model::KvCache& cache, int
 
 absl::StatusOr<model::ForwardBatch> StepExecutor::BuildBatch(const StepPlan& plan) const {
   model::ForwardBatch batch;
+  const int64_t vocab = model_.config().vocab_size;
   for (const SequencePlan& seq : plan.sequences()) {
+    if (seq.has_next_prompt_token_id() &&
+        (seq.next_prompt_token_id() < 0 || seq.next_prompt_token_id() >= vocab)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sequence ", seq.sequence_id(), ": next_prompt_token_id ", seq.next_prompt_token_id(),
+          " is outside the vocabulary of ", vocab));
+    }
     batch.token_ids.insert(batch.token_ids.end(), seq.token_ids().begin(), seq.token_ids().end());
     model::BatchSequence entry;
     entry.num_cached = seq.num_cached();
@@ -69,41 +130,20 @@ absl::StatusOr<StepResult> StepExecutor::Execute(const StepPlan& plan) {
 void StepExecutor::FillResults(const StepPlan& plan, const model::ForwardBatch& batch,
                                const Tensor& logits, StepResult& result) {
   const int64_t vocab = model_.config().vocab_size;
+  const int num_sequences = plan.sequences_size();
+  std::vector<const float*> first_row(num_sequences);
+  std::vector<int64_t> num_rows(num_sequences);
   int64_t row = 0;  // logits rows follow the sequences: all of a sequence's tokens, or its last
-  for (int s = 0; s < plan.sequences_size(); ++s) {
-    const SequencePlan& seq = plan.sequences(s);
-    const int64_t rows = batch.sequences[s].all_logits ? seq.token_ids_size() : 1;
-    const float* first = logits.data<float>() + row * vocab;
-    const float* last = first + (rows - 1) * vocab;
-    row += rows;
-    internal::v1::SequenceResult* out = result.add_sequences();
-    out->set_sequence_id(seq.sequence_id());
-    out->set_token_id(-1);
-    if (seq.return_logits()) {
-      const float* begin = seq.all_logits() ? first : last;
-      out->mutable_logits()->Add(begin, last + vocab);
-    }
-    if (seq.prompt_logprobs()) {
-      // The logprob of token i + 1 under the distribution after token i (temperature 1).
-      for (int64_t i = 0; i + 1 < rows; ++i) {
-        internal::v1::TokenLogprob* entry = out->add_prompt_logprobs();
-        entry->set_token_id(seq.token_ids(i + 1));
-        entry->set_logprob(LogProbability(first + i * vocab, vocab, seq.token_ids(i + 1)));
-      }
-    }
-    if (!seq.sample()) continue;
-    const uint64_t position = static_cast<uint64_t>(seq.num_cached() + seq.token_ids_size());
-    SamplingOptions options = ToOptions(seq.sampling(), seq.sequence_id());
-    options.output_tokens = absl::MakeConstSpan(seq.output_token_ids().data(),
-                                                static_cast<size_t>(seq.output_token_ids_size()));
-    const SampleResult sampled = Sample(last, vocab, options, position, seq.sampling().top_logprobs());
-    out->set_token_id(sampled.token_id);
-    out->set_logprob(sampled.logprob);
-    for (const TokenProbability& top : sampled.top) {
-      internal::v1::TokenLogprob* entry = out->add_top_logprobs();
-      entry->set_token_id(top.token_id);
-      entry->set_logprob(top.logprob);
-    }
+  for (int s = 0; s < num_sequences; ++s) {
+    num_rows[s] = batch.sequences[s].all_logits ? plan.sequences(s).token_ids_size() : 1;
+    first_row[s] = logits.data<float>() + row * vocab;
+    row += num_rows[s];
+    result.add_sequences();
+  }
+  // Each sequence reads only its own logits rows and writes only its own SequenceResult.
+#pragma omp parallel for schedule(dynamic)
+  for (int s = 0; s < num_sequences; ++s) {
+    FillSequence(plan.sequences(s), first_row[s], num_rows[s], vocab, *result.mutable_sequences(s));
   }
   const std::vector<std::vector<int64_t>> counts = model_.TakeExpertCounts();
   for (size_t layer = 0; layer < counts.size(); ++layer) {

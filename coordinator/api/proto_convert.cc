@@ -127,6 +127,17 @@ void SetLogprob(const internal::v1::TokenLogprob& from, const Tokenizer& tokeniz
   if (text.ok()) to->set_token(*std::move(text));
 }
 
+void AddTopLogprobs(const std::vector<std::vector<internal::v1::TokenLogprob>>& positions,
+                    const Tokenizer& tokenizer,
+                    google::protobuf::RepeatedPtrField<v1::TopLogprobs>* to) {
+  for (const auto& alternatives : positions) {
+    v1::TopLogprobs* top = to->Add();
+    for (const auto& logprob : alternatives) {
+      SetLogprob(logprob, tokenizer, top->add_alternatives());
+    }
+  }
+}
+
 }  // namespace
 
 v1::Delta DeltaFromEvent(const Event& event, const Tokenizer& tokenizer) {
@@ -134,15 +145,11 @@ v1::Delta DeltaFromEvent(const Event& event, const Tokenizer& tokenizer) {
   delta.set_text(event.text);
   delta.mutable_token_ids()->Add(event.token_ids.begin(), event.token_ids.end());
   for (const auto& logprob : event.logprobs) SetLogprob(logprob, tokenizer, delta.add_logprobs());
-  for (const auto& alternatives : event.top_logprobs) {
-    v1::TopLogprobs* top = delta.add_top_logprobs();
-    for (const auto& logprob : alternatives) {
-      SetLogprob(logprob, tokenizer, top->add_alternatives());
-    }
-  }
+  AddTopLogprobs(event.top_logprobs, tokenizer, delta.mutable_top_logprobs());
   for (const auto& logprob : event.prompt_logprobs) {
     SetLogprob(logprob, tokenizer, delta.add_prompt_logprobs());
   }
+  AddTopLogprobs(event.prompt_top_logprobs, tokenizer, delta.mutable_prompt_top_logprobs());
   return delta;
 }
 

@@ -2,6 +2,8 @@
 // shard (the tiny golden checkpoints) → tokens streamed back. Checks that continuous batching,
 // chunked prefill, preemption, prefix caching and aborts never change a sequence's tokens and never
 // leak a KV block.
+#include <algorithm>
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
@@ -148,6 +150,38 @@ TEST_F(EngineLoopTest, RepeatedPromptHitsThePrefixCache) {
   EXPECT_EQ(b.tokens, ref_.greedy[0]);
   EXPECT_GT(b.final.usage.cached_tokens, 0);
   EXPECT_GT(engine_->Load().prefix_cache_hit_tokens, 0);
+}
+
+TEST_F(EngineLoopTest, PromptLogprobsOverChunkedPrefillMatchTheGoldenLogits) {
+  // 7 tokens per step: the prompt is prefilled in several chunks, and no boundary may lose one.
+  StartEngine("gemma4-tiny-moe", /*num_blocks=*/64, /*max_tokens_per_step=*/7);
+  Request request = Greedy(0, /*max_tokens=*/2);
+  request.prompt_logprobs = true;
+  request.sampling.set_top_logprobs(2);
+  auto stream = engine_->Submit(request);
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  std::optional<Event> first = (*stream)->Next(absl::Seconds(60));
+  ASSERT_TRUE(first.has_value());
+  const std::vector<int32_t>& prompt = ref_.inputs[0];
+  ASSERT_GT(prompt.size(), 14u);
+  ASSERT_EQ(first->prompt_logprobs.size(), prompt.size() - 1);
+  ASSERT_EQ(first->prompt_top_logprobs.size(), prompt.size() - 1);
+  for (size_t j = 1; j < prompt.size(); ++j) {
+    // Token j's logprob under the golden logits of position j − 1.
+    const std::vector<float>& logits = ref_.seq0_all_logits[j - 1];
+    double sum = 0.0;
+    for (float logit : logits) sum += std::exp(static_cast<double>(logit));
+    const internal::v1::TokenLogprob& got = first->prompt_logprobs[j - 1];
+    EXPECT_EQ(got.token_id(), prompt[j]);
+    EXPECT_NEAR(got.logprob(), logits[prompt[j]] - std::log(sum), 2e-3) << "token " << j;
+    const int32_t best = static_cast<int32_t>(
+        std::max_element(logits.begin(), logits.end()) - logits.begin());
+    ASSERT_EQ(first->prompt_top_logprobs[j - 1].size(), 2u);
+    EXPECT_EQ(first->prompt_top_logprobs[j - 1][0].token_id(), best) << "token " << j;
+  }
+  Collected rest = Collect(**stream);
+  EXPECT_TRUE(rest.final.finished);
+  ExpectNoBlocksUsed();
 }
 
 TEST_F(EngineLoopTest, RejectsWhatCanNeverRunAndKeepsServing) {

@@ -33,6 +33,12 @@ int32_t FakeToken(uint64_t sequence_id, int64_t position) {
   return static_cast<int32_t>((sequence_id * 131 + position * 7 + 3) % 500) + 1;
 }
 
+// The fake worker's logprob of prompt token `position`: recognisable, so a lost, repeated or
+// misplaced one shows.
+float FakePromptLogprob(uint64_t sequence_id, int64_t position) {
+  return -0.001f * static_cast<float>(position) - static_cast<float>(sequence_id);
+}
+
 // Small blocks and the tiny model's window of 16, so a few tokens cross blocks and windows.
 SchedulerOptions SmallOptions() {
   SchedulerOptions options;
@@ -64,19 +70,21 @@ class SchedulerTest : public ::testing::Test {
     scheduler_ = std::make_unique<Scheduler>(options);
   }
 
-  absl::Status TryAdd(std::vector<int32_t> prompt, int64_t max_tokens, uint64_t id) {
+  absl::Status TryAdd(std::vector<int32_t> prompt, int64_t max_tokens, uint64_t id,
+                      bool prompt_logprobs = false) {
     Request request;
     request.prompt_ids = std::move(prompt);
     request.max_tokens = max_tokens;
+    request.prompt_logprobs = prompt_logprobs;
     const absl::Status status = scheduler_->Add(std::make_unique<Sequence>(id, std::move(request)));
     if (status.ok()) live_.insert(id);
     CheckAll();
     return status;
   }
 
-  uint64_t Submit(std::vector<int32_t> prompt, int64_t max_tokens) {
+  uint64_t Submit(std::vector<int32_t> prompt, int64_t max_tokens, bool prompt_logprobs = false) {
     const uint64_t id = next_id_++;
-    const absl::Status status = TryAdd(std::move(prompt), max_tokens, id);
+    const absl::Status status = TryAdd(std::move(prompt), max_tokens, id, prompt_logprobs);
     EXPECT_TRUE(status.ok()) << status;
     return id;
   }
@@ -99,6 +107,15 @@ class SchedulerTest : public ::testing::Test {
       out->set_token_id(plan.sample() ? FakeToken(plan.sequence_id(),
                                                   plan.num_cached() + plan.token_ids_size())
                                       : -1);
+      if (!plan.prompt_logprobs()) continue;
+      // As the real worker: row i predicts the step's token i + 1, the last row the next prompt
+      // token when the plan names it.
+      const int rows = plan.token_ids_size();
+      for (int i = 0; i + 1 < rows + (plan.has_next_prompt_token_id() ? 1 : 0); ++i) {
+        pb::TokenLogprob* entry = out->add_prompt_logprobs();
+        entry->set_token_id(i + 1 < rows ? plan.token_ids(i + 1) : plan.next_prompt_token_id());
+        entry->set_logprob(FakePromptLogprob(plan.sequence_id(), plan.num_cached() + 1 + i));
+      }
     }
     scheduler_->Postprocess(step, result);
     CheckAll();
@@ -413,6 +430,69 @@ TEST_F(SchedulerTest, PreemptedSequenceResumesWithSameTokens) {
   for (int64_t position = 12; position < 32; ++position) {
     EXPECT_EQ(done.token_ids[position], FakeToken(b, position)) << "position " << position;
   }
+}
+
+// Every prompt token after the first, in order, with its own logprob.
+void ExpectAllPromptLogprobs(const Sequence& seq) {
+  ASSERT_EQ(static_cast<int64_t>(seq.prompt_logprobs.size()), seq.num_prompt_tokens - 1)
+      << "sequence " << seq.id;
+  for (int64_t j = 1; j < seq.num_prompt_tokens; ++j) {
+    const pb::TokenLogprob& entry = seq.prompt_logprobs[j - 1];
+    EXPECT_EQ(entry.token_id(), seq.token_ids[j]) << "sequence " << seq.id << " token " << j;
+    EXPECT_EQ(entry.logprob(), FakePromptLogprob(seq.id, j)) << "sequence " << seq.id;
+  }
+}
+
+TEST_F(SchedulerTest, PromptLogprobsCrossChunkBoundaries) {
+  SchedulerOptions options = SmallOptions();
+  options.max_tokens_per_step = 8;
+  Make(options);
+  const std::vector<int32_t> prompt = Tokens(20, 5);
+  const uint64_t id = Submit(prompt, 2, /*prompt_logprobs=*/true);
+  // Chunks [0, 8) and [8, 16) name the prompt token after them; [16, 20) reaches the end.
+  for (const int64_t end : {8, 16}) {
+    const ScheduledStep step = Step();
+    ASSERT_EQ(step.plan.sequences_size(), 1);
+    const pb::SequencePlan& plan = step.plan.sequences(0);
+    EXPECT_TRUE(plan.prompt_logprobs());
+    ASSERT_TRUE(plan.has_next_prompt_token_id());
+    EXPECT_EQ(plan.next_prompt_token_id(), prompt[end]);
+  }
+  const ScheduledStep last = Step();
+  EXPECT_TRUE(last.plan.sequences(0).prompt_logprobs());
+  EXPECT_FALSE(last.plan.sequences(0).has_next_prompt_token_id());
+  // Decodes ask for none.
+  EXPECT_FALSE(Step().plan.sequences(0).prompt_logprobs());
+  ExpectAllPromptLogprobs(Get(id));
+}
+
+TEST_F(SchedulerTest, PromptLogprobsSurvivePreemptionInAndAfterPrefill) {
+  SchedulerOptions options = SmallOptions();
+  options.num_blocks = 10;
+  options.max_tokens_per_step = 6;
+  Make(options);
+  std::mt19937 rng(7);
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 6; ++i) {
+    ids.push_back(Submit(Tokens(6 + rng() % 14, 50 * i), 8 + rng() % 12, /*prompt_logprobs=*/true));
+  }
+  // Preemptions of sequences still in their prompt, seen between steps.
+  int preempted_in_prefill = 0;
+  std::map<uint64_t, int64_t> preemptions;
+  for (int step = 0; step < 400 && scheduler_->HasWork(); ++step) {
+    std::map<uint64_t, bool> in_prefill;
+    for (uint64_t id : live_) in_prefill[id] = Get(id).num_output_tokens() == 0;
+    Step();
+    for (const auto& [id, prefill] : in_prefill) {
+      const Sequence& seq = Get(id);
+      if (seq.num_preemptions > preemptions[id] && prefill) ++preempted_in_prefill;
+      preemptions[id] = seq.num_preemptions;
+    }
+  }
+  ASSERT_FALSE(scheduler_->HasWork());
+  EXPECT_GT(preempted_in_prefill, 0);
+  EXPECT_GT(scheduler_->num_preemptions(), preempted_in_prefill);  // some after the first token
+  for (uint64_t id : ids) ExpectAllPromptLogprobs(Get(id));
 }
 
 // Many sequences with shared prefixes and random lengths under a budget of blocks that forces

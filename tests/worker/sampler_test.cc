@@ -64,5 +64,77 @@ TEST(SamplerTest, PenaltiesLowerTheLogitsOfGeneratedTokens) {
   EXPECT_EQ(Sample(logits.data(), 4, options, 0).token_id, 2);
 }
 
+TEST(SamplerTest, RepetitionPenaltySeesThePromptToo) {
+  const std::vector<float> logits = {1.0f, 3.0f, 2.9f, -1.0f};
+  const std::vector<int32_t> prompt = {1, 3};
+  SamplingOptions options;
+  options.temperature = 0.0f;
+  options.repetition_penalty = 1.1f;  // 3.0 / 1.1 < 2.9, though token 1 was never generated
+  options.prompt_tokens = prompt;
+  EXPECT_EQ(Sample(logits.data(), 4, options, 0).token_id, 2);
+  // Presence and frequency penalties count generated tokens only.
+  options.repetition_penalty = 1.0f;
+  options.presence_penalty = 1.0f;
+  EXPECT_EQ(Sample(logits.data(), 4, options, 0).token_id, 1);
+}
+
+// The probability of each token under `options`, estimated from many seeded draws.
+std::vector<double> DrawFrequencies(const std::vector<float>& logits, SamplingOptions options,
+                                    int draws = 20000) {
+  std::vector<double> frequency(logits.size(), 0.0);
+  for (int i = 0; i < draws; ++i) {
+    options.seed = static_cast<uint64_t>(i);
+    frequency[Sample(logits.data(), static_cast<int64_t>(logits.size()), options, 7).token_id] +=
+        1.0 / draws;
+  }
+  return frequency;
+}
+
+TEST(SamplerTest, TopPIsTakenOverTheTopKRenormalised) {
+  // Probabilities ∝ 4, 2, 1, 1 (and a negligible tail). top_k 3 keeps 4:2:1 = 4/7, 2/7, 1/7;
+  // top_p 0.8 of that keeps the first two (6/7 ≥ 0.8), renormalised to 2/3 and 1/3. Applied to the
+  // unfiltered distribution it would stop at 6/8 < 0.8 and keep three.
+  const std::vector<float> logits = {std::log(4.0f), std::log(2.0f), 0.0f, 0.0f, -30.0f};
+  SamplingOptions options;
+  options.top_k = 3;
+  options.top_p = 0.8f;
+  const std::vector<double> frequency = DrawFrequencies(logits, options);
+  EXPECT_NEAR(frequency[0], 2.0 / 3.0, 0.02);
+  EXPECT_NEAR(frequency[1], 1.0 / 3.0, 0.02);
+  EXPECT_EQ(frequency[2] + frequency[3] + frequency[4], 0.0);
+}
+
+TEST(SamplerTest, MinPDropsTokensBelowItsShareOfTheBest) {
+  const std::vector<float> logits = {std::log(8.0f), std::log(4.0f), std::log(1.0f)};
+  SamplingOptions options;
+  options.min_p = 0.2f;  // keeps p ≥ 0.2 · p_best: 8 and 4, not 1
+  const std::vector<double> frequency = DrawFrequencies(logits, options);
+  EXPECT_NEAR(frequency[0], 2.0 / 3.0, 0.02);
+  EXPECT_EQ(frequency[2], 0.0);
+  // Temperature sampling with nothing else follows the softmax.
+  const std::vector<double> plain = DrawFrequencies(logits, SamplingOptions{});
+  EXPECT_NEAR(plain[2], 1.0 / 13.0, 0.01);
+}
+
+TEST(SamplerTest, TopIdsOrdersByLogitThenId) {
+  const std::vector<float> logits = {0.5f, 2.0f, -1.0f, 2.0f, 0.5f, 3.0f};
+  EXPECT_EQ(TopIds(logits.data(), 6, 4), (std::vector<int32_t>{5, 1, 3, 0}));
+  EXPECT_EQ(TopIds(logits.data(), 6, 10).size(), 6u);
+}
+
+TEST(SamplerTest, LogprobsAreLogSoftmaxInDouble) {
+  std::vector<float> logits(1000);
+  for (size_t i = 0; i < logits.size(); ++i) logits[i] = 20.0f * std::sin(0.37f * i);
+  double sum = 0.0;
+  for (float logit : logits) sum += std::exp(static_cast<double>(logit));
+  const double expected = logits[17] - std::log(sum);
+  EXPECT_NEAR(LogProbability(logits.data(), 1000, 17), expected, 1e-5);
+  const std::vector<TokenProbability> top = TopLogprobs(logits.data(), 1000, 3);
+  ASSERT_EQ(top.size(), 3u);
+  EXPECT_EQ(top[0].token_id, TopIds(logits.data(), 1000, 1)[0]);
+  EXPECT_NEAR(top[0].logprob, logits[top[0].token_id] - std::log(sum), 1e-5);
+  EXPECT_GE(top[0].logprob, top[1].logprob);
+}
+
 }  // namespace
 }  // namespace gemmaserve::worker
