@@ -31,6 +31,7 @@ void HttpSession::StartGeneration(OpenAiEndpoint endpoint, const std::string& bo
   absl::StatusOr<Request> request = BuildRequest(std::move(parsed->params), model,
                                                  context_->engine->Load().max_model_len);
   if (!request.ok()) return SendError(request.status());
+  std::vector<int32_t> echo_ids = parsed->echo ? request->prompt_ids : std::vector<int32_t>();
   absl::StatusOr<std::shared_ptr<RequestStream>> events =
       context_->engine->Submit(*std::move(request));
   if (!events.ok()) return SendError(events.status());
@@ -44,6 +45,8 @@ void HttpSession::StartGeneration(OpenAiEndpoint endpoint, const std::string& bo
                                       .endpoint = endpoint,
                                       .logprobs = logprobs,
                                       .include_usage = parsed->include_usage,
+                                      .echo = parsed->echo,
+                                      .prompt_ids = std::move(echo_ids),
                                       .tokenizer = &model.tokenizer()};
   // The notifier runs on the engine thread: it only posts, and holds the session weakly so a
   // closed connection is not kept alive by the engine.

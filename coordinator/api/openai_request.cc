@@ -120,14 +120,15 @@ absl::Status ParseCompletion(const JsonFields& f, OpenAiRequest* r) {
   GenerateParams& p = r->params;
   p.input_param = "prompt";
   RETURN_IF_ERROR(ParsePrompt(f, &p));
-  ASSIGN_OR_RETURN(const std::optional<bool> echo, f.Bool("echo"));
-  if (echo.value_or(false)) return InvalidField("echo", "echoing the prompt is not supported");
   ASSIGN_OR_RETURN(p.max_tokens, f.Integer("max_tokens"));
   p.default_max_tokens = kCompletionsDefaultMaxTokens;
   ASSIGN_OR_RETURN(const std::optional<int64_t> logprobs, f.Integer("logprobs"));
   p.logprobs = logprobs.has_value();
   p.top_logprobs = logprobs.value_or(0);
   p.top_logprobs_param = "logprobs";
+  ASSIGN_OR_RETURN(const std::optional<bool> echo, f.Bool("echo"));
+  r->echo = echo.value_or(false);
+  p.prompt_logprobs = r->echo && p.logprobs;
   return absl::OkStatus();
 }
 

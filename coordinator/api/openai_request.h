@@ -4,7 +4,7 @@
 // Accepted, besides OpenAI's fields: vLLM's sampling extensions (top_k, min_p,
 // repetition_penalty, ignore_eos, stop_token_ids) and chat_template_kwargs.enable_thinking.
 // Refused with INVALID_ARGUMENT naming the field: malformed JSON, wrong types, n (or best_of)
-// other than 1, echo, a model other than the served one, a batch of several prompts, empty or
+// other than 1, a model other than the served one, a batch of several prompts, empty or
 // malformed messages, non-text content parts, tool_choice other than "auto"/"none".
 // Ranges are checked later, by BuildRequest. Pure functions; thread-safe.
 #pragma once
@@ -24,6 +24,7 @@ struct OpenAiRequest {
   GenerateParams params;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  bool echo = false;           // completions: return the prompt before the completion
 };
 
 // `model_name` is the served model's name; a request naming another model is refused (an absent

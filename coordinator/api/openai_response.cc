@@ -31,29 +31,59 @@ Json TokenBytes(const Tokenizer& tokenizer, int32_t id, const std::string& text)
 }
 
 // Legacy completions logprobs: {"tokens", "token_logprobs", "top_logprobs", "text_offset"}.
-Json CompletionLogprobs(const Tokenizer& tokenizer, const std::vector<TokenLogprob>& logprobs,
-                        const std::vector<std::vector<TokenLogprob>>& top_logprobs,
-                        int64_t* text_offset) {
-  Json tokens = Json::array(), values = Json::array(), tops = Json::array(),
-       offsets = Json::array();
-  for (size_t i = 0; i < logprobs.size(); ++i) {
-    const std::string text = TokenText(tokenizer, logprobs[i].token_id());
-    tokens.push_back(text);
-    values.push_back(logprobs[i].logprob());
-    offsets.push_back(*text_offset);
-    *text_offset += static_cast<int64_t>(text.size());
-    Json top = Json::object();
-    if (i < top_logprobs.size()) {
-      for (const TokenLogprob& alternative : top_logprobs[i]) {
-        top[TokenText(tokenizer, alternative.token_id())] = alternative.logprob();
-      }
-    }
-    tops.push_back(std::move(top));
+Json EmptyCompletionLogprobs() {
+  return {{"tokens", Json::array()},
+          {"token_logprobs", Json::array()},
+          {"top_logprobs", Json::array()},
+          {"text_offset", Json::array()}};
+}
+
+// Appends one token to completions logprobs; a null logprob (the first prompt token) has null
+// alternatives too.
+void AppendCompletionToken(const Tokenizer& tokenizer, int32_t token_id,
+                           const TokenLogprob* logprob,
+                           const std::vector<TokenLogprob>* alternatives, int64_t* text_offset,
+                           Json* out) {
+  const std::string text = TokenText(tokenizer, token_id);
+  (*out)["tokens"].push_back(text);
+  (*out)["text_offset"].push_back(*text_offset);
+  *text_offset += static_cast<int64_t>(text.size());
+  if (logprob == nullptr) {
+    (*out)["token_logprobs"].push_back(nullptr);
+    (*out)["top_logprobs"].push_back(nullptr);
+    return;
   }
-  return {{"tokens", std::move(tokens)},
-          {"token_logprobs", std::move(values)},
-          {"top_logprobs", std::move(tops)},
-          {"text_offset", std::move(offsets)}};
+  (*out)["token_logprobs"].push_back(logprob->logprob());
+  Json top = Json::object();
+  if (alternatives != nullptr) {
+    for (const TokenLogprob& alternative : *alternatives) {
+      top[TokenText(tokenizer, alternative.token_id())] = alternative.logprob();
+    }
+  }
+  (*out)["top_logprobs"].push_back(std::move(top));
+}
+
+void AppendCompletionLogprobs(const Tokenizer& tokenizer,
+                              const std::vector<TokenLogprob>& logprobs,
+                              const std::vector<std::vector<TokenLogprob>>& top_logprobs,
+                              int64_t* text_offset, Json* out) {
+  for (size_t i = 0; i < logprobs.size(); ++i) {
+    AppendCompletionToken(tokenizer, logprobs[i].token_id(), &logprobs[i],
+                          i < top_logprobs.size() ? &top_logprobs[i] : nullptr, text_offset, out);
+  }
+}
+
+// The echoed prompt's tokens: the first has no logprob; token j's is prompt_logprobs[j − 1].
+void AppendPromptLogprobs(const Tokenizer& tokenizer, const std::vector<int32_t>& prompt_ids,
+                          const std::vector<TokenLogprob>& logprobs,
+                          const std::vector<std::vector<TokenLogprob>>& top_logprobs,
+                          int64_t* text_offset, Json* out) {
+  for (size_t j = 0; j < prompt_ids.size(); ++j) {
+    const bool known = j > 0 && j - 1 < logprobs.size();
+    AppendCompletionToken(tokenizer, prompt_ids[j], known ? &logprobs[j - 1] : nullptr,
+                          known && j - 1 < top_logprobs.size() ? &top_logprobs[j - 1] : nullptr,
+                          text_offset, out);
+  }
 }
 
 Json ChatTokenLogprob(const Tokenizer& tokenizer, const TokenLogprob& logprob) {
@@ -89,6 +119,11 @@ Json ToolCallJson(const ToolCall& call, const std::string& id, int index) {
 
 }  // namespace
 
+std::string ResponseContext::EchoText() const {
+  absl::StatusOr<std::string> text = tokenizer->Decode(prompt_ids);
+  return text.ok() ? *std::move(text) : std::string();
+}
+
 std::string ResponseContext::ResponseId() const {
   return absl::StrCat(endpoint == OpenAiEndpoint::kChatCompletions ? "chatcmpl-" : "cmpl-",
                       request_id);
@@ -103,6 +138,10 @@ void GenerationResult::Add(const Event& event) {
   token_ids.insert(token_ids.end(), event.token_ids.begin(), event.token_ids.end());
   logprobs.insert(logprobs.end(), event.logprobs.begin(), event.logprobs.end());
   top_logprobs.insert(top_logprobs.end(), event.top_logprobs.begin(), event.top_logprobs.end());
+  prompt_logprobs.insert(prompt_logprobs.end(), event.prompt_logprobs.begin(),
+                         event.prompt_logprobs.end());
+  prompt_top_logprobs.insert(prompt_top_logprobs.end(), event.prompt_top_logprobs.begin(),
+                             event.prompt_top_logprobs.end());
   if (event.finished) {
     finished = true;
     finish_reason = event.finish_reason;
@@ -125,13 +164,19 @@ std::string OpenAiFinishReason(FinishReason reason, bool called_tool) {
 
 Json CompletionResponseJson(const ResponseContext& context, const GenerationResult& result) {
   Json choice = {{"index", 0},
-                 {"text", result.text},
+                 {"text", context.echo ? context.EchoText() + result.text : result.text},
                  {"logprobs", nullptr},
                  {"finish_reason", OpenAiFinishReason(result.finish_reason, false)}};
   if (context.logprobs) {
     int64_t offset = 0;
-    choice["logprobs"] =
-        CompletionLogprobs(*context.tokenizer, result.logprobs, result.top_logprobs, &offset);
+    Json logprobs = EmptyCompletionLogprobs();
+    if (context.echo) {
+      AppendPromptLogprobs(*context.tokenizer, context.prompt_ids, result.prompt_logprobs,
+                           result.prompt_top_logprobs, &offset, &logprobs);
+    }
+    AppendCompletionLogprobs(*context.tokenizer, result.logprobs, result.top_logprobs, &offset,
+                             &logprobs);
+    choice["logprobs"] = std::move(logprobs);
   }
   return {{"id", context.ResponseId()},
           {"object", "text_completion"},
@@ -204,11 +249,26 @@ std::string OpenAiStreamFormatter::Format(const Event& event) {
 
 void OpenAiStreamFormatter::AppendCompletion(const Event& event, std::string* out) {
   if (event.text.empty() && event.token_ids.empty()) return;
+  if (context_.echo && !echoed_) {
+    // The prompt goes first, in a chunk of its own, with its logprobs.
+    echoed_ = true;
+    Json choice = {{"index", 0}, {"text", context_.EchoText()}, {"logprobs", nullptr},
+                   {"finish_reason", nullptr}};
+    if (context_.logprobs) {
+      Json logprobs = EmptyCompletionLogprobs();
+      AppendPromptLogprobs(*context_.tokenizer, context_.prompt_ids, event.prompt_logprobs,
+                           event.prompt_top_logprobs, &text_offset_, &logprobs);
+      choice["logprobs"] = std::move(logprobs);
+    }
+    out->append(SseData(Chunk(std::move(choice))));
+  }
   Json choice = {{"index", 0}, {"text", event.text}, {"logprobs", nullptr},
                  {"finish_reason", nullptr}};
   if (context_.logprobs) {
-    choice["logprobs"] = CompletionLogprobs(*context_.tokenizer, event.logprobs,
-                                            event.top_logprobs, &text_offset_);
+    Json logprobs = EmptyCompletionLogprobs();
+    AppendCompletionLogprobs(*context_.tokenizer, event.logprobs, event.top_logprobs,
+                             &text_offset_, &logprobs);
+    choice["logprobs"] = std::move(logprobs);
   }
   out->append(SseData(Chunk(std::move(choice))));
 }

@@ -2,6 +2,8 @@
 // non-streaming /v1/completions or /v1/chat/completions response, and the Server-Sent Events of
 // a streaming one (`data: {chunk}\n\n` ... `data: [DONE]\n\n`).
 //
+// Completions with `echo` send the prompt's text first (in a chunk of its own when streaming),
+// and with logprobs its tokens' logprobs: null for the first, as OpenAI's legacy API has it.
 // Chat output goes through ChatOutputSplitter, so reasoning comes back in `reasoning_content`
 // and tool calls in `tool_calls` (finish_reason "tool_calls" when the model called one); a chunk
 // carries one kind of delta. Usage: prompt_tokens, completion_tokens, total_tokens and
@@ -33,7 +35,14 @@ struct ResponseContext {
   OpenAiEndpoint endpoint = OpenAiEndpoint::kCompletions;
   bool logprobs = false;
   bool include_usage = false;  // streaming only
+  // Completions: the prompt's text (and, with logprobs, its tokens' logprobs) comes first.
+  bool echo = false;
+  std::vector<int32_t> prompt_ids = {};  // with echo
   const Tokenizer* tokenizer = nullptr;
+
+  // The echoed prompt: its tokens' text, special tokens such as <bos> included, so that it
+  // agrees with the logprobs' tokens and text offsets.
+  std::string EchoText() const;
 
   // "cmpl-REQUEST_ID" or "chatcmpl-REQUEST_ID".
   std::string ResponseId() const;
@@ -47,6 +56,8 @@ struct GenerationResult {
   std::vector<int32_t> token_ids;
   std::vector<internal::v1::TokenLogprob> logprobs;
   std::vector<std::vector<internal::v1::TokenLogprob>> top_logprobs;
+  std::vector<internal::v1::TokenLogprob> prompt_logprobs;
+  std::vector<std::vector<internal::v1::TokenLogprob>> prompt_top_logprobs;
   bool finished = false;
   FinishReason finish_reason = FinishReason::kStop;
   std::string error;
@@ -88,6 +99,7 @@ class OpenAiStreamFormatter {
   ChatOutputSplitter splitter_;
   bool sent_role_ = false;
   int num_tool_calls_ = 0;
+  bool echoed_ = false;
   int64_t text_offset_ = 0;  // completions logprobs: bytes of text sent so far
 };
 

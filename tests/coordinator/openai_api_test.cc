@@ -72,6 +72,20 @@ TEST_F(OpenAiApiTest, CompletionBecomesARequestWithDefaultsResolved) {
   EXPECT_EQ(request->sampling.top_logprobs(), 2);
 }
 
+TEST_F(OpenAiApiTest, EchoWithLogprobsAsksForPromptLogprobs) {
+  absl::StatusOr<OpenAiRequest> parsed = ParseOpenAiRequest(
+      OpenAiEndpoint::kCompletions, R"({"prompt": "Hello", "echo": true, "logprobs": 1})", "tiny");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_TRUE(parsed->echo);
+  EXPECT_TRUE(parsed->params.prompt_logprobs);
+  parsed = ParseOpenAiRequest(OpenAiEndpoint::kCompletions, R"({"prompt": "Hello", "echo": true})",
+                              "tiny");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_TRUE(parsed->echo);
+  EXPECT_FALSE(parsed->params.prompt_logprobs);  // the text alone needs no logprobs
+  ExpectBadField(Completion(R"({"prompt": "x", "echo": "yes"})"), "echo");
+}
+
 TEST_F(OpenAiApiTest, TokenPromptsAndStopListsAreAccepted) {
   absl::StatusOr<Request> request = Build(
       OpenAiEndpoint::kCompletions,
@@ -185,7 +199,6 @@ TEST_F(OpenAiApiTest, UnsupportedRequestsAreRefused) {
   ExpectBadField(Completion(R"({"prompt": "x", "n": 2})"), "n");
   ExpectBadField(Completion(R"({"prompt": "x", "best_of": 3})"), "best_of");
   ExpectBadField(Completion(R"({"prompt": ["a", "b"]})"), "prompt");
-  ExpectBadField(Completion(R"({"prompt": "x", "echo": true})"), "echo");
   ExpectBadField(Completion(R"({"model": "gpt-4", "prompt": "x"})"), "model");
   ExpectBadField(Completion(R"({"max_tokens": 1})"), "prompt");
   ExpectBadField(Chat(R"({"messages": []})"), "messages");
@@ -365,6 +378,77 @@ std::vector<std::string> SsePayloads(const std::string& sse) {
     pos = end + 2;
   }
   return payloads;
+}
+
+internal::v1::TokenLogprob Logprob(int32_t token_id, float logprob) {
+  internal::v1::TokenLogprob entry;
+  entry.set_token_id(token_id);
+  entry.set_logprob(logprob);
+  return entry;
+}
+
+// A completion of prompt [2, 40, 41] (<bos> and two tokens) with echo and logprobs: the first
+// event carries the prompt's logprobs, one per prompt token after the first.
+Event EchoedFirstEvent() {
+  Event event;
+  event.text = "c";
+  event.token_ids = {42};
+  event.logprobs = {Logprob(42, -0.3f)};
+  event.top_logprobs = {{Logprob(42, -0.3f)}};
+  event.prompt_logprobs = {Logprob(40, -1.5f), Logprob(41, -2.5f)};
+  event.prompt_top_logprobs = {{Logprob(43, -0.5f)}, {Logprob(41, -2.5f)}};
+  return event;
+}
+
+ResponseContext EchoContext(const Tokenizer* tokenizer) {
+  ResponseContext context = Context(OpenAiEndpoint::kCompletions, tokenizer);
+  context.logprobs = true;
+  context.echo = true;
+  context.prompt_ids = {2, 40, 41};
+  return context;
+}
+
+TEST_F(OpenAiApiTest, EchoedCompletionStartsWithThePromptAndItsLogprobs) {
+  const Tokenizer& tokenizer = model_->tokenizer();
+  GenerationResult result;
+  result.Add(EchoedFirstEvent());
+  result.Add(Final(FinishReason::kLength));
+  const Json json = CompletionResponseJson(EchoContext(&tokenizer), result);
+  const std::string prompt_text = *tokenizer.Decode({2, 40, 41});
+  EXPECT_EQ(json["choices"][0]["text"], prompt_text + "c");
+  const Json& logprobs = json["choices"][0]["logprobs"];
+  ASSERT_EQ(logprobs["tokens"].size(), 4u);
+  EXPECT_EQ(logprobs["tokens"][3], *tokenizer.Decode({42}));
+  EXPECT_TRUE(logprobs["token_logprobs"][0].is_null());  // nothing predicts the first token
+  EXPECT_TRUE(logprobs["top_logprobs"][0].is_null());
+  EXPECT_EQ(logprobs["token_logprobs"][1], -1.5);
+  EXPECT_EQ(logprobs["token_logprobs"][2], -2.5);
+  EXPECT_EQ(logprobs["token_logprobs"][3], Json(-0.3f));
+  EXPECT_EQ(logprobs["top_logprobs"][1][*tokenizer.Decode({43})], -0.5);
+  // Text offsets run through the prompt's tokens into the completion's.
+  EXPECT_EQ(logprobs["text_offset"][0], 0);
+  EXPECT_EQ(logprobs["text_offset"][3], static_cast<int64_t>(prompt_text.size()));
+}
+
+TEST_F(OpenAiApiTest, EchoedStreamSendsThePromptInItsOwnFirstChunk) {
+  const Tokenizer& tokenizer = model_->tokenizer();
+  OpenAiStreamFormatter formatter(EchoContext(&tokenizer));
+  std::string sse = formatter.Format(EchoedFirstEvent());
+  Event next;
+  next.text = "d";
+  next.token_ids = {43};
+  next.logprobs = {Logprob(43, -0.1f)};
+  sse += formatter.Format(next);
+  sse += formatter.Format(Final(FinishReason::kLength));
+  const std::vector<std::string> payloads = SsePayloads(sse);
+  ASSERT_EQ(payloads.size(), 5u) << sse;
+  const Json prompt = Json::parse(payloads[0])["choices"][0];
+  EXPECT_EQ(prompt["text"], *tokenizer.Decode({2, 40, 41}));
+  EXPECT_EQ(prompt["logprobs"]["token_logprobs"].size(), 3u);
+  EXPECT_TRUE(prompt["logprobs"]["token_logprobs"][0].is_null());
+  EXPECT_EQ(Json::parse(payloads[1])["choices"][0]["text"], "c");
+  EXPECT_EQ(Json::parse(payloads[2])["choices"][0]["text"], "d");
+  EXPECT_EQ(payloads[4], "[DONE]");
 }
 
 TEST_F(OpenAiApiTest, CompletionStreamChunksThenUsageThenDone) {

@@ -2,6 +2,7 @@
 // and OpenAI-compatible HTTP APIs: concurrent greedy requests against the golden references,
 // abort freeing blocks, the prefix cache, bad requests, and a streamed chat. One server for the
 // whole suite (ctest runs the suite as one process, see CMakeLists.txt).
+#include <cmath>
 #include <future>
 #include <memory>
 #include <string>
@@ -111,6 +112,30 @@ TEST_F(ServeTest, ConcurrentGreedyRequestsMatchGoldenAndRunningAlone) {
     EXPECT_EQ(body["choices"][0]["text"], alone_text[p]) << "HTTP request " << i;
     EXPECT_EQ(body["choices"][0]["finish_reason"], "length");
     EXPECT_EQ(body["usage"]["completion_tokens"], max_tokens);
+  }
+  EXPECT_TRUE(WaitIdle(*stub_));
+}
+
+TEST_F(ServeTest, EchoedCompletionGivesThePromptsGoldenLogprobs) {
+  // The lm-eval style of request: the prompt's logprobs through /v1/completions with echo.
+  const GoldenReference golden = LoadGoldenReference("gemma4-tiny-moe");
+  const std::vector<int32_t>& prompt = golden.inputs[0];
+  Json body = Json::parse(CompletionBody(prompt, 1));
+  body["echo"] = true;
+  body["logprobs"] = 1;
+  const HttpReply reply = http_->Post("/v1/completions", body.dump());
+  ASSERT_EQ(reply.status, 200) << reply.body;
+  const Json logprobs = Json::parse(reply.body)["choices"][0]["logprobs"];
+  ASSERT_EQ(logprobs["token_logprobs"].size(), prompt.size() + 1) << reply.body;
+  EXPECT_TRUE(logprobs["token_logprobs"][0].is_null());
+  for (size_t j = 1; j < prompt.size(); ++j) {
+    const std::vector<float>& logits = golden.seq0_all_logits[j - 1];
+    double sum = 0.0;
+    for (float logit : logits) sum += std::exp(static_cast<double>(logit));
+    EXPECT_NEAR(logprobs["token_logprobs"][j].get<double>(), logits[prompt[j]] - std::log(sum),
+                2e-3)
+        << "prompt token " << j;
+    EXPECT_EQ(logprobs["top_logprobs"][j].size(), 1u);
   }
   EXPECT_TRUE(WaitIdle(*stub_));
 }
