@@ -1,5 +1,6 @@
 #include "ops/elementwise.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -24,6 +25,20 @@ void ScaleInPlace(Tensor& x, float scale) {
   float* dst = x.data<float>();
   const int64_t n = x.numel();
   for (int64_t i = 0; i < n; ++i) dst[i] *= scale;
+}
+
+double SumExp(const float* x, int64_t n, float scale, float shift) {
+  constexpr int64_t kBlock = 256;
+  float values[kBlock];
+  double sum = 0.0;
+  for (int64_t begin = 0; begin < n; begin += kBlock) {
+    const int64_t count = std::min(kBlock, n - begin);
+    for (int64_t i = 0; i < count; ++i) values[i] = FastExp(x[begin + i] * scale - shift);
+    float block = 0.0f;  // ≤ 256 terms in (0, 1]: float is exact enough before the double sum
+    for (int64_t i = 0; i < count; ++i) block += values[i];
+    sum += block;
+  }
+  return sum;
 }
 
 void SoftcapInPlace(Tensor& x, float cap) {

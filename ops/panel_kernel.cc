@@ -7,10 +7,12 @@
 namespace gemmaserve::ops::internal {
 namespace {
 
-// Cache blocking (measured on Zen 3, see tests/ops/linear_bench.cc): a panel chunk of
-// kDepthBlock × 16 floats (32 KiB) stays in L1/L2 while every tile of a row block passes over
-// it, and a row block's x (kRowBlock × kDepthBlock floats, 192 KiB) stays in L2.
-constexpr int64_t kDepthBlock = 512;
+// Cache blocking, measured with tests/ops/linear_bench on Zen 3 (see README): a depth block of
+// 2048 is the whole depth of the matrices that read the hidden state of the bench and tiny
+// models, so their tiles write y once instead of adding partial sums into it; a panel chunk
+// (128 KiB) stays in L2 while every tile of a row block passes over it. Blocks of 256 and 512
+// measured the same or slower. A row block's x stays in L2 for decode-sized blocks.
+constexpr int64_t kDepthBlock = 2048;
 constexpr int64_t kRowBlock = 16 * kTileRows;
 
 // The tiles of a row block, as even as possible (a 2-row remainder tile would run at a third of

@@ -5,6 +5,8 @@
 #include <numeric>
 #include <queue>
 
+#include "ops/elementwise.h"
+
 namespace gemmaserve::worker {
 namespace {
 
@@ -143,9 +145,7 @@ int32_t ArgMax(const float* logits, int64_t vocab_size) {
 
 double LogSumExp(const float* logits, int64_t vocab_size, float scale) {
   const float top = MaxLogit(logits, vocab_size) * scale;
-  double sum = 0.0;
-  for (int64_t i = 0; i < vocab_size; ++i) sum += std::exp(logits[i] * scale - top);
-  return top + std::log(sum);
+  return top + std::log(ops::SumExp(logits, vocab_size, scale, top));
 }
 
 float LogProbability(const float* logits, int64_t vocab_size, int32_t token_id) {

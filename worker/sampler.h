@@ -44,7 +44,7 @@ struct SampleResult {
 // Greedy choice: the highest logit, ties to the lowest id.
 int32_t ArgMax(const float* logits, int64_t vocab_size);
 
-// log Σ exp(logits[i] · scale), accumulated in double.
+// log Σ exp(logits[i] · scale), each exp in float, accumulated in double.
 double LogSumExp(const float* logits, int64_t vocab_size, float scale = 1.0f);
 
 // log softmax(logits)[token_id] at temperature 1.
