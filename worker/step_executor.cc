@@ -11,8 +11,8 @@ namespace gemmaserve::worker {
 namespace {
 
 using internal::v1::SequencePlan;
-using internal::v1::StepPlan;
 using internal::v1::SequenceResult;
+using internal::v1::StepPlan;
 using internal::v1::StepResult;
 
 SamplingOptions ToOptions(const internal::v1::SamplingParams& params, uint64_t sequence_id) {
