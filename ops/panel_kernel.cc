@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <vector>
 
 namespace gemmaserve::ops::internal {
 namespace {
@@ -14,32 +15,59 @@ namespace {
 // measured the same or slower. A row block's x stays in L2 for decode-sized blocks.
 constexpr int64_t kDepthBlock = 2048;
 constexpr int64_t kRowBlock = 16 * kTileRows;
+// Floats of x below which packing it stays on one thread.
+constexpr int64_t kPackInParallel = 1 << 16;
 
-// The tiles of a row block, as even as possible (a 2-row remainder tile would run at a third of
-// the speed of a full one): 32 rows are 6, 6, 5, 5, 5, 5.
-void RowTiles(PanelTileFn tile, const float* x, int64_t rows, int64_t ldx, const float* panel,
-              int64_t depth, float* y, int64_t ldy, bool accumulate, const float* next_panel) {
-  const int64_t num_tiles = (rows + kTileRows - 1) / kTileRows;
-  int64_t row = 0;
-  for (int64_t t = 0; t < num_tiles; ++t) {
-    const int64_t left = num_tiles - t;
-    const int64_t tile_rows = (rows - row + left - 1) / left;
-    // The first tile fetches the next panel's chunk; the later ones find this one in cache.
-    tile(x + row * ldx, ldx, static_cast<int>(tile_rows), panel, depth, y + row * ldy, ldy,
-         accumulate, t == 0 ? next_panel : nullptr);
-    row += tile_rows;
+// One tile of x: `rows` rows from `first_row`, packed k-major at `packed` ([depth][rows]).
+struct XTile {
+  int64_t first_row = 0;
+  int rows = 0;
+  const float* packed = nullptr;
+};
+
+// Splits the rows into row blocks and each block into tiles as even as possible (a 2-row
+// remainder tile would run at a third of the speed of a full one: 32 rows are 6, 6, 5, 5, 5, 5),
+// and packs each tile's rows k-major into `buffer`, so that the kernel's broadcasts read one
+// contiguous stream instead of one per row. Returns the tiles of block b at [starts[b],
+// starts[b + 1]).
+std::vector<XTile> PackTiles(const float* x, int64_t rows, int64_t depth,
+                             std::vector<float>& buffer, std::vector<size_t>& starts) {
+  std::vector<XTile> tiles;
+  starts.clear();
+  buffer.resize(static_cast<size_t>(rows * depth));
+  for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock) {
+    starts.push_back(tiles.size());
+    const int64_t block_rows = std::min(kRowBlock, rows - r0);
+    const int64_t num_tiles = (block_rows + kTileRows - 1) / kTileRows;
+    int64_t row = r0;
+    for (int64_t t = 0; t < num_tiles; ++t) {
+      const int64_t left = num_tiles - t;
+      const int tile_rows = static_cast<int>((r0 + block_rows - row + left - 1) / left);
+      tiles.push_back({row, tile_rows, buffer.data() + row * depth});
+      row += tile_rows;
+    }
   }
+  starts.push_back(tiles.size());
+#pragma omp parallel for if (rows * depth > kPackInParallel)
+  for (size_t t = 0; t < tiles.size(); ++t) {
+    float* out = buffer.data() + tiles[t].first_row * depth;
+    for (int m = 0; m < tiles[t].rows; ++m) {
+      const float* in = x + (tiles[t].first_row + m) * depth;
+      for (int64_t k = 0; k < depth; ++k) out[k * tiles[t].rows + m] = in[k];
+    }
+  }
+  return tiles;
 }
 
 }  // namespace
 
-void PanelTilePortable(const float* x, int64_t ldx, int rows, const float* panel, int64_t depth,
-                       float* y, int64_t ldy, bool accumulate, const float* /*prefetch*/) {
+void PanelTilePortable(const float* x, int rows, const float* panel, int64_t depth, float* y,
+                       int64_t ldy, bool accumulate, const float* /*prefetch*/) {
   float acc[kTileRows][16] = {};
   for (int64_t k = 0; k < depth; ++k) {
     const float* w = panel + 16 * k;
     for (int m = 0; m < rows; ++m) {
-      const float xv = x[m * ldx + k];
+      const float xv = x[k * rows + m];
       for (int j = 0; j < 16; ++j) acc[m][j] += xv * w[j];
     }
   }
@@ -57,6 +85,12 @@ bool CpuHasAvx2Fma() {
 
 void PackedMatmul(PanelTileFn tile, const float* x, int64_t rows, int64_t depth,
                   const float* panels, int64_t num_panels, float* y, int64_t ldy) {
+  // Reused across calls on this thread: the hot path allocates only when a step is larger.
+  thread_local std::vector<float> packed_x;
+  thread_local std::vector<size_t> tile_starts;
+  // Named through locals: inside the parallel region a thread_local would be each thread's own.
+  std::vector<size_t>& starts = tile_starts;
+  const std::vector<XTile> tiles = PackTiles(x, rows, depth, packed_x, starts);
 #pragma omp parallel
   {
     // Each thread owns a contiguous run of panels (output columns): no two write the same y.
@@ -64,15 +98,19 @@ void PackedMatmul(PanelTileFn tile, const float* x, int64_t rows, int64_t depth,
     const int64_t thread = omp_get_thread_num();
     const int64_t first = num_panels * thread / num_threads;
     const int64_t last = num_panels * (thread + 1) / num_threads;
-    for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock) {
-      const int64_t block_rows = std::min(kRowBlock, rows - r0);
+    for (size_t block = 0; block + 1 < starts.size(); ++block) {
       for (int64_t k0 = 0; k0 < depth; k0 += kDepthBlock) {
         const int64_t block_depth = std::min(kDepthBlock, depth - k0);
         for (int64_t p = first; p < last; ++p) {
           const float* chunk = panels + (p * depth + k0) * 16;
           const float* next = p + 1 < last ? panels + ((p + 1) * depth + k0) * 16 : nullptr;
-          RowTiles(tile, x + r0 * depth + k0, block_rows, depth, chunk, block_depth,
-                   y + r0 * ldy + p * 16, ldy, /*accumulate=*/k0 > 0, next);
+          for (size_t t = starts[block]; t < starts[block + 1]; ++t) {
+            const XTile& x_tile = tiles[t];
+            // The first tile fetches the next panel's chunk; the later ones find this one cached.
+            tile(x_tile.packed + k0 * x_tile.rows, x_tile.rows, chunk, block_depth,
+                 y + x_tile.first_row * ldy + p * 16, ldy, /*accumulate=*/k0 > 0,
+                 t == starts[block] ? next : nullptr);
+          }
         }
       }
     }

@@ -12,24 +12,25 @@ namespace gemmaserve::ops::internal {
 // vectors and a broadcast fits the 16 vector registers.
 inline constexpr int kTileRows = 6;
 
-// For m < rows (1 … kTileRows) and j < 16:
-//   y[m·ldy + j] = (accumulate ? y[m·ldy + j] : 0) + Σ_{k < depth} x[m·ldx + k] · panel[16·k + j]
+// For m < rows (1 … kTileRows) and j < 16, with x packed k-major ([depth][rows]: x[k·rows + m]
+// is row m's element k, so the broadcasts read one contiguous stream):
+//   y[m·ldy + j] = (accumulate ? y[m·ldy + j] : 0) + Σ_{k < depth} x[k·rows + m] · panel[16·k + j]
 // `prefetch`, when not null, is the next panel chunk (depth × 16 floats): its cache lines are
 // fetched while this tile computes, so the next tile does not wait for memory.
-using PanelTileFn = void (*)(const float* x, int64_t ldx, int rows, const float* panel,
-                             int64_t depth, float* y, int64_t ldy, bool accumulate,
-                             const float* prefetch);
+using PanelTileFn = void (*)(const float* x, int rows, const float* panel, int64_t depth,
+                             float* y, int64_t ldy, bool accumulate, const float* prefetch);
 
-void PanelTilePortable(const float* x, int64_t ldx, int rows, const float* panel, int64_t depth,
-                       float* y, int64_t ldy, bool accumulate, const float* prefetch);
-void PanelTileAvx2(const float* x, int64_t ldx, int rows, const float* panel, int64_t depth,
-                   float* y, int64_t ldy, bool accumulate, const float* prefetch);
+void PanelTilePortable(const float* x, int rows, const float* panel, int64_t depth, float* y,
+                       int64_t ldy, bool accumulate, const float* prefetch);
+void PanelTileAvx2(const float* x, int rows, const float* panel, int64_t depth, float* y,
+                   int64_t ldy, bool accumulate, const float* prefetch);
 
 // The CPU runs AVX2 and FMA instructions.
 bool CpuHasAvx2Fma();
 
 // y[r, p·16 + j] = Σ_k x[r, k] · panels[p][k][j] for r < rows, p < num_panels, j < 16, with x
-// [rows, depth] row-major and y [rows, ldy]; blocked for the caches, panels split over threads.
+// [rows, depth] row-major and y [rows, ldy]. Packs x into tiles, then runs the tiles blocked for
+// the caches, panels split over threads. Not reentrant on one thread (a per-thread buffer).
 void PackedMatmul(PanelTileFn tile, const float* x, int64_t rows, int64_t depth,
                   const float* panels, int64_t num_panels, float* y, int64_t ldy);
 

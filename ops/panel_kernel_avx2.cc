@@ -2,7 +2,7 @@
 // -mavx2 -mfma; callers reach it only after CpuHasAvx2Fma().
 //
 // Each step of k loads the panel's 16 weights (two vectors), broadcasts x[m][k] for every row
-// and does two FMAs per row. The accumulators are named variables, not an array: GCC keeps an
+// (contiguous: x is packed k-major) and does two FMAs per row. The accumulators are named variables, not an array: GCC keeps an
 // array of vectors in memory and stores it back on every iteration.
 #include <immintrin.h>
 
@@ -12,18 +12,11 @@ namespace gemmaserve::ops::internal {
 namespace {
 
 template <int kRows>
-void Tile(const float* x, int64_t ldx, const float* panel, int64_t depth, float* y, int64_t ldy,
+void Tile(const float* x, const float* panel, int64_t depth, float* y, int64_t ldy,
           bool accumulate, const float* prefetch) {
   static_assert(kRows >= 1 && kRows <= kTileRows);
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
          c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-  // Rows past kRows are never read; their pointers stay on row 0 rather than point past x.
-  const float* x0 = x;
-  const float* x1 = kRows > 1 ? x + ldx : x;
-  const float* x2 = kRows > 2 ? x + 2 * ldx : x;
-  const float* x3 = kRows > 3 ? x + 3 * ldx : x;
-  const float* x4 = kRows > 4 ? x + 4 * ldx : x;
-  const float* x5 = kRows > 5 ? x + 5 * ldx : x;
 #pragma GCC unroll 4
   for (int64_t k = 0; k < depth; ++k) {
     const __m256 w0 = _mm256_loadu_ps(panel + 16 * k);
@@ -34,7 +27,7 @@ void Tile(const float* x, int64_t ldx, const float* panel, int64_t depth, float*
     __m256 b;
 #define GS_TILE_ROW(m)                                 \
   if constexpr (kRows > m) {                           \
-    b = _mm256_broadcast_ss(x##m + k);                 \
+    b = _mm256_broadcast_ss(x + k * kRows + m);        \
     c##m##0 = _mm256_fmadd_ps(b, w0, c##m##0);         \
     c##m##1 = _mm256_fmadd_ps(b, w1, c##m##1);         \
   }
@@ -58,15 +51,15 @@ void Tile(const float* x, int64_t ldx, const float* panel, int64_t depth, float*
 
 }  // namespace
 
-void PanelTileAvx2(const float* x, int64_t ldx, int rows, const float* panel, int64_t depth,
-                   float* y, int64_t ldy, bool accumulate, const float* prefetch) {
+void PanelTileAvx2(const float* x, int rows, const float* panel, int64_t depth, float* y,
+                   int64_t ldy, bool accumulate, const float* prefetch) {
   switch (rows) {
-    case 1: return Tile<1>(x, ldx, panel, depth, y, ldy, accumulate, prefetch);
-    case 2: return Tile<2>(x, ldx, panel, depth, y, ldy, accumulate, prefetch);
-    case 3: return Tile<3>(x, ldx, panel, depth, y, ldy, accumulate, prefetch);
-    case 4: return Tile<4>(x, ldx, panel, depth, y, ldy, accumulate, prefetch);
-    case 5: return Tile<5>(x, ldx, panel, depth, y, ldy, accumulate, prefetch);
-    case 6: return Tile<6>(x, ldx, panel, depth, y, ldy, accumulate, prefetch);
+    case 1: return Tile<1>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 2: return Tile<2>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 3: return Tile<3>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 4: return Tile<4>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 5: return Tile<5>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 6: return Tile<6>(x, panel, depth, y, ldy, accumulate, prefetch);
   }
 }
 
