@@ -1,11 +1,11 @@
 #include "worker/worker_metrics.h"
 
-#include <exception>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "prometheus/text_serializer.h"
 
 namespace gemmaserve::worker {
@@ -26,22 +26,14 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Start(
     return absl::InvalidArgumentError(
         absl::StrCat("worker metrics: port ", options.port, " is outside [0, 65535]"));
   }
-  const std::string address = absl::StrCat(options.bind_address, ":", options.port);
-  std::unique_ptr<prometheus::Exposer> exposer;
-  // prometheus-cpp reports a failed bind by throwing (CivetException, a std::runtime_error).
-  try {
-    exposer = std::make_unique<prometheus::Exposer>(address, /*num_threads=*/1);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(
-        absl::StrCat("worker metrics: cannot serve on ", address, ": ", e.what()));
-  }
-  return std::unique_ptr<WorkerMetrics>(new WorkerMetrics(options.rank, std::move(exposer)));
+  std::unique_ptr<WorkerMetrics> metrics(new WorkerMetrics(options.rank));
+  WorkerMetrics* raw = metrics.get();
+  ASSIGN_OR_RETURN(metrics->server_, MetricsHttpServer::Start(options.bind_address, options.port,
+                                                              [raw] { return raw->Serialize(); }));
+  return metrics;
 }
 
-WorkerMetrics::WorkerMetrics(int rank, std::unique_ptr<prometheus::Exposer> exposer)
-    : registry_(std::make_shared<prometheus::Registry>()), exposer_(std::move(exposer)) {
-  const std::vector<int> ports = exposer_->GetListeningPorts();
-  port_ = ports.empty() ? 0 : ports.front();
+WorkerMetrics::WorkerMetrics(int rank) : registry_(std::make_shared<prometheus::Registry>()) {
   const prometheus::Labels labels = {{"rank", std::to_string(rank)}};
   prometheus::Registry& r = *registry_;
 
@@ -76,10 +68,6 @@ WorkerMetrics::WorkerMetrics(int rank, std::unique_ptr<prometheus::Exposer> expo
                 .Help("1 when the worker is attached to its coordinator and taking steps")
                 .Register(r)
                 .Add(labels);
-  exposer_->RegisterCollectable(registry_);
-  // Kubernetes probes the worker here: /health answers 200 (with the same series) while the
-  // process serves.
-  exposer_->RegisterCollectable(registry_, "/health");
 }
 
 WorkerMetrics::~WorkerMetrics() = default;

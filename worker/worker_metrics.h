@@ -1,5 +1,5 @@
-// WorkerMetrics: one worker's Prometheus metrics, served over HTTP at /metrics on its own port
-// (default 9400) by prometheus-cpp's embedded server. Every series carries the worker's rank:
+// WorkerMetrics: one worker's Prometheus metrics, served over HTTP at /metrics (and /health) on
+// its own port (default 9400) by a MetricsHttpServer. Every series carries the worker's rank:
 //   gemmaserve_worker_step_compute_seconds{rank}        histogram, forward time of one step
 //   gemmaserve_worker_step_communication_seconds{rank}  histogram, time inside collectives per step
 //   gemmaserve_worker_weight_bytes{rank}                gauge, weights this rank holds
@@ -9,7 +9,7 @@
 // Expert load is not here: rank 0 sends its routing counts to the coordinator with each step.
 //
 // Ownership: the object owns its registry and HTTP server; destroying it stops serving.
-// Thread-safety: every method may be called from any thread; scrapes run on the server's threads.
+// Thread-safety: every method may be called from any thread; scrapes run on the server's thread.
 #pragma once
 
 #include <cstdint>
@@ -18,10 +18,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "prometheus/exposer.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "worker/metrics_http_server.h"
 
 namespace gemmaserve::worker {
 
@@ -42,7 +42,7 @@ class WorkerMetrics {
   WorkerMetrics& operator=(const WorkerMetrics&) = delete;
 
   // The port actually listened on (the chosen one when options.port was 0).
-  int port() const { return port_; }
+  int port() const { return server_->port(); }
 
   // One step's times on this rank (StepResult.compute_ms and communication_ms).
   void RecordStep(absl::Duration compute, absl::Duration communication);
@@ -54,12 +54,11 @@ class WorkerMetrics {
   std::string Serialize() const;
 
  private:
-  WorkerMetrics(int rank, std::unique_ptr<prometheus::Exposer> exposer);
+  explicit WorkerMetrics(int rank);
 
-  // Declared before exposer_ so that the server, destroyed first, never scrapes a dead registry.
+  // Declared before server_ so that the server, destroyed first, never scrapes a dead registry.
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
-  int port_ = 0;
+  std::unique_ptr<MetricsHttpServer> server_;
 
   prometheus::Histogram* compute_;
   prometheus::Histogram* communication_;
