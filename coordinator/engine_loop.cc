@@ -101,7 +101,10 @@ void EngineLoop::Abort(const std::string& request_id) {
 
 LoadInfo EngineLoop::Load() const {
   absl::MutexLock lock(&mu_);
-  return load_;
+  LoadInfo load = load_;
+  // Submitted but not yet in the published load: waiting all the same.
+  load.waiting_requests += static_cast<int64_t>(inbox_.size()) + num_unpublished_arrivals_;
+  return load;
 }
 
 bool EngineLoop::Ready() const {
@@ -141,6 +144,9 @@ void EngineLoop::RunOnce() {
   if (scheduler_.HasWork()) {
     ScheduledStep step = scheduler_.Schedule();
     if (!step.empty()) {
+      // The step's outputs reach clients before it ends: the load they then ask for must already
+      // count its sequences and blocks, not the state before they were admitted.
+      PublishLoad();
       for (const ScheduledSequence& s : step.sequences) {
         Live& live = *live_.at(s.sequence_id);
         if (live.first_scheduled == absl::InfinitePast()) live.first_scheduled = absl::Now();
@@ -174,6 +180,7 @@ void EngineLoop::DrainInbox() {
     absl::MutexLock lock(&mu_);
     arrivals.swap(inbox_);
     aborts.swap(aborts_);
+    num_unpublished_arrivals_ += static_cast<int64_t>(arrivals.size());
   }
   for (Pending& pending : arrivals) {
     const std::string request_id = pending.request.request_id;
@@ -349,6 +356,7 @@ void EngineLoop::PublishLoad() {
   if (observer_ != nullptr) observer_->OnLoad(load);
   absl::MutexLock lock(&mu_);
   load_ = load;
+  num_unpublished_arrivals_ = 0;
 }
 
 }  // namespace gemmaserve::coordinator

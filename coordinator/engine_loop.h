@@ -117,6 +117,8 @@ class EngineLoop final : public Engine {
   std::vector<std::string> aborts_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> request_ids_ ABSL_GUARDED_BY(mu_);  // live, incl. inbox
   LoadInfo load_ ABSL_GUARDED_BY(mu_);
+  // Taken from the inbox since load_ was last published: load_ does not count them yet.
+  int64_t num_unpublished_arrivals_ ABSL_GUARDED_BY(mu_) = 0;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 

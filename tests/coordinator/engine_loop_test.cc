@@ -4,6 +4,7 @@
 // leak a KV block.
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,7 +59,10 @@ class EngineLoopTest : public ::testing::Test {
     options.eos_token_ids = {1};
     engine_ = std::make_unique<EngineLoop>(
         options, nullptr,
-        [this](const internal::v1::StepPlan& plan) { return shard_->executor().Execute(plan); },
+        [this](const internal::v1::StepPlan& plan) {
+          if (on_step_) on_step_();
+          return shard_->executor().Execute(plan);
+        },
         [] { return true; });
     engine_->Start();
   }
@@ -91,6 +95,7 @@ class EngineLoopTest : public ::testing::Test {
   parallel::LocalCommunicator comm_;
   std::unique_ptr<worker::ModelShard> shard_;
   std::unique_ptr<EngineLoop> engine_;
+  std::function<void()> on_step_;  // on the loop thread, before each step runs
   int next_id_ = 0;
 };
 
@@ -135,6 +140,25 @@ TEST_F(EngineLoopTest, AbortMidStreamFreesTheBlocks) {
   engine_->Abort("long");
   Collected rest = Collect(**stream);
   EXPECT_EQ(rest.final.finish_reason, FinishReason::kAbort);
+  ExpectNoBlocksUsed();
+}
+
+TEST_F(EngineLoopTest, LoadCountsARequestFromSubmitToItsFinalEvent) {
+  // Clients poll Load() to see a request's blocks come back (the integration tests' WaitIdle):
+  // it must never show an idle engine while a request is queued or its step is running.
+  StartEngine("gemma4-tiny-moe", /*num_blocks=*/64);
+  std::vector<LoadInfo> during_steps;
+  on_step_ = [this, &during_steps] { during_steps.push_back(engine_->Load()); };
+  auto stream = engine_->Submit(Greedy(0, /*max_tokens=*/4));
+  ASSERT_TRUE(stream.ok());
+  const LoadInfo submitted = engine_->Load();
+  EXPECT_EQ(submitted.running_requests + submitted.waiting_requests, 1);
+  Collect(**stream);
+  ASSERT_FALSE(during_steps.empty());
+  for (size_t i = 0; i < during_steps.size(); ++i) {
+    EXPECT_EQ(during_steps[i].running_requests, 1) << "step " << i;
+    EXPECT_GT(during_steps[i].used_full_blocks, 0) << "step " << i;
+  }
   ExpectNoBlocksUsed();
 }
 
