@@ -70,9 +70,7 @@ void Linear(const Tensor& x, const Tensor& w, Tensor& y) {
   CheckShape(y, {rows, out}, "Linear y");
   if (rows == 0 || out == 0) return;
   if (IsPackedLinearWeight(w)) {
-    const internal::PanelTileFn tile = internal::CpuHasAvx2Fma() ? internal::PanelTileAvx2
-                                                                 : internal::PanelTilePortable;
-    internal::PackedMatmul(tile, x.data<float>(), rows, in, w.data<float>(), w.dim(0),
+    internal::PackedMatmul(internal::BestPanelKernel(), x.data<float>(), rows, in, w.data<float>(), w.dim(0),
                            y.data<float>(), out);
     return;
   }

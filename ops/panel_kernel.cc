@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "common/check.h"
+
 namespace gemmaserve::ops::internal {
 namespace {
 
@@ -14,7 +16,7 @@ namespace {
 // (128 KiB) stays in L2 while every tile of a row block passes over it. Blocks of 256 and 512
 // measured the same or slower. A row block's x stays in L2 for decode-sized blocks.
 constexpr int64_t kDepthBlock = 2048;
-constexpr int64_t kRowBlock = 16 * kTileRows;
+constexpr int64_t kRowBlock = 96;
 // Floats of x below which packing it stays on one thread.
 constexpr int64_t kPackInParallel = 1 << 16;
 
@@ -30,7 +32,7 @@ struct XTile {
 // and packs each tile's rows k-major into `buffer`, so that the kernel's broadcasts read one
 // contiguous stream instead of one per row. Returns the tiles of block b at [starts[b],
 // starts[b + 1]).
-std::vector<XTile> PackTiles(const float* x, int64_t rows, int64_t depth,
+std::vector<XTile> PackTiles(const float* x, int64_t rows, int64_t depth, int max_tile_rows,
                              std::vector<float>& buffer, std::vector<size_t>& starts) {
   std::vector<XTile> tiles;
   starts.clear();
@@ -38,7 +40,7 @@ std::vector<XTile> PackTiles(const float* x, int64_t rows, int64_t depth,
   for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock) {
     starts.push_back(tiles.size());
     const int64_t block_rows = std::min(kRowBlock, rows - r0);
-    const int64_t num_tiles = (block_rows + kTileRows - 1) / kTileRows;
+    const int64_t num_tiles = (block_rows + max_tile_rows - 1) / max_tile_rows;
     int64_t row = r0;
     for (int64_t t = 0; t < num_tiles; ++t) {
       const int64_t left = num_tiles - t;
@@ -63,7 +65,7 @@ std::vector<XTile> PackTiles(const float* x, int64_t rows, int64_t depth,
 
 void PanelTilePortable(const float* x, int rows, const float* panel, int64_t depth, float* y,
                        int64_t ldy, bool accumulate, const float* /*prefetch*/) {
-  float acc[kTileRows][16] = {};
+  float acc[kMaxTileRows][16] = {};
   for (int64_t k = 0; k < depth; ++k) {
     const float* w = panel + 16 * k;
     for (int m = 0; m < rows; ++m) {
@@ -83,14 +85,27 @@ bool CpuHasAvx2Fma() {
   return has;
 }
 
-void PackedMatmul(PanelTileFn tile, const float* x, int64_t rows, int64_t depth,
+bool CpuHasAvx512f() {
+  static const bool has = __builtin_cpu_supports("avx512f");
+  return has;
+}
+
+const PanelKernel& BestPanelKernel() {
+  if (CpuHasAvx512f()) return kAvx512Kernel;
+  if (CpuHasAvx2Fma()) return kAvx2Kernel;
+  return kPortableKernel;
+}
+
+void PackedMatmul(const PanelKernel& kernel, const float* x, int64_t rows, int64_t depth,
                   const float* panels, int64_t num_panels, float* y, int64_t ldy) {
+  CHECK(kernel.max_rows >= 1 && kernel.max_rows <= kMaxTileRows) << kernel.name;
   // Reused across calls on this thread: the hot path allocates only when a step is larger.
   thread_local std::vector<float> packed_x;
   thread_local std::vector<size_t> tile_starts;
   // Named through locals: inside the parallel region a thread_local would be each thread's own.
   std::vector<size_t>& starts = tile_starts;
-  const std::vector<XTile> tiles = PackTiles(x, rows, depth, packed_x, starts);
+  const std::vector<XTile> tiles = PackTiles(x, rows, depth, kernel.max_rows, packed_x, starts);
+  const PanelTileFn tile = kernel.tile;
 #pragma omp parallel
   {
     // Each thread owns a contiguous run of panels (output columns): no two write the same y.

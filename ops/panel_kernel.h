@@ -1,18 +1,24 @@
-// The micro-kernel behind the packed Linear (linear.h): one tile of up to kTileRows rows of x
-// times one chunk of one 16-row weight panel. Two implementations keep the same contract: AVX2 +
-// FMA (panel_kernel_avx2.cc, compiled for those instructions, used when the CPU has them) and
-// portable C++ (the reference, and the fallback elsewhere). Internal to ops/; pure functions.
+// The micro-kernel behind the packed Linear (linear.h): one tile of up to a kernel's max_rows rows
+// of x times one chunk of one 16-row weight panel. Three implementations keep the same contract:
+// AVX-512F (panel_kernel_avx512.cc), AVX2 + FMA (panel_kernel_avx2.cc), each compiled for its
+// instructions and used when the CPU has them, and portable C++ (the reference, and the fallback
+// elsewhere). Every one sums each output in the same order (k ascending, one fused or separate
+// multiply-add per k), so a row's result does not depend on the tile it falls in. Internal to
+// ops/; pure functions.
 #pragma once
 
 #include <cstdint>
 
 namespace gemmaserve::ops::internal {
 
-// Rows of x per tile: 6 rows × 16 outputs is 12 AVX2 accumulators, which with the two panel
-// vectors and a broadcast fits the 16 vector registers.
+// Rows of x per tile. AVX2: 6 rows × 16 outputs is 12 accumulators, which with the two panel
+// vectors and a broadcast fits the 16 vector registers. AVX-512: one zmm accumulator per row, 16
+// of the 32 registers.
 inline constexpr int kTileRows = 6;
+inline constexpr int kAvx512TileRows = 16;
+inline constexpr int kMaxTileRows = 16;
 
-// For m < rows (1 … kTileRows) and j < 16, with x packed k-major ([depth][rows]: x[k·rows + m]
+// For m < rows (1 … the kernel's max_rows) and j < 16, with x packed k-major ([depth][rows]: x[k·rows + m]
 // is row m's element k, so the broadcasts read one contiguous stream):
 //   y[m·ldy + j] = (accumulate ? y[m·ldy + j] : 0) + Σ_{k < depth} x[k·rows + m] · panel[16·k + j]
 // `prefetch`, when not null, is the next panel chunk (depth × 16 floats): its cache lines are
@@ -24,14 +30,28 @@ void PanelTilePortable(const float* x, int rows, const float* panel, int64_t dep
                        int64_t ldy, bool accumulate, const float* prefetch);
 void PanelTileAvx2(const float* x, int rows, const float* panel, int64_t depth, float* y,
                    int64_t ldy, bool accumulate, const float* prefetch);
+void PanelTileAvx512(const float* x, int rows, const float* panel, int64_t depth, float* y,
+                     int64_t ldy, bool accumulate, const float* prefetch);
 
-// The CPU runs AVX2 and FMA instructions.
+struct PanelKernel {
+  PanelTileFn tile;
+  int max_rows;
+  const char* name;
+};
+inline constexpr PanelKernel kPortableKernel{PanelTilePortable, kTileRows, "portable"};
+inline constexpr PanelKernel kAvx2Kernel{PanelTileAvx2, kTileRows, "avx2"};
+inline constexpr PanelKernel kAvx512Kernel{PanelTileAvx512, kAvx512TileRows, "avx512"};
+
+// The CPU (and the OS, for AVX-512's register state) runs these instructions.
 bool CpuHasAvx2Fma();
+bool CpuHasAvx512f();
+// The fastest kernel this CPU runs: AVX-512, else AVX2, else portable.
+const PanelKernel& BestPanelKernel();
 
 // y[r, p·16 + j] = Σ_k x[r, k] · panels[p][k][j] for r < rows, p < num_panels, j < 16, with x
 // [rows, depth] row-major and y [rows, ldy]. Packs x into tiles, then runs the tiles blocked for
 // the caches, panels split over threads. Not reentrant on one thread (a per-thread buffer).
-void PackedMatmul(PanelTileFn tile, const float* x, int64_t rows, int64_t depth,
+void PackedMatmul(const PanelKernel& kernel, const float* x, int64_t rows, int64_t depth,
                   const float* panels, int64_t num_panels, float* y, int64_t ldy);
 
 }  // namespace gemmaserve::ops::internal

@@ -1,5 +1,5 @@
-// Linear on the bench-dense shapes (hidden 1536): the packed kernel against OpenBLAS on the same
-// weight row-major, for the row counts of decode steps (1 … 64 sequences) and of prefill chunks.
+// Linear on the bench-dense shapes (hidden 1536): the packed kernels (AVX2, AVX-512; whichever
+// the CPU runs) against OpenBLAS on the same weight row-major, for the row counts of decode steps (1 … 64 sequences) and of prefill chunks.
 // Not a ctest test; run from the repository root with the machine otherwise idle:
 //   build/tests/ops/linear_bench --benchmark_min_time=0.5
 // Counters: GFLOP/s of arithmetic and GB/s of weight bytes streamed from memory.
@@ -9,6 +9,7 @@
 
 #include "benchmark/benchmark.h"
 #include "ops/linear.h"
+#include "ops/panel_kernel.h"
 
 namespace gemmaserve::ops {
 namespace {
@@ -23,16 +24,31 @@ Tensor Random(Shape shape, uint32_t seed) {
   return t;
 }
 
-// Arguments: out, in, rows, packed (1) or row-major through OpenBLAS (0).
+enum Impl : int64_t { kOpenBlas = 0, kAvx2 = 1, kAvx512 = 2 };
+
+// Arguments: out, in, rows, impl (OpenBLAS on the row-major weight, or a packed kernel).
 void BM_Linear(benchmark::State& state) {
   const int64_t out = state.range(0), in = state.range(1), rows = state.range(2);
+  const auto impl = static_cast<Impl>(state.range(3));
+  if ((impl == kAvx2 && !internal::CpuHasAvx2Fma()) ||
+      (impl == kAvx512 && !internal::CpuHasAvx512f())) {
+    state.SkipWithError("this CPU does not run the kernel");
+    return;
+  }
   SetNumThreads(kThreads);
   const Tensor row_major = Random({out, in}, 1);
-  const Tensor w = state.range(3) != 0 ? PackLinearWeight(row_major) : row_major;
+  const Tensor w = impl != kOpenBlas ? PackLinearWeight(row_major) : row_major;
   const Tensor x = Random({rows, in}, 2);
   Tensor y = Tensor::Empty(DType::kF32, {rows, out});
+  const internal::PanelKernel& kernel =
+      impl == kAvx512 ? internal::kAvx512Kernel : internal::kAvx2Kernel;
   for (auto _ : state) {
-    Linear(x, w, y);
+    if (impl == kOpenBlas) {
+      Linear(x, w, y);
+    } else {
+      internal::PackedMatmul(kernel, x.data<float>(), rows, in, w.data<float>(), w.dim(0),
+                             y.data<float>(), out);
+    }
     benchmark::DoNotOptimize(y.data<float>());
   }
   const double calls = static_cast<double>(state.iterations());
@@ -43,12 +59,12 @@ void BM_Linear(benchmark::State& state) {
 }
 
 void Shapes(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"out", "in", "rows", "packed"});
+  b->ArgNames({"out", "in", "rows", "impl"});
   // gate_up [12288, 1536], down [1536, 6144], and a 64k-row slice of the LM head.
   for (const auto& [out, in] : std::vector<std::pair<int64_t, int64_t>>{
            {12288, 1536}, {1536, 6144}, {65536, 1536}}) {
     for (const int64_t rows : {1, 2, 4, 8, 16, 32, 64, 128, 512}) {
-      for (const int64_t packed : {1, 0}) b->Args({out, in, rows, packed});
+      for (const int64_t impl : {kAvx512, kAvx2, kOpenBlas}) b->Args({out, in, rows, impl});
     }
   }
   b->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -170,19 +170,53 @@ TEST(PackedLinearTest, ARowGivesBitwiseTheSameOutputInAnyBatch) {
   }
 }
 
-TEST(PackedLinearTest, PortableAndAvx2TilesAgree) {
-  if (!internal::CpuHasAvx2Fma()) GTEST_SKIP() << "this CPU has no AVX2 + FMA";
+// Each kernel against the portable reference, on row counts that tile every way (1 … 40 rows:
+// full tiles, remainders, several row blocks' worth for the small kernels) and a depth that is
+// not a multiple of any unroll.
+void ExpectKernelMatchesPortable(const internal::PanelKernel& kernel) {
   std::mt19937 rng(37);
   Tensor w = PackLinearWeight(RandomTensor({32, 530}, rng));
-  Tensor x = RandomTensor({11, 530}, rng);
-  Tensor portable = NanTensor({11, 32});
-  Tensor avx2 = NanTensor({11, 32});
-  internal::PackedMatmul(internal::PanelTilePortable, x.data<float>(), 11, 530, w.data<float>(),
-                         2, portable.data<float>(), 32);
-  internal::PackedMatmul(internal::PanelTileAvx2, x.data<float>(), 11, 530, w.data<float>(), 2,
-                         avx2.data<float>(), 32);
-  std::vector<double> expected(portable.data<float>(), portable.data<float>() + portable.numel());
-  ExpectAllNear(avx2, expected, 1e-4);
+  for (int64_t rows = 1; rows <= 40; ++rows) {
+    Tensor x = RandomTensor({rows, 530}, rng);
+    Tensor portable = NanTensor({rows, 32});
+    Tensor tiled = NanTensor({rows, 32});
+    internal::PackedMatmul(internal::kPortableKernel, x.data<float>(), rows, 530, w.data<float>(),
+                           2, portable.data<float>(), 32);
+    internal::PackedMatmul(kernel, x.data<float>(), rows, 530, w.data<float>(), 2,
+                           tiled.data<float>(), 32);
+    std::vector<double> expected(portable.data<float>(), portable.data<float>() + portable.numel());
+    SCOPED_TRACE(::testing::Message() << kernel.name << ", " << rows << " rows");
+    ExpectAllNear(tiled, expected, 1e-4);
+  }
+}
+
+TEST(PackedLinearTest, Avx2TilesMatchThePortableOnes) {
+  if (!internal::CpuHasAvx2Fma()) GTEST_SKIP() << "this CPU has no AVX2 + FMA";
+  ExpectKernelMatchesPortable(internal::kAvx2Kernel);
+}
+
+TEST(PackedLinearTest, Avx512TilesMatchThePortableOnes) {
+  if (!internal::CpuHasAvx512f()) GTEST_SKIP() << "this CPU has no AVX-512F";
+  ExpectKernelMatchesPortable(internal::kAvx512Kernel);
+}
+
+TEST(PackedLinearTest, Avx2AndAvx512GiveBitwiseTheSameOutputs) {
+  // Both fuse one multiply-add per k in the same order: a model gives the same tokens on either.
+  if (!internal::CpuHasAvx512f() || !internal::CpuHasAvx2Fma()) {
+    GTEST_SKIP() << "this CPU lacks AVX2 + FMA or AVX-512F";
+  }
+  std::mt19937 rng(38);
+  Tensor w = PackLinearWeight(RandomTensor({64, 2100}, rng));
+  Tensor x = RandomTensor({33, 2100}, rng);
+  Tensor avx2 = NanTensor({33, 64});
+  Tensor avx512 = NanTensor({33, 64});
+  internal::PackedMatmul(internal::kAvx2Kernel, x.data<float>(), 33, 2100, w.data<float>(), 4,
+                         avx2.data<float>(), 64);
+  internal::PackedMatmul(internal::kAvx512Kernel, x.data<float>(), 33, 2100, w.data<float>(), 4,
+                         avx512.data<float>(), 64);
+  for (int64_t i = 0; i < avx2.numel(); ++i) {
+    ASSERT_EQ(avx2.data<float>()[i], avx512.data<float>()[i]) << "element " << i;
+  }
 }
 
 using LinearDeathTest = test_util::ThreadsafeDeathTest;

@@ -1,0 +1,73 @@
+// PanelTileAvx512: panel_kernel.h's tile in AVX-512F. This file alone is compiled with
+// -mavx512f; callers reach it only after CpuHasAvx512f().
+//
+// A 16-wide panel row is one zmm register, so a tile of up to 16 rows keeps one accumulator per
+// row (16 of the 32 registers). Each step of k loads the panel's 16 weights once and does one FMA
+// per row with x[m][k] broadcast from memory (x is packed k-major, so those reads are one
+// stream): per FMA one weight load shared by every row, where the AVX2 tile needs two loads and
+// two FMAs per row for the same 16 outputs. Accumulators are named variables (see the AVX2 tile).
+#include <immintrin.h>
+
+#include "ops/panel_kernel.h"
+
+namespace gemmaserve::ops::internal {
+namespace {
+
+template <int kRows>
+void Tile(const float* x, const float* panel, int64_t depth, float* y, int64_t ldy,
+          bool accumulate, const float* prefetch) {
+  static_assert(kRows >= 1 && kRows <= kAvx512TileRows);
+  __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
+         c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0, c12 = c0, c13 = c0, c14 = c0, c15 = c0;
+#pragma GCC unroll 2
+  for (int64_t k = 0; k < depth; ++k) {
+    const __m512 w = _mm512_loadu_ps(panel + 16 * k);
+    if (prefetch != nullptr) {
+      _mm_prefetch(reinterpret_cast<const char*>(prefetch + 16 * k), _MM_HINT_T0);
+    }
+    const float* xk = x + k * kRows;
+#define GS_TILE_ROW(m) \
+  if constexpr (kRows > m) c##m = _mm512_fmadd_ps(_mm512_set1_ps(xk[m]), w, c##m);
+    GS_TILE_ROW(0) GS_TILE_ROW(1) GS_TILE_ROW(2) GS_TILE_ROW(3) GS_TILE_ROW(4) GS_TILE_ROW(5)
+    GS_TILE_ROW(6) GS_TILE_ROW(7) GS_TILE_ROW(8) GS_TILE_ROW(9) GS_TILE_ROW(10) GS_TILE_ROW(11)
+    GS_TILE_ROW(12) GS_TILE_ROW(13) GS_TILE_ROW(14) GS_TILE_ROW(15)
+#undef GS_TILE_ROW
+  }
+#define GS_TILE_STORE(m)                                                   \
+  if constexpr (kRows > m) {                                               \
+    float* out = y + m * ldy;                                              \
+    if (accumulate) c##m = _mm512_add_ps(c##m, _mm512_loadu_ps(out));      \
+    _mm512_storeu_ps(out, c##m);                                           \
+  }
+  GS_TILE_STORE(0) GS_TILE_STORE(1) GS_TILE_STORE(2) GS_TILE_STORE(3) GS_TILE_STORE(4)
+  GS_TILE_STORE(5) GS_TILE_STORE(6) GS_TILE_STORE(7) GS_TILE_STORE(8) GS_TILE_STORE(9)
+  GS_TILE_STORE(10) GS_TILE_STORE(11) GS_TILE_STORE(12) GS_TILE_STORE(13) GS_TILE_STORE(14)
+  GS_TILE_STORE(15)
+#undef GS_TILE_STORE
+}
+
+}  // namespace
+
+void PanelTileAvx512(const float* x, int rows, const float* panel, int64_t depth, float* y,
+                     int64_t ldy, bool accumulate, const float* prefetch) {
+  switch (rows) {
+    case 1: return Tile<1>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 2: return Tile<2>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 3: return Tile<3>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 4: return Tile<4>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 5: return Tile<5>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 6: return Tile<6>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 7: return Tile<7>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 8: return Tile<8>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 9: return Tile<9>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 10: return Tile<10>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 11: return Tile<11>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 12: return Tile<12>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 13: return Tile<13>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 14: return Tile<14>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 15: return Tile<15>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 16: return Tile<16>(x, panel, depth, y, ldy, accumulate, prefetch);
+  }
+}
+
+}  // namespace gemmaserve::ops::internal
