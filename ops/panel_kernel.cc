@@ -64,7 +64,7 @@ std::vector<XTile> PackTiles(const float* x, int64_t rows, int64_t depth, int ma
 }  // namespace
 
 void PanelTilePortable(const float* x, int rows, const float* panel, int64_t depth, float* y,
-                       int64_t ldy, bool accumulate, const float* /*prefetch*/) {
+                       int64_t ldy, bool accumulate, const float* /*prefetch*/, int /*step*/) {
   float acc[kMaxTileRows][16] = {};
   for (int64_t k = 0; k < depth; ++k) {
     const float* w = panel + 16 * k;
@@ -119,12 +119,14 @@ void PackedMatmul(const PanelKernel& kernel, const float* x, int64_t rows, int64
         for (int64_t p = first; p < last; ++p) {
           const float* chunk = panels + (p * depth + k0) * 16;
           const float* next = p + 1 < last ? panels + ((p + 1) * depth + k0) * 16 : nullptr;
-          for (size_t t = starts[block]; t < starts[block + 1]; ++t) {
-            const XTile& x_tile = tiles[t];
-            // The first tile fetches the next panel's chunk; the later ones find this one cached.
+          // Tile i of n fetches lines [i·ceil(depth/n), (i+1)·ceil(depth/n)) of the next chunk.
+          const int num_tiles = static_cast<int>(starts[block + 1] - starts[block]);
+          const int64_t lines_per_tile = (block_depth + num_tiles - 1) / num_tiles;
+          for (int i = 0; i < num_tiles; ++i) {
+            const XTile& x_tile = tiles[starts[block] + i];
             tile(x_tile.packed + k0 * x_tile.rows, x_tile.rows, chunk, block_depth,
                  y + x_tile.first_row * ldy + p * 16, ldy, /*accumulate=*/k0 > 0,
-                 t == starts[block] ? next : nullptr);
+                 next == nullptr ? nullptr : next + 16 * i * lines_per_tile, num_tiles);
           }
         }
       }

@@ -21,17 +21,21 @@ inline constexpr int kMaxTileRows = 16;
 // For m < rows (1 … the kernel's max_rows) and j < 16, with x packed k-major ([depth][rows]: x[k·rows + m]
 // is row m's element k, so the broadcasts read one contiguous stream):
 //   y[m·ldy + j] = (accumulate ? y[m·ldy + j] : 0) + Σ_{k < depth} x[k·rows + m] · panel[16·k + j]
-// `prefetch`, when not null, is the next panel chunk (depth × 16 floats): its cache lines are
-// fetched while this tile computes, so the next tile does not wait for memory.
+// `prefetch`, when not null, points into the next panel chunk: the tile fetches one of its
+// 16-float cache lines every `prefetch_step` steps of k, from there on, so that the next tile does
+// not wait for memory. The tiles that share a chunk split the prefetching of the next one (each
+// its slice, `prefetch_step` = their number), which spreads it over all their work. A slice may
+// run a few lines past the chunk; prefetches never fault.
 using PanelTileFn = void (*)(const float* x, int rows, const float* panel, int64_t depth,
-                             float* y, int64_t ldy, bool accumulate, const float* prefetch);
+                             float* y, int64_t ldy, bool accumulate, const float* prefetch,
+                             int prefetch_step);
 
 void PanelTilePortable(const float* x, int rows, const float* panel, int64_t depth, float* y,
-                       int64_t ldy, bool accumulate, const float* prefetch);
+                       int64_t ldy, bool accumulate, const float* prefetch, int prefetch_step);
 void PanelTileAvx2(const float* x, int rows, const float* panel, int64_t depth, float* y,
-                   int64_t ldy, bool accumulate, const float* prefetch);
+                   int64_t ldy, bool accumulate, const float* prefetch, int prefetch_step);
 void PanelTileAvx512(const float* x, int rows, const float* panel, int64_t depth, float* y,
-                     int64_t ldy, bool accumulate, const float* prefetch);
+                     int64_t ldy, bool accumulate, const float* prefetch, int prefetch_step);
 
 struct PanelKernel {
   PanelTileFn tile;

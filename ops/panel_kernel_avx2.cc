@@ -13,16 +13,19 @@ namespace {
 
 template <int kRows>
 void Tile(const float* x, const float* panel, int64_t depth, float* y, int64_t ldy,
-          bool accumulate, const float* prefetch) {
+          bool accumulate, const float* prefetch, int prefetch_step) {
   static_assert(kRows >= 1 && kRows <= kTileRows);
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
          c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  int until_prefetch = 1;
 #pragma GCC unroll 4
   for (int64_t k = 0; k < depth; ++k) {
     const __m256 w0 = _mm256_loadu_ps(panel + 16 * k);
     const __m256 w1 = _mm256_loadu_ps(panel + 16 * k + 8);
-    if (prefetch != nullptr) {
-      _mm_prefetch(reinterpret_cast<const char*>(prefetch + 16 * k), _MM_HINT_T0);
+    if (prefetch != nullptr && --until_prefetch == 0) {
+      _mm_prefetch(reinterpret_cast<const char*>(prefetch), _MM_HINT_T0);
+      prefetch += 16;
+      until_prefetch = prefetch_step;
     }
     __m256 b;
 #define GS_TILE_ROW(m)                                 \
@@ -52,14 +55,14 @@ void Tile(const float* x, const float* panel, int64_t depth, float* y, int64_t l
 }  // namespace
 
 void PanelTileAvx2(const float* x, int rows, const float* panel, int64_t depth, float* y,
-                   int64_t ldy, bool accumulate, const float* prefetch) {
+                   int64_t ldy, bool accumulate, const float* prefetch, int prefetch_step) {
   switch (rows) {
-    case 1: return Tile<1>(x, panel, depth, y, ldy, accumulate, prefetch);
-    case 2: return Tile<2>(x, panel, depth, y, ldy, accumulate, prefetch);
-    case 3: return Tile<3>(x, panel, depth, y, ldy, accumulate, prefetch);
-    case 4: return Tile<4>(x, panel, depth, y, ldy, accumulate, prefetch);
-    case 5: return Tile<5>(x, panel, depth, y, ldy, accumulate, prefetch);
-    case 6: return Tile<6>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 1: return Tile<1>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+    case 2: return Tile<2>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+    case 3: return Tile<3>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+    case 4: return Tile<4>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+    case 5: return Tile<5>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+    case 6: return Tile<6>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
   }
 }
 

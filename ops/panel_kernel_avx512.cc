@@ -15,15 +15,18 @@ namespace {
 
 template <int kRows>
 void Tile(const float* x, const float* panel, int64_t depth, float* y, int64_t ldy,
-          bool accumulate, const float* prefetch) {
+          bool accumulate, const float* prefetch, int prefetch_step) {
   static_assert(kRows >= 1 && kRows <= kAvx512TileRows);
   __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
          c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0, c12 = c0, c13 = c0, c14 = c0, c15 = c0;
+  int until_prefetch = 1;
 #pragma GCC unroll 2
   for (int64_t k = 0; k < depth; ++k) {
     const __m512 w = _mm512_loadu_ps(panel + 16 * k);
-    if (prefetch != nullptr) {
-      _mm_prefetch(reinterpret_cast<const char*>(prefetch + 16 * k), _MM_HINT_T0);
+    if (prefetch != nullptr && --until_prefetch == 0) {
+      _mm_prefetch(reinterpret_cast<const char*>(prefetch), _MM_HINT_T0);
+      prefetch += 16;
+      until_prefetch = prefetch_step;
     }
     const float* xk = x + k * kRows;
 #define GS_TILE_ROW(m) \
@@ -49,24 +52,24 @@ void Tile(const float* x, const float* panel, int64_t depth, float* y, int64_t l
 }  // namespace
 
 void PanelTileAvx512(const float* x, int rows, const float* panel, int64_t depth, float* y,
-                     int64_t ldy, bool accumulate, const float* prefetch) {
+                     int64_t ldy, bool accumulate, const float* prefetch, int prefetch_step) {
   switch (rows) {
-    case 1: return Tile<1>(x, panel, depth, y, ldy, accumulate, prefetch);
-    case 2: return Tile<2>(x, panel, depth, y, ldy, accumulate, prefetch);
-    case 3: return Tile<3>(x, panel, depth, y, ldy, accumulate, prefetch);
-    case 4: return Tile<4>(x, panel, depth, y, ldy, accumulate, prefetch);
-    case 5: return Tile<5>(x, panel, depth, y, ldy, accumulate, prefetch);
-    case 6: return Tile<6>(x, panel, depth, y, ldy, accumulate, prefetch);
-    case 7: return Tile<7>(x, panel, depth, y, ldy, accumulate, prefetch);
-    case 8: return Tile<8>(x, panel, depth, y, ldy, accumulate, prefetch);
-    case 9: return Tile<9>(x, panel, depth, y, ldy, accumulate, prefetch);
-    case 10: return Tile<10>(x, panel, depth, y, ldy, accumulate, prefetch);
-    case 11: return Tile<11>(x, panel, depth, y, ldy, accumulate, prefetch);
-    case 12: return Tile<12>(x, panel, depth, y, ldy, accumulate, prefetch);
-    case 13: return Tile<13>(x, panel, depth, y, ldy, accumulate, prefetch);
-    case 14: return Tile<14>(x, panel, depth, y, ldy, accumulate, prefetch);
-    case 15: return Tile<15>(x, panel, depth, y, ldy, accumulate, prefetch);
-    case 16: return Tile<16>(x, panel, depth, y, ldy, accumulate, prefetch);
+    case 1: return Tile<1>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+    case 2: return Tile<2>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+    case 3: return Tile<3>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+    case 4: return Tile<4>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+    case 5: return Tile<5>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+    case 6: return Tile<6>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+    case 7: return Tile<7>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+    case 8: return Tile<8>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+    case 9: return Tile<9>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+    case 10: return Tile<10>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+    case 11: return Tile<11>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+    case 12: return Tile<12>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+    case 13: return Tile<13>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+    case 14: return Tile<14>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+    case 15: return Tile<15>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+    case 16: return Tile<16>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
   }
 }
 
