@@ -70,8 +70,8 @@ void Linear(const Tensor& x, const Tensor& w, Tensor& y) {
   CheckShape(y, {rows, out}, "Linear y");
   if (rows == 0 || out == 0) return;
   if (IsPackedLinearWeight(w)) {
-    internal::PackedMatmul(internal::BestPanelKernel(), x.data<float>(), rows, in, w.data<float>(), w.dim(0),
-                           y.data<float>(), out);
+    internal::PackedMatmul(internal::BestPanelKernel(), x.data<float>(), rows, in,
+                           w.data<float>(), w.dim(0), y.data<float>(), out);
     return;
   }
   if (rows == 1) {

@@ -18,8 +18,8 @@ inline constexpr int kTileRows = 6;
 inline constexpr int kAvx512TileRows = 16;
 inline constexpr int kMaxTileRows = 16;
 
-// For m < rows (1 … the kernel's max_rows) and j < 16, with x packed k-major ([depth][rows]: x[k·rows + m]
-// is row m's element k, so the broadcasts read one contiguous stream):
+// For m < rows (1 … the kernel's max_rows) and j < 16, with x packed k-major ([depth][rows]:
+// x[k·rows + m] is row m's element k, so the broadcasts read one contiguous stream):
 //   y[m·ldy + j] = (accumulate ? y[m·ldy + j] : 0) + Σ_{k < depth} x[k·rows + m] · panel[16·k + j]
 // `prefetch`, when not null, points into the next panel chunk: the tile fetches one of its
 // 16-float cache lines every `prefetch_step` steps of k, from there on, so that the next tile does
