@@ -2,8 +2,9 @@
 // -mavx2 -mfma; callers reach it only after CpuHasAvx2Fma().
 //
 // Each step of k loads the panel's 16 weights (two vectors), broadcasts x[m][k] for every row
-// (contiguous: x is packed k-major) and does two FMAs per row. The accumulators are named variables, not an array: GCC keeps an
-// array of vectors in memory and stores it back on every iteration.
+// (contiguous: x is packed k-major) and does two FMAs per row. The accumulators are named
+// variables, not an array: GCC keeps an array of vectors in memory and stores it back on every
+// iteration.
 #include <immintrin.h>
 
 #include "ops/panel_kernel.h"

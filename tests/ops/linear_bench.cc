@@ -1,5 +1,6 @@
 // Linear on the bench-dense shapes (hidden 1536): the packed kernels (AVX2, AVX-512; whichever
-// the CPU runs) against OpenBLAS on the same weight row-major, for the row counts of decode steps (1 … 64 sequences) and of prefill chunks.
+// the CPU runs) against OpenBLAS on the same weight row-major, for the row counts of decode steps
+// (1 … 64 sequences) and of prefill chunks.
 // Not a ctest test; run from the repository root with the machine otherwise idle:
 //   build/tests/ops/linear_bench --benchmark_min_time=0.5
 // Counters: GFLOP/s of arithmetic and GB/s of weight bytes streamed from memory.
