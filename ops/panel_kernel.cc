@@ -3,9 +3,14 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <string_view>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/check.h"
+#include "spdlog/spdlog.h"
 
 namespace gemmaserve::ops::internal {
 namespace {
@@ -90,10 +95,26 @@ bool CpuHasAvx512f() {
   return has;
 }
 
+absl::StatusOr<const PanelKernel*> PanelKernelFor(const char* max_isa) {
+  const std::string_view cap = max_isa == nullptr ? "" : max_isa;
+  if (cap != "" && cap != "avx512" && cap != "avx2" && cap != "portable") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown instruction set \"", std::string(cap), "\"; expected avx512, avx2 or portable"));
+  }
+  if ((cap == "" || cap == "avx512") && CpuHasAvx512f()) return &kAvx512Kernel;
+  if (cap != "portable" && CpuHasAvx2Fma()) return &kAvx2Kernel;
+  return &kPortableKernel;
+}
+
 const PanelKernel& BestPanelKernel() {
-  if (CpuHasAvx512f()) return kAvx512Kernel;
-  if (CpuHasAvx2Fma()) return kAvx2Kernel;
-  return kPortableKernel;
+  static const PanelKernel* const kernel = [] {
+    const char* cap = std::getenv("GEMMASERVE_MAX_CPU_ISA");
+    absl::StatusOr<const PanelKernel*> chosen = PanelKernelFor(cap);
+    if (chosen.ok()) return *chosen;
+    spdlog::warn("GEMMASERVE_MAX_CPU_ISA: {}", std::string(chosen.status().message()));
+    return *PanelKernelFor(nullptr);
+  }();
+  return *kernel;
 }
 
 void PackedMatmul(const PanelKernel& kernel, const float* x, int64_t rows, int64_t depth,

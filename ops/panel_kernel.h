@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "absl/status/statusor.h"
+
 namespace gemmaserve::ops::internal {
 
 // Rows of x per tile. AVX2: 6 rows × 16 outputs is 12 accumulators, which with the two panel
@@ -49,7 +51,13 @@ inline constexpr PanelKernel kAvx512Kernel{PanelTileAvx512, kAvx512TileRows, "av
 // The CPU (and the OS, for AVX-512's register state) runs these instructions.
 bool CpuHasAvx2Fma();
 bool CpuHasAvx512f();
-// The fastest kernel this CPU runs: AVX-512, else AVX2, else portable.
+// The fastest kernel this CPU runs that is at most `max_isa` ("avx512", "avx2" or "portable";
+// null or empty: no cap): AVX-512, else AVX2, else portable. An unknown name is an error naming
+// the accepted ones.
+absl::StatusOr<const PanelKernel*> PanelKernelFor(const char* max_isa);
+// PanelKernelFor($GEMMASERVE_MAX_CPU_ISA), once per process: the variable caps the instruction
+// set, to compare kernels on one machine or to match a slower one. An unknown value logs a
+// warning and leaves no cap.
 const PanelKernel& BestPanelKernel();
 
 // y[r, p·16 + j] = Σ_k x[r, k] · panels[p][k][j] for r < rows, p < num_panels, j < 16, with x

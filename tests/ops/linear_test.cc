@@ -219,6 +219,23 @@ TEST(PackedLinearTest, Avx2AndAvx512GiveBitwiseTheSameOutputs) {
   }
 }
 
+TEST(PackedLinearTest, MaxCpuIsaCapsTheKernelAndRejectsUnknownNames) {
+  EXPECT_EQ(internal::PanelKernelFor("portable").value(), &internal::kPortableKernel);
+  EXPECT_EQ(internal::PanelKernelFor("avx2").value(), internal::CpuHasAvx2Fma()
+                                                          ? &internal::kAvx2Kernel
+                                                          : &internal::kPortableKernel);
+  const internal::PanelKernel* best = internal::PanelKernelFor(nullptr).value();
+  EXPECT_EQ(internal::PanelKernelFor("").value(), best);
+  EXPECT_EQ(internal::PanelKernelFor("avx512").value(), best);
+  EXPECT_EQ(best, internal::CpuHasAvx512f()  ? &internal::kAvx512Kernel
+                  : internal::CpuHasAvx2Fma() ? &internal::kAvx2Kernel
+                                              : &internal::kPortableKernel);
+  const absl::StatusOr<const internal::PanelKernel*> unknown = internal::PanelKernelFor("sse9");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(unknown.status().message().find("sse9"), std::string_view::npos);
+}
+
 using LinearDeathTest = test_util::ThreadsafeDeathTest;
 
 TEST_F(LinearDeathTest, PackedWeightOfAnotherDepthDies) {
