@@ -7,14 +7,18 @@
 // iteration.
 #include <immintrin.h>
 
+#include <array>
+#include <cstddef>
+#include <utility>
+
 #include "ops/panel_kernel.h"
 
 namespace gemmaserve::ops::internal {
 namespace {
 
 template <int kRows>
-void Tile(const float* x, const float* panel, int64_t depth, float* y, int64_t ldy,
-          bool accumulate, const float* prefetch, int prefetch_step) {
+void Tile(const float* x, int /*rows*/, const float* panel, int64_t depth, float* y,
+          int64_t ldy, bool accumulate, const float* prefetch, int prefetch_step) {
   static_assert(kRows >= 1 && kRows <= kTileRows);
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
          c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
@@ -53,18 +57,18 @@ void Tile(const float* x, const float* panel, int64_t depth, float* y, int64_t l
 #undef GS_TILE_STORE
 }
 
+// Tile<1> … Tile<kTileRows>, indexed by rows - 1.
+template <size_t... kIndex>
+constexpr std::array<PanelTileFn, sizeof...(kIndex)> Tiles(std::index_sequence<kIndex...>) {
+  return {&Tile<static_cast<int>(kIndex) + 1>...};
+}
+constexpr auto kTiles = Tiles(std::make_index_sequence<kTileRows>());
+
 }  // namespace
 
 void PanelTileAvx2(const float* x, int rows, const float* panel, int64_t depth, float* y,
                    int64_t ldy, bool accumulate, const float* prefetch, int prefetch_step) {
-  switch (rows) {
-    case 1: return Tile<1>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-    case 2: return Tile<2>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-    case 3: return Tile<3>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-    case 4: return Tile<4>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-    case 5: return Tile<5>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-    case 6: return Tile<6>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-  }
+  kTiles[rows - 1](x, rows, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
 }
 
 }  // namespace gemmaserve::ops::internal

@@ -8,14 +8,18 @@
 // two FMAs per row for the same 16 outputs. Accumulators are named variables (see the AVX2 tile).
 #include <immintrin.h>
 
+#include <array>
+#include <cstddef>
+#include <utility>
+
 #include "ops/panel_kernel.h"
 
 namespace gemmaserve::ops::internal {
 namespace {
 
 template <int kRows>
-void Tile(const float* x, const float* panel, int64_t depth, float* y, int64_t ldy,
-          bool accumulate, const float* prefetch, int prefetch_step) {
+void Tile(const float* x, int /*rows*/, const float* panel, int64_t depth, float* y,
+          int64_t ldy, bool accumulate, const float* prefetch, int prefetch_step) {
   static_assert(kRows >= 1 && kRows <= kAvx512TileRows);
   __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
          c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0, c12 = c0, c13 = c0, c14 = c0, c15 = c0;
@@ -49,28 +53,18 @@ void Tile(const float* x, const float* panel, int64_t depth, float* y, int64_t l
 #undef GS_TILE_STORE
 }
 
+// Tile<1> … Tile<kAvx512TileRows>, indexed by rows - 1.
+template <size_t... kIndex>
+constexpr std::array<PanelTileFn, sizeof...(kIndex)> Tiles(std::index_sequence<kIndex...>) {
+  return {&Tile<static_cast<int>(kIndex) + 1>...};
+}
+constexpr auto kTiles = Tiles(std::make_index_sequence<kAvx512TileRows>());
+
 }  // namespace
 
 void PanelTileAvx512(const float* x, int rows, const float* panel, int64_t depth, float* y,
                      int64_t ldy, bool accumulate, const float* prefetch, int prefetch_step) {
-  switch (rows) {
-    case 1: return Tile<1>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-    case 2: return Tile<2>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-    case 3: return Tile<3>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-    case 4: return Tile<4>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-    case 5: return Tile<5>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-    case 6: return Tile<6>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-    case 7: return Tile<7>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-    case 8: return Tile<8>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-    case 9: return Tile<9>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-    case 10: return Tile<10>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-    case 11: return Tile<11>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-    case 12: return Tile<12>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-    case 13: return Tile<13>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-    case 14: return Tile<14>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-    case 15: return Tile<15>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-    case 16: return Tile<16>(x, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
-  }
+  kTiles[rows - 1](x, rows, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
 }
 
 }  // namespace gemmaserve::ops::internal
