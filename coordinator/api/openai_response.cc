@@ -281,19 +281,31 @@ void OpenAiStreamFormatter::AppendChat(const Event& event, std::string* out) {
                                {"logprobs", nullptr},
                                {"finish_reason", nullptr}})));
   }
+  if (context_.logprobs) {
+    pending_logprobs_.insert(pending_logprobs_.end(), event.logprobs.begin(),
+                             event.logprobs.end());
+    pending_top_logprobs_.insert(pending_top_logprobs_.end(), event.top_logprobs.begin(),
+                                 event.top_logprobs.end());
+  }
   std::vector<ChatPiece> pieces = splitter_.Add(event.text);
   if (event.finished) {
     for (ChatPiece& piece : splitter_.Finish()) pieces.push_back(std::move(piece));
   }
   AppendChatPieces(pieces, out);
-  if (context_.logprobs && !event.logprobs.empty()) {
-    // Logprobs ride in their own chunk: the splitter may hold this event's text back.
-    out->append(SseData(Chunk(
-        {{"index", 0},
-         {"delta", Json::object()},
-         {"logprobs", ChatLogprobs(*context_.tokenizer, event.logprobs, event.top_logprobs)},
-         {"finish_reason", nullptr}})));
+  if (event.finished && !pending_logprobs_.empty()) {
+    // Tokens with no text to carry them (a stop token, a turn marker): a chunk of their own.
+    out->append(SseData(Chunk({{"index", 0},
+                               {"delta", Json::object()},
+                               {"logprobs", TakePendingLogprobs()},
+                               {"finish_reason", nullptr}})));
   }
+}
+
+Json OpenAiStreamFormatter::TakePendingLogprobs() {
+  Json logprobs = ChatLogprobs(*context_.tokenizer, pending_logprobs_, pending_top_logprobs_);
+  pending_logprobs_.clear();
+  pending_top_logprobs_.clear();
+  return logprobs;
 }
 
 void OpenAiStreamFormatter::AppendChatPieces(const std::vector<ChatPiece>& pieces,
@@ -314,9 +326,14 @@ void OpenAiStreamFormatter::AppendChatPieces(const std::vector<ChatPiece>& piece
         break;
       }
     }
-    out->append(SseData(Chunk(
-        {{"index", 0}, {"delta", std::move(delta)}, {"logprobs", nullptr},
-         {"finish_reason", nullptr}})));
+    // The tokens so far ride with the last piece they produced (several pieces from one event
+    // cannot be told apart token by token).
+    const bool last = &piece == &pieces.back();
+    Json logprobs = last && !pending_logprobs_.empty() ? TakePendingLogprobs() : Json(nullptr);
+    out->append(SseData(Chunk({{"index", 0},
+                               {"delta", std::move(delta)},
+                               {"logprobs", std::move(logprobs)},
+                               {"finish_reason", nullptr}})));
   }
 }
 

@@ -93,6 +93,7 @@ class OpenAiStreamFormatter {
   void AppendCompletion(const Event& event, std::string* out);
   void AppendChat(const Event& event, std::string* out);
   void AppendChatPieces(const std::vector<ChatPiece>& pieces, std::string* out);
+  nlohmann::json TakePendingLogprobs();  // and clears them
   void AppendFinal(const Event& event, std::string* out);
 
   ResponseContext context_;
@@ -101,6 +102,10 @@ class OpenAiStreamFormatter {
   int num_tool_calls_ = 0;
   bool echoed_ = false;
   int64_t text_offset_ = 0;  // completions logprobs: bytes of text sent so far
+  // Chat logprobs of tokens whose text the splitter still holds: they go out with the chunk that
+  // carries it.
+  std::vector<internal::v1::TokenLogprob> pending_logprobs_;
+  std::vector<std::vector<internal::v1::TokenLogprob>> pending_top_logprobs_;
 };
 
 }  // namespace gemmaserve::coordinator::api

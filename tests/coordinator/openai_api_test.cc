@@ -494,6 +494,47 @@ TEST_F(OpenAiApiTest, ChatStreamSendsRoleThenTypedDeltas) {
   EXPECT_EQ(payloads[4], "[DONE]");
 }
 
+TEST_F(OpenAiApiTest, ChatStreamLogprobsRideWithTheTextOfTheirTokens) {
+  ResponseContext context = Context(OpenAiEndpoint::kChatCompletions, &model_->tokenizer());
+  context.logprobs = true;
+  OpenAiStreamFormatter formatter(context);
+  Event first;
+  first.text = "Hi";
+  first.token_ids = {40};
+  first.logprobs = {Logprob(40, -0.5f)};
+  std::string sse = formatter.Format(first);
+  Event no_text;  // e.g. the first half of a multi-byte character: nothing to send yet
+  no_text.token_ids = {41};
+  no_text.logprobs = {Logprob(41, -1.0f)};
+  sse += formatter.Format(no_text);
+  Event more;
+  more.text = " there";
+  more.token_ids = {42};
+  more.logprobs = {Logprob(42, -1.5f)};
+  sse += formatter.Format(more);
+  Event last = Final(FinishReason::kStop);  // the stop token: no text
+  last.token_ids = {1};
+  last.logprobs = {Logprob(1, -0.25f)};
+  sse += formatter.Format(last);
+  const std::vector<std::string> payloads = SsePayloads(sse);
+  ASSERT_EQ(payloads.size(), 6u) << sse;  // role, "Hi", " there", stop token, finish, [DONE]
+  const Json hi = Json::parse(payloads[1])["choices"][0];
+  EXPECT_EQ(hi["delta"], Json::parse(R"({"content": "Hi"})"));
+  ASSERT_EQ(hi["logprobs"]["content"].size(), 1u) << sse;
+  EXPECT_EQ(hi["logprobs"]["content"][0]["logprob"], -0.5);
+  const Json there = Json::parse(payloads[2])["choices"][0];
+  EXPECT_EQ(there["delta"], Json::parse(R"({"content": " there"})"));
+  ASSERT_EQ(there["logprobs"]["content"].size(), 2u) << sse;
+  EXPECT_EQ(there["logprobs"]["content"][0]["logprob"], -1.0);
+  EXPECT_EQ(there["logprobs"]["content"][1]["logprob"], -1.5);
+  const Json stop_token = Json::parse(payloads[3])["choices"][0];
+  EXPECT_EQ(stop_token["delta"], Json::object());
+  ASSERT_EQ(stop_token["logprobs"]["content"].size(), 1u) << sse;
+  EXPECT_EQ(stop_token["logprobs"]["content"][0]["logprob"], -0.25);
+  EXPECT_EQ(Json::parse(payloads[4])["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(payloads[5], "[DONE]");
+}
+
 TEST_F(OpenAiApiTest, StreamErrorsBecomeAnErrorEvent) {
   OpenAiStreamFormatter formatter(Context(OpenAiEndpoint::kCompletions, &model_->tokenizer()));
   Event failed = Final(FinishReason::kError);
