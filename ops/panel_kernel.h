@@ -7,7 +7,11 @@
 // ops/; pure functions.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 
 #include "absl/status/statusor.h"
 
@@ -38,6 +42,18 @@ void PanelTileAvx2(const float* x, int rows, const float* panel, int64_t depth, 
                    int64_t ldy, bool accumulate, const float* prefetch, int prefetch_step);
 void PanelTileAvx512(const float* x, int rows, const float* panel, int64_t depth, float* y,
                      int64_t ldy, bool accumulate, const float* prefetch, int prefetch_step);
+
+// For a tile template: {tile_of(1), …, tile_of(kMaxRows)}, with tile_of(std::integral_constant
+// <int, R>) giving &Tile<R>; the table a kernel's PanelTileFn indexes by rows - 1.
+template <int kMaxRows, typename TileOf, size_t... kIndex>
+constexpr std::array<PanelTileFn, kMaxRows> TileTable(TileOf tile_of,
+                                                      std::index_sequence<kIndex...>) {
+  return {tile_of(std::integral_constant<int, static_cast<int>(kIndex) + 1>())...};
+}
+template <int kMaxRows, typename TileOf>
+constexpr std::array<PanelTileFn, kMaxRows> TileTable(TileOf tile_of) {
+  return TileTable<kMaxRows>(tile_of, std::make_index_sequence<kMaxRows>());
+}
 
 struct PanelKernel {
   PanelTileFn tile;

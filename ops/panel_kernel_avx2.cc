@@ -7,10 +7,6 @@
 // iteration.
 #include <immintrin.h>
 
-#include <array>
-#include <cstddef>
-#include <utility>
-
 #include "ops/panel_kernel.h"
 
 namespace gemmaserve::ops::internal {
@@ -57,12 +53,7 @@ void Tile(const float* x, int /*rows*/, const float* panel, int64_t depth, float
 #undef GS_TILE_STORE
 }
 
-// Tile<1> … Tile<kTileRows>, indexed by rows - 1.
-template <size_t... kIndex>
-constexpr std::array<PanelTileFn, sizeof...(kIndex)> Tiles(std::index_sequence<kIndex...>) {
-  return {&Tile<static_cast<int>(kIndex) + 1>...};
-}
-constexpr auto kTiles = Tiles(std::make_index_sequence<kTileRows>());
+constexpr auto kTiles = TileTable<kTileRows>([](auto rows) { return &Tile<rows()>; });
 
 }  // namespace
 

@@ -8,10 +8,6 @@
 // two FMAs per row for the same 16 outputs. Accumulators are named variables (see the AVX2 tile).
 #include <immintrin.h>
 
-#include <array>
-#include <cstddef>
-#include <utility>
-
 #include "ops/panel_kernel.h"
 
 namespace gemmaserve::ops::internal {
@@ -53,12 +49,7 @@ void Tile(const float* x, int /*rows*/, const float* panel, int64_t depth, float
 #undef GS_TILE_STORE
 }
 
-// Tile<1> … Tile<kAvx512TileRows>, indexed by rows - 1.
-template <size_t... kIndex>
-constexpr std::array<PanelTileFn, sizeof...(kIndex)> Tiles(std::index_sequence<kIndex...>) {
-  return {&Tile<static_cast<int>(kIndex) + 1>...};
-}
-constexpr auto kTiles = Tiles(std::make_index_sequence<kAvx512TileRows>());
+constexpr auto kTiles = TileTable<kAvx512TileRows>([](auto rows) { return &Tile<rows()>; });
 
 }  // namespace
 
