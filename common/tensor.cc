@@ -91,6 +91,18 @@ Tensor Tensor::FromVector(const std::vector<float>& values, Shape shape) {
   return t;
 }
 
+Tensor Tensor::FromInts(const std::vector<int32_t>& values, Shape shape) {
+  CHECK_EQ(static_cast<int64_t>(values.size()), NumElements(shape));
+  Tensor t = Empty(DType::kI32, std::move(shape));
+  std::memcpy(t.data_, values.data(), values.size() * sizeof(int32_t));
+  return t;
+}
+
+Tensor Tensor::BorrowVector(const std::vector<int32_t>& values) {
+  return Borrow(const_cast<int32_t*>(values.data()), DType::kI32,
+                {static_cast<int64_t>(values.size())}, nullptr);
+}
+
 int64_t Tensor::dim(int i) const {
   const int r = rank();
   if (i < 0) i += r;

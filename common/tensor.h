@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "common/check.h"
 #include "common/dtype.h"
 
@@ -34,7 +35,9 @@ struct Device {
   std::string ToString() const;  // "cpu" or "cuda:N"
 };
 
-using Shape = std::vector<int64_t>;
+// Inline up to rank 6, so that making, viewing and slicing tensors allocates nothing on the heap
+// (the forward pass does this for every op of every step).
+using Shape = absl::InlinedVector<int64_t, 6>;
 
 std::string ShapeToString(const Shape& shape);  // "[2,3]"
 int64_t NumElements(const Shape& shape);
@@ -51,6 +54,11 @@ class Tensor {
                        Device device = Device::Cpu());
   // A CPU f32 tensor holding `values`.
   static Tensor FromVector(const std::vector<float>& values, Shape shape);
+  // A CPU i32 tensor holding `values`.
+  static Tensor FromInts(const std::vector<int32_t>& values, Shape shape);
+  // A CPU i32 tensor [values.size()] that borrows `values`' storage: valid while the vector lives
+  // and is not resized.
+  static Tensor BorrowVector(const std::vector<int32_t>& values);
 
   bool defined() const { return data_ != nullptr || NumElements(shape_) == 0; }
   DType dtype() const { return dtype_; }
@@ -62,6 +70,8 @@ class Tensor {
   const Device& device() const { return device_; }
 
   void* raw_data() const { return data_; }
+  // The shared owner of the storage (null for a borrow without keep-alive).
+  const std::shared_ptr<const void>& storage() const { return owner_; }
   template <typename T>
   T* data() const {
     return static_cast<T*>(data_);
@@ -71,6 +81,8 @@ class Tensor {
   Tensor View(Shape shape) const;
   // Rows [begin, end) of dimension 0, aliasing this tensor's storage.
   Tensor Slice(int64_t begin, int64_t end) const;
+  // The first `rows` rows: Slice(0, rows).
+  Tensor Rows(int64_t rows) const { return Slice(0, rows); }
   // Element-wise copy into an owned CPU f32 tensor (f32, bf16 or f16 input).
   Tensor ToF32() const;
 

@@ -1,6 +1,7 @@
 #include "model/forward_batch.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 
@@ -14,6 +15,10 @@ int64_t FirstReadPosition(const Gemma4Config& config, LayerKind group, int64_t n
   return std::max<int64_t>(0, num_cached - config.sliding_window + 1);
 }
 
+int64_t BlocksFor(int64_t num_tokens, int64_t block_size) {
+  return (num_tokens + block_size - 1) / block_size;
+}
+
 }  // namespace
 
 absl::Status ForwardBatch::Finalize(const Gemma4Config& config, int64_t block_size,
@@ -21,9 +26,20 @@ absl::Status ForwardBatch::Finalize(const Gemma4Config& config, int64_t block_si
   auto Name = [this](size_t s) {
     return absl::StrCat("sequence ", s < sequence_ids.size() ? sequence_ids[s] : s);
   };
+  for (int g = 0; g < kNumKvGroups; ++g) {
+    // Slots are i32 on the device: every slot of the pool must be one.
+    if (num_blocks[g] * block_size > std::numeric_limits<int32_t>::max()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          LayerKindName(static_cast<LayerKind>(g)), " pool of ", num_blocks[g], " blocks of ",
+          block_size, " slots exceeds 2^31 slots"));
+    }
+  }
   positions.clear();
   token_begin.clear();
+  query_lens.clear();
+  context_lens.clear();
   logits_rows.clear();
+  max_context_len = 0;
   for (auto& slots : slot_mapping) slots.assign(token_ids.size(), -1);
 
   int64_t next_token = 0;
@@ -48,7 +64,7 @@ absl::Status ForwardBatch::Finalize(const Gemma4Config& config, int64_t block_si
       const LayerKind group = static_cast<LayerKind>(g);
       if (config.NumLayersOfKind(group) == 0) continue;
       const std::vector<int32_t>& table = seq.block_tables[g];
-      const int64_t needed = (end + block_size - 1) / block_size;
+      const int64_t needed = BlocksFor(end, block_size);
       if (static_cast<int64_t>(table.size()) < needed) {
         return absl::InvalidArgumentError(absl::StrCat(Name(s), ": ", LayerKindName(group),
                                                        " block table has ", table.size(),
@@ -64,10 +80,13 @@ absl::Status ForwardBatch::Finalize(const Gemma4Config& config, int64_t block_si
       for (int64_t i = 0; i < seq.num_tokens; ++i) {
         const int64_t position = seq.num_cached + i;
         slot_mapping[g][next_token + i] =
-            static_cast<int64_t>(table[position / block_size]) * block_size + position % block_size;
+            static_cast<int32_t>(table[position / block_size] * block_size + position % block_size);
       }
     }
-    token_begin.push_back(next_token);
+    token_begin.push_back(static_cast<int32_t>(next_token));
+    query_lens.push_back(static_cast<int32_t>(seq.num_tokens));
+    context_lens.push_back(static_cast<int32_t>(end));
+    max_context_len = std::max(max_context_len, end);
     for (int64_t i = 0; i < seq.num_tokens; ++i) {
       const int32_t id = token_ids[next_token + i];
       if (id < 0 || id >= config.vocab_size) {
@@ -76,7 +95,9 @@ absl::Status ForwardBatch::Finalize(const Gemma4Config& config, int64_t block_si
                                                        config.vocab_size, ")"));
       }
       positions.push_back(static_cast<int32_t>(seq.num_cached + i));
-      if (seq.all_logits || i == seq.num_tokens - 1) logits_rows.push_back(next_token + i);
+      if (seq.all_logits || i == seq.num_tokens - 1) {
+        logits_rows.push_back(static_cast<int32_t>(next_token + i));
+      }
     }
     next_token += seq.num_tokens;
   }
@@ -84,7 +105,39 @@ absl::Status ForwardBatch::Finalize(const Gemma4Config& config, int64_t block_si
     return absl::InvalidArgumentError(absl::StrCat("token_ids has ", num_tokens(),
                                                    " tokens but the sequences take ", next_token));
   }
+  // Block tables as [S, max_blocks] per group, each row the blocks of its context then −1.
+  for (int g = 0; g < kNumKvGroups; ++g) {
+    const bool used = config.NumLayersOfKind(static_cast<LayerKind>(g)) > 0;
+    max_blocks[g] = used ? BlocksFor(max_context_len, block_size) : 0;
+    block_tables[g].assign(sequences.size() * max_blocks[g], -1);
+    if (!used) continue;
+    for (size_t s = 0; s < sequences.size(); ++s) {
+      const std::vector<int32_t>& table = sequences[s].block_tables[g];
+      std::copy_n(table.begin(), BlocksFor(context_lens[s], block_size),
+                  block_tables[g].begin() + s * max_blocks[g]);
+    }
+  }
   return absl::OkStatus();
+}
+
+StepMetadata UploadBatch(const ForwardBatch& batch, const Device& device) {
+  CHECK(device.is_cpu()) << "UploadBatch to " << device.ToString();
+  const int64_t num_sequences = static_cast<int64_t>(batch.context_lens.size());
+  StepMetadata step;
+  step.token_ids = Tensor::BorrowVector(batch.token_ids);
+  step.positions = Tensor::BorrowVector(batch.positions);
+  step.logits_rows = Tensor::BorrowVector(batch.logits_rows);
+  for (int g = 0; g < kNumKvGroups; ++g) {
+    step.slots[g] = Tensor::BorrowVector(batch.slot_mapping[g]);
+    ops::AttentionMetadata& attention = step.attention[g];
+    attention.token_begin = Tensor::BorrowVector(batch.token_begin);
+    attention.num_tokens = Tensor::BorrowVector(batch.query_lens);
+    attention.context_lens = Tensor::BorrowVector(batch.context_lens);
+    attention.block_tables =
+        Tensor::BorrowVector(batch.block_tables[g]).View({num_sequences, batch.max_blocks[g]});
+    attention.max_context_len = batch.max_context_len;
+  }
+  return step;
 }
 
 }  // namespace gemmaserve::model

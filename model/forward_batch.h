@@ -1,7 +1,8 @@
 // ForwardBatch: everything one step's forward needs to know about its sequences: the flattened
 // tokens, their positions, each sequence's span and KV block tables per group, the KV slot of each
 // token, and which rows produce logits. Built once per step and validated once, so the forward
-// itself never checks input.
+// itself never checks input. StepMetadata is the same as i32 tensors on the model's device, made
+// once per step by UploadBatch: what the ops read.
 #pragma once
 
 #include <array>
@@ -9,7 +10,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "common/tensor.h"
 #include "model/config.h"
+#include "ops/attention.h"
 
 namespace gemmaserve::model {
 
@@ -29,11 +32,18 @@ struct ForwardBatch {
   // Optional: the caller's id of each sequence, used to name it in errors (else its index).
   std::vector<uint64_t> sequence_ids;
 
-  // Derived by Finalize.
-  std::vector<int32_t> positions;                                  // [num_tokens]
-  std::array<std::vector<int64_t>, kNumKvGroups> slot_mapping;     // [num_tokens] per group
-  std::vector<int64_t> token_begin;                                // per sequence
-  std::vector<int64_t> logits_rows;                                // token rows that get logits
+  // Derived by Finalize (vectors keep their capacity when a batch is reused, so a steady stream
+  // of like steps allocates nothing).
+  std::vector<int32_t> positions;                               // [num_tokens]
+  std::array<std::vector<int32_t>, kNumKvGroups> slot_mapping;  // [num_tokens] per group
+  std::vector<int32_t> token_begin;                             // [S]: first token of sequence s
+  std::vector<int32_t> query_lens;                              // [S]: its tokens this step
+  std::vector<int32_t> context_lens;                            // [S]: num_cached + num_tokens
+  int64_t max_context_len = 0;
+  // Per group, [S, max_blocks[g]] row-major: the blocks of each sequence's context, −1 after them.
+  std::array<std::vector<int32_t>, kNumKvGroups> block_tables;
+  std::array<int64_t, kNumKvGroups> max_blocks{};
+  std::vector<int32_t> logits_rows;  // token rows that get logits
 
   int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
 
@@ -43,5 +53,18 @@ struct ForwardBatch {
   absl::Status Finalize(const Gemma4Config& config, int64_t block_size,
                         const std::array<int64_t, kNumKvGroups>& num_blocks);
 };
+
+// A finalized batch as the ops read it: i32 tensors on the model's device.
+struct StepMetadata {
+  Tensor token_ids;  // [num_tokens]
+  Tensor positions;  // [num_tokens]
+  std::array<Tensor, kNumKvGroups> slots;  // [num_tokens] per group
+  std::array<ops::AttentionMetadata, kNumKvGroups> attention;
+  Tensor logits_rows;  // [rows that get logits]
+};
+
+// The one upload of a step's metadata. On the CPU the tensors borrow `batch`'s vectors (no copy),
+// so `batch` must outlive the result and stay unchanged while it is used.
+StepMetadata UploadBatch(const ForwardBatch& batch, const Device& device);
 
 }  // namespace gemmaserve::model

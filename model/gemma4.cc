@@ -2,54 +2,38 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "ops/activation.h"
 #include "ops/attention.h"
+#include "ops/copy.h"
 #include "ops/elementwise.h"
 #include "ops/linear.h"
+#include "ops/moe.h"
 #include "ops/norm.h"
 #include "ops/routing.h"
 
 namespace gemmaserve::model {
-namespace {
 
-Tensor NewF32(Shape shape) { return Tensor::Empty(DType::kF32, std::move(shape)); }
-
-// y = RmsNorm(x) with weight w (or none when w is undefined), into a new tensor.
-Tensor Norm(const Tensor& x, const Tensor& w, double eps) {
-  Tensor y = NewF32(x.shape());
-  ops::RmsNorm(x, w, static_cast<float>(eps), y);
-  return y;
-}
-
-Tensor Project(const Tensor& x, const Tensor& w) {
-  Tensor y = NewF32({x.dim(0), ops::LinearOutFeatures(w)});
-  ops::Linear(x, w, y);
-  return y;
-}
-
-// Expert e's matrix of a stacked [num_local_experts, ...] expert weight.
-Tensor ExpertWeight(const Tensor& stacked, int64_t e) {
-  return stacked.Slice(e, e + 1).View(Shape(stacked.shape().begin() + 1, stacked.shape().end()));
-}
-
-}  // namespace
-
-Gemma4Model::Gemma4Model(Gemma4Config config, ModelWeights weights, parallel::Communicator& comm)
-    : config_(std::move(config)), weights_(std::move(weights)), comm_(comm) {
+Gemma4Model::Gemma4Model(Gemma4Config config, ModelWeights weights, parallel::Communicator& comm,
+                         const StepLimits& limits)
+    : config_(std::move(config)),
+      weights_(std::move(weights)),
+      comm_(comm),
+      expert_counts_(Tensor::Zeros(DType::kI64,
+                                   {config_.is_moe() ? config_.num_hidden_layers : 0,
+                                    config_.num_experts},
+                                   weights_.device)),
+      workspace_(WorkspaceBytes(limits), weights_.device) {
   for (const LayerWeights& layer : weights_.layers) {
     const LayerGeometry& g = layer.geometry;
     rotary_.emplace_back(g.head_dim, g.rope_angles, g.rope_theta);
   }
-  if (config_.is_moe()) {
-    expert_counts_.assign(weights_.layers.size(), std::vector<int64_t>(config_.num_experts, 0));
-  }
 }
 
-std::vector<std::vector<int64_t>> Gemma4Model::TakeExpertCounts() {
-  std::vector<std::vector<int64_t>> counts = expert_counts_;
-  for (std::vector<int64_t>& layer : expert_counts_) std::fill(layer.begin(), layer.end(), 0);
+Tensor Gemma4Model::TakeExpertCounts() {
+  Tensor counts = Tensor::Empty(DType::kI64, expert_counts_.shape());
+  ops::Copy(expert_counts_, counts);
+  ops::SetZero(expert_counts_);
   return counts;
 }
 
@@ -57,79 +41,90 @@ void Gemma4Model::Observe(const char* name, int64_t layer, const Tensor& value) 
   if (observer_) observer_(name, layer, value);
 }
 
+Tensor Gemma4Model::Activation(Shape shape, DType dtype) {
+  return workspace_.Take(dtype, std::move(shape));
+}
+
+Tensor Gemma4Model::Norm(const Tensor& x, const Tensor& w) {
+  Tensor y = Activation(x.shape());
+  ops::RmsNorm(x, w, static_cast<float>(config_.rms_norm_eps), y);
+  return y;
+}
+
+Tensor Gemma4Model::Project(const Tensor& x, const Tensor& w) {
+  Tensor y = Activation({x.dim(0), ops::LinearOutFeatures(w)});
+  ops::Linear(x, w, y);
+  return y;
+}
+
 Tensor Gemma4Model::Forward(const ForwardBatch& batch, KvCache& cache) {
+  workspace_.Reset();
+  const StepMetadata step = UploadBatch(batch, weights_.device);
   const int64_t num_tokens = batch.num_tokens();
-  const double eps = config_.rms_norm_eps;
   // h0 = embed_tokens[ids] · sqrt(hidden); activations are f32 here, so the scale is too.
   // Vocab-parallel: each rank fills the rows of the ids it holds, zeros elsewhere, then one
   // all-reduce assembles the embedding.
-  Tensor h = NewF32({num_tokens, config_.hidden_size});
-  ops::EmbeddingLookup(weights_.embed_tokens, batch.token_ids.data(),
-                       config_.EmbedScale(DType::kF32), h, weights_.vocab_rows.begin);
+  Tensor h = Activation({num_tokens, config_.hidden_size});
+  ops::EmbeddingLookup(weights_.embed_tokens, step.token_ids, config_.EmbedScale(DType::kF32), h,
+                       weights_.vocab_rows.begin);
   comm_.AllReduceSum(h);
   Observe("embed", -1, h);
 
   for (int64_t l = 0; l < static_cast<int64_t>(weights_.layers.size()); ++l) {
     const LayerWeights& layer = weights_.layers[l];
+    Workspace::Scope layer_activations(workspace_);  // h lives on; the layer's own do not
     // A. Attention block.
-    Tensor attn = Attention(l, Norm(h, layer.input_layernorm, eps), batch, cache);
-    ops::AddInPlace(h, Norm(attn, layer.post_attention_layernorm, eps));
+    Tensor attn = Attention(l, Norm(h, layer.input_layernorm), step, cache);
+    ops::AddInPlace(h, Norm(attn, layer.post_attention_layernorm));
     Observe("attn_residual", l, h);
 
     // B. Feed-forward block. The MoE layers run the dense MLP and the routed experts side by side
     // on the same residual, each with its own post-norm, then normalise their sum.
-    Tensor ffn = Mlp(layer.mlp, Norm(h, layer.pre_feedforward_layernorm, eps));
+    Tensor ffn = Mlp(layer.mlp, Norm(h, layer.pre_feedforward_layernorm));
     if (layer.has_moe) {
       const MoeWeights& moe = layer.moe;
-      Tensor dense = Norm(ffn, moe.post_feedforward_layernorm_1, eps);
-      Tensor experts = Experts(l, h, Norm(h, moe.pre_feedforward_layernorm_2, eps));
-      ffn = Norm(experts, moe.post_feedforward_layernorm_2, eps);
+      Tensor dense = Norm(ffn, moe.post_feedforward_layernorm_1);
+      Tensor experts = Experts(l, h, Norm(h, moe.pre_feedforward_layernorm_2));
+      ffn = Norm(experts, moe.post_feedforward_layernorm_2);
       ops::AddInPlace(ffn, dense);
     }
-    ops::AddInPlace(h, Norm(ffn, layer.post_feedforward_layernorm, eps));
+    ops::AddInPlace(h, Norm(ffn, layer.post_feedforward_layernorm));
 
     // D. layer_scalar scales the whole residual stream, not a branch.
     ops::ScaleInPlace(h, layer.layer_scalar);
     Observe("layer_out", l, h);
   }
-  return LmHead(h, batch);
+  return LmHead(h, step);
 }
 
-Tensor Gemma4Model::Attention(int64_t l, const Tensor& x, const ForwardBatch& batch,
+Tensor Gemma4Model::Attention(int64_t l, const Tensor& x, const StepMetadata& step,
                               KvCache& cache) {
   const LayerWeights& layer = weights_.layers[l];
   const AttentionWeights& w = layer.attention;
   const LayerGeometry& g = layer.geometry;
   const int64_t num_tokens = x.dim(0);
-  const double eps = config_.rms_norm_eps;
   const Shape q_shape = {num_tokens, layer.num_heads_local, g.head_dim};
   const Shape kv_shape = {num_tokens, layer.num_kv_heads_local, g.head_dim};
 
   Tensor q = Project(x, w.q_proj).View(q_shape);
-  ops::RmsNorm(q, w.q_norm, static_cast<float>(eps), q);
-  rotary_[l].Apply(q, batch.positions.data());
+  ops::RmsNorm(q, w.q_norm, static_cast<float>(config_.rms_norm_eps), q);
+  rotary_[l].Apply(q, step.positions);
 
   Tensor k_raw = Project(x, w.k_proj).View(kv_shape);
   // On attention_k_eq_v full layers V is the raw K projection, taken before k_norm and RoPE.
   Tensor v_raw = g.has_v_proj ? Project(x, w.v_proj).View(kv_shape) : k_raw;
-  Tensor k = Norm(k_raw, w.k_norm, eps);
-  rotary_[l].Apply(k, batch.positions.data());
-  Tensor v = Norm(v_raw, Tensor(), eps);  // v_norm has no weight
+  Tensor k = Norm(k_raw, w.k_norm);
+  rotary_[l].Apply(k, step.positions);
+  Tensor v = Norm(v_raw, Tensor());  // v_norm has no weight
   Observe("q", l, q);
   Observe("k", l, k);
   Observe("v", l, v);
 
   const int group = static_cast<int>(g.kind);
-  ops::WriteKvCache(k, v, batch.slot_mapping[group].data(), cache.k(l), cache.v(l));
-  std::vector<ops::AttentionSpan> spans(batch.sequences.size());
-  for (size_t s = 0; s < spans.size(); ++s) {
-    const BatchSequence& seq = batch.sequences[s];
-    spans[s] = {batch.token_begin[s], seq.num_tokens, seq.num_cached + seq.num_tokens,
-                seq.block_tables[group].data()};
-  }
-  Tensor o = NewF32(q_shape);
+  ops::WriteKvCache(k, v, step.slots[group], cache.k(l), cache.v(l));
+  Tensor o = Activation(q_shape);
   // Scale 1.0: Gemma 4 has no 1/sqrt(head_dim); the q/k norms absorb it.
-  ops::PagedAttention(q, cache.k(l), cache.v(l), spans, g.sliding_window, 1.0f, o);
+  ops::PagedAttention(q, cache.k(l), cache.v(l), step.attention[group], g.sliding_window, 1.0f, o);
   Tensor out = Project(o.View({num_tokens, layer.num_heads_local * g.head_dim}), w.o_proj);
   comm_.AllReduceSum(out);  // o_proj is row-parallel
   Observe("attn_out", l, out);
@@ -138,7 +133,7 @@ Tensor Gemma4Model::Attention(int64_t l, const Tensor& x, const ForwardBatch& ba
 
 Tensor Gemma4Model::Mlp(const MlpWeights& mlp, const Tensor& x) {
   Tensor gate_up = Project(x, mlp.gate_up);
-  Tensor act = NewF32({x.dim(0), ops::LinearInFeatures(mlp.down)});
+  Tensor act = Activation({x.dim(0), ops::LinearInFeatures(mlp.down)});
   ops::GeluTanhGate(gate_up, act);
   Tensor out = Project(act, mlp.down);
   comm_.AllReduceSum(out);  // down_proj is row-parallel
@@ -151,92 +146,113 @@ Tensor Gemma4Model::Experts(int64_t l, const Tensor& residual, const Tensor& x) 
   const int64_t hidden = config_.hidden_size;
   const int64_t top_k = config_.top_k_experts;
 
-  // Router: reads the raw residual through a weightless norm, its learned scale and 1/sqrt(hidden).
-  Tensor z = Norm(residual, Tensor(), config_.rms_norm_eps);
-  const float root = 1.0f / std::sqrt(static_cast<float>(hidden));
-  for (int64_t t = 0; t < num_tokens; ++t) {
-    float* row = z.data<float>() + t * hidden;
-    for (int64_t i = 0; i < hidden; ++i) row[i] = row[i] * moe.router_scale.data<float>()[i] * root;
-  }
+  // Route: the router reads the raw residual through a weightless norm, its learned scale and
+  // 1/sqrt(hidden); softmax, top-k, renormalised, times per_expert_scale.
+  Tensor z = Norm(residual, Tensor());
+  ops::MultiplyInPlace(z, moe.router_scale, 1.0f / std::sqrt(static_cast<float>(hidden)));
   Tensor router_logits = Project(z, moe.router_proj);
-  Tensor expert_ids = Tensor::Empty(DType::kI32, {num_tokens, top_k});
-  Tensor expert_weights = NewF32({num_tokens, top_k});
-  ops::TopKRouting(router_logits, moe.per_expert_scale, top_k, expert_ids, expert_weights);
-  Observe("router_weights", l, expert_weights);
+  Tensor expert_ids = Activation({num_tokens, top_k}, DType::kI32);
+  Tensor weights = Activation({num_tokens, top_k});
+  ops::TopKRouting(router_logits, moe.per_expert_scale, top_k, expert_ids, weights);
+  Observe("router_weights", l, weights);
 
-  // Group the (token, weight) pairs by expert, then run each local expert once on its tokens.
-  const int64_t num_experts = config_.num_experts;
-  std::vector<std::vector<std::pair<int64_t, float>>> routed(num_experts);
-  for (int64_t t = 0; t < num_tokens; ++t) {
-    for (int64_t j = 0; j < top_k; ++j) {
-      const int32_t e = expert_ids.data<int32_t>()[t * top_k + j];
-      routed[e].push_back({t, expert_weights.data<float>()[t * top_k + j]});
-    }
-  }
-  for (int64_t e = 0; e < num_experts; ++e) {
-    expert_counts_[l][e] += static_cast<int64_t>(routed[e].size());
-  }
-  Tensor out = Tensor::Zeros(DType::kF32, {num_tokens, hidden});
-  for (int64_t e = 0; e < num_experts; ++e) {
-    const int32_t local = moe.local_expert[e];
-    if (local < 0 || routed[e].empty()) continue;
-    const Tensor gate_up_w = ExpertWeight(moe.gate_up, local);
-    const Tensor down_w = ExpertWeight(moe.down, local);
-    const int64_t width = ops::LinearInFeatures(down_w);
-    const int64_t n = static_cast<int64_t>(routed[e].size());
-    Tensor xe = NewF32({n, hidden});
-    for (int64_t i = 0; i < n; ++i) {
-      std::memcpy(xe.data<float>() + i * hidden, x.data<float>() + routed[e][i].first * hidden,
-                  hidden * sizeof(float));
-    }
-    Tensor gate_up = Project(xe, gate_up_w);
-    Tensor act = NewF32({n, width});
-    ops::GeluTanhGate(gate_up, act);
-    Tensor ye = Project(act, down_w);
-    for (int64_t i = 0; i < n; ++i) {
-      const float weight = routed[e][i].second;
-      float* dst = out.data<float>() + routed[e][i].first * hidden;
-      const float* src = ye.data<float>() + i * hidden;
-      for (int64_t j = 0; j < hidden; ++j) dst[j] += weight * src[j];
-    }
-  }
-  comm_.AllReduceSum(out);  // each rank holds a subset of the experts
+  // Dispatch: the tokens routed to this rank's experts, grouped by expert.
+  const int64_t num_local = moe.gate_up.dim(0);
+  Tensor dispatched_tokens = Activation({num_tokens * top_k}, DType::kI32);
+  Tensor dispatched_rows = Activation({num_tokens * top_k}, DType::kI32);
+  Tensor offsets = Activation({num_local + 1}, DType::kI32);
+  Tensor counts = expert_counts_.Slice(l, l + 1).View({config_.num_experts});
+  const int64_t num_rows = ops::MoeDispatch(expert_ids, moe.local_expert, dispatched_tokens,
+                                            dispatched_rows, offsets, counts);
+  Tensor xe = Activation({num_rows, hidden});
+  ops::GatherRows(x, dispatched_tokens.Rows(num_rows), xe);
+
+  // Expert compute: each local expert's MLP on its rows.
+  Tensor gate_up = Activation({num_rows, ops::ExpertOutFeatures(moe.gate_up)});
+  ops::GroupedLinear(xe, moe.gate_up, offsets, gate_up);
+  Tensor act = Activation({num_rows, ops::ExpertInFeatures(moe.down)});
+  ops::GeluTanhGate(gate_up, act);
+  Tensor ye = Activation({num_rows, hidden});
+  ops::GroupedLinear(act, moe.down, offsets, ye);
+
+  // Weighted combine; each rank holds a subset of the experts, so the all-reduce adds the rest.
+  Tensor out = Activation({num_tokens, hidden});
+  ops::MoeCombine(ye, expert_ids, weights, dispatched_rows, out);
+  comm_.AllReduceSum(out);
   return out;
 }
 
-Tensor Gemma4Model::GatherVocab(const Tensor& local) {
-  const int64_t world = comm_.world_size();
-  const int64_t rows = local.dim(0);
-  const int64_t shard = local.dim(1);
-  Tensor gathered = NewF32({world * rows, shard});  // rank-major: [world][rows][shard]
-  comm_.AllGather(local, gathered);
-  Tensor logits = NewF32({rows, world * shard});
-  for (int64_t r = 0; r < world; ++r) {
-    for (int64_t i = 0; i < rows; ++i) {
-      std::memcpy(logits.data<float>() + i * world * shard + r * shard,
-                  gathered.data<float>() + (r * rows + i) * shard, shard * sizeof(float));
-    }
-  }
-  return logits;
-}
-
-Tensor Gemma4Model::LmHead(const Tensor& h, const ForwardBatch& batch) {
-  const int64_t hidden = config_.hidden_size;
-  const int64_t rows = static_cast<int64_t>(batch.logits_rows.size());
-  Tensor selected = NewF32({rows, hidden});
-  for (int64_t r = 0; r < rows; ++r) {
-    std::memcpy(selected.data<float>() + r * hidden, h.data<float>() + batch.logits_rows[r] * hidden,
-                hidden * sizeof(float));
-  }
-  Tensor normed = Norm(selected, weights_.final_norm, config_.rms_norm_eps);
+Tensor Gemma4Model::LmHead(const Tensor& h, const StepMetadata& step) {
+  const int64_t rows = step.logits_rows.numel();
+  Tensor selected = Activation({rows, config_.hidden_size});
+  ops::GatherRows(h, step.logits_rows, selected);
+  Tensor normed = Norm(selected, weights_.final_norm);
   // Tied head: the embedding matrix without its sqrt(hidden) scale. Each rank computes the logits
   // of its vocabulary rows; an all-gather assembles full rows.
   Tensor logits = Project(normed, weights_.embed_tokens);
-  if (comm_.world_size() > 1) logits = GatherVocab(logits);
+  const int64_t world = comm_.world_size();
+  if (world > 1) {
+    Tensor gathered = Activation({world * rows, logits.dim(1)});  // [world][rows][shard]
+    comm_.AllGather(logits, gathered);
+    logits = Activation({rows, world * logits.dim(1)});
+    ops::InterleaveShards(gathered, world, logits);
+  }
   if (config_.final_logit_softcapping > 0) {
     ops::SoftcapInPlace(logits, static_cast<float>(config_.final_logit_softcapping));
   }
   return logits;
+}
+
+// The bytes below mirror, take for take, what the functions above take from the workspace.
+// WorkspaceTest.AFullStepFillsTheWorkspaceExactly keeps them in step.
+
+int64_t Gemma4Model::LayerBytes(const LayerWeights& layer, int64_t t) const {
+  auto f32 = [](Shape shape) { return Workspace::BytesFor(DType::kF32, shape); };
+  auto i32 = [](Shape shape) { return Workspace::BytesFor(DType::kI32, shape); };
+  const LayerGeometry& g = layer.geometry;
+  const int64_t hidden = config_.hidden_size;
+  const int64_t q_width = layer.num_heads_local * g.head_dim;
+  const int64_t kv_width = layer.num_kv_heads_local * g.head_dim;
+  const int64_t mlp_width = ops::LinearInFeatures(layer.mlp.down);
+  // Attention: its input norm, q, k_raw (v_raw), k, v, o, out, then the post-attention norm.
+  int64_t bytes = f32({t, hidden}) + f32({t, q_width}) + f32({t, kv_width}) +
+                  (g.has_v_proj ? f32({t, kv_width}) : 0) + 2 * f32({t, kv_width}) +
+                  f32({t, q_width}) + f32({t, hidden}) + f32({t, hidden});
+  // Dense MLP: its input norm, gate_up, act, out; the post-feed-forward norm.
+  bytes += f32({t, hidden}) + f32({t, 2 * mlp_width}) + f32({t, mlp_width}) + f32({t, hidden}) +
+           f32({t, hidden});
+  if (layer.has_moe) {
+    const int64_t k = config_.top_k_experts;
+    const int64_t rows = t * k;  // at most: every choice routed to a local expert
+    const int64_t width = ops::ExpertInFeatures(layer.moe.down);
+    const int64_t num_local = layer.moe.gate_up.dim(0);
+    // Post-norm 1, expert input norm; router z and logits, ids, weights; dispatch; xe, gate_up,
+    // act, ye, out; post-norm 2.
+    bytes += 2 * f32({t, hidden}) + f32({t, hidden}) + f32({t, config_.num_experts}) +
+             i32({t, k}) + f32({t, k}) + 2 * i32({rows}) + i32({num_local + 1}) +
+             f32({rows, hidden}) + f32({rows, 2 * width}) + f32({rows, width}) +
+             f32({rows, hidden}) + f32({t, hidden}) + f32({t, hidden});
+  }
+  return bytes;
+}
+
+int64_t Gemma4Model::LmHeadBytes(int64_t rows) const {
+  auto f32 = [](Shape shape) { return Workspace::BytesFor(DType::kF32, shape); };
+  const int64_t shard = ops::LinearOutFeatures(weights_.embed_tokens);
+  const int64_t world = comm_.world_size();
+  int64_t bytes = 2 * f32({rows, config_.hidden_size}) + f32({rows, shard});
+  if (world > 1) bytes += f32({world * rows, shard}) + f32({rows, world * shard});
+  return bytes;
+}
+
+int64_t Gemma4Model::WorkspaceBytes(const StepLimits& limits) const {
+  int64_t layer_peak = 0;
+  for (const LayerWeights& layer : weights_.layers) {
+    layer_peak = std::max(layer_peak, LayerBytes(layer, limits.max_tokens));
+  }
+  const int64_t rows = std::min(limits.max_logits_rows, limits.max_tokens);
+  return Workspace::BytesFor(DType::kF32, {limits.max_tokens, config_.hidden_size}) +
+         std::max(layer_peak, LmHeadBytes(rows));
 }
 
 }  // namespace gemmaserve::model

@@ -3,12 +3,19 @@
 // embed → per layer: attention block, feed-forward block (dense MLP, or dense MLP + routed experts),
 // layer_scalar → final norm → tied LM head → softcap.
 //
+// The model runs on the device its weights were prepared for: every computation is an op
+// (ops/), which runs where its tensors live; the model never touches tensor memory itself
+// (tests/model/forward_uses_only_ops_test.sh checks). A step uploads its metadata once
+// (UploadBatch) and takes its activations from a Workspace sized at construction from StepLimits,
+// so a steady-state step allocates nothing.
+//
 // Sharded execution: the weights may be one rank's shard (column-parallel q/k/v/gate/up,
 // row-parallel o/down, a subset of experts); the model then all-reduces through the communicator
 // right after each row-parallel matmul and after the experts. With a LocalCommunicator the same
 // code is the single-process model.
 //
-// Thread-safety: Forward mutates the cache and must not run concurrently with itself.
+// Thread-safety: Forward mutates the cache and the workspace and must not run concurrently with
+// itself.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +24,7 @@
 #include <vector>
 
 #include "common/tensor.h"
+#include "common/workspace.h"
 #include "model/config.h"
 #include "model/forward_batch.h"
 #include "model/kv_cache.h"
@@ -26,45 +34,71 @@
 
 namespace gemmaserve::model {
 
+// The largest step the model's workspace is sized for. A larger one still runs, with extra
+// allocations (Workspace).
+struct StepLimits {
+  int64_t max_tokens = 2048;      // tokens per step: the scheduler's token budget
+  int64_t max_logits_rows = 256;  // rows that get logits: the sequences of a step, more with
+                                  // prompt logprobs or all-position logits
+};
+
 class Gemma4Model {
  public:
   // Called with every named intermediate ("attn_out", "ffn_out", ...; layer −1 outside layers),
-  // so a debug run can dump and compare them by (name, layer).
+  // so a debug run can dump and compare them by (name, layer). The tensor lives in the workspace
+  // and on the model's device: copy what must outlive the call.
   using Observer = std::function<void(const std::string& name, int64_t layer, const Tensor& value)>;
 
   // `comm` must outlive the model.
-  Gemma4Model(Gemma4Config config, ModelWeights weights, parallel::Communicator& comm);
+  Gemma4Model(Gemma4Config config, ModelWeights weights, parallel::Communicator& comm,
+              const StepLimits& limits = {});
 
   const Gemma4Config& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
+  const Workspace& workspace() const { return workspace_; }
   void set_observer(Observer observer) { observer_ = std::move(observer); }
 
   // Runs one step. `batch` must be finalized against this model's config and `cache`. Writes the
   // step's keys and values into `cache` and returns the softcapped logits of batch.logits_rows:
-  // [logits_rows.size(), vocab_size] f32.
+  // [logits_rows.size(), vocab_size] f32 on the model's device, valid until the next Forward.
+  // Read them on the host through ops::ToHost.
   Tensor Forward(const ForwardBatch& batch, KvCache& cache);
 
-  // Tokens routed to each expert since the last call, per layer: [num_layers][num_experts]
-  // (empty for dense models). Every rank routes every token, so any rank's counts are the model's.
-  std::vector<std::vector<int64_t>> TakeExpertCounts();
+  // Tokens routed to each expert since the last call: [num_layers, num_experts] i64 in host
+  // memory (empty for dense models). Every rank routes every token, so any rank's counts are the
+  // model's.
+  Tensor TakeExpertCounts();
+
+  // Workspace bytes a step of `limits` needs: the residual stream, plus the larger of one layer's
+  // activations (the forward gives them back after each layer) and the LM head's.
+  int64_t WorkspaceBytes(const StepLimits& limits) const;
 
  private:
   // h [num_tokens, hidden] → attention output [num_tokens, hidden] (before its post-norm).
-  Tensor Attention(int64_t layer, const Tensor& x, const ForwardBatch& batch, KvCache& cache);
+  Tensor Attention(int64_t layer, const Tensor& x, const StepMetadata& step, KvCache& cache);
   // x [num_tokens, hidden] → dense MLP output [num_tokens, hidden].
   Tensor Mlp(const MlpWeights& mlp, const Tensor& x);
   // The routed experts of a MoE layer: router on the raw residual, experts on `x`.
   Tensor Experts(int64_t layer, const Tensor& residual, const Tensor& x);
-  Tensor LmHead(const Tensor& hidden, const ForwardBatch& batch);
-  // Assembles [rows, vocab] logits from every rank's [rows, vocab / world_size] shard.
-  Tensor GatherVocab(const Tensor& local);
+  Tensor LmHead(const Tensor& hidden, const StepMetadata& step);
+
+  // A new activation from the workspace.
+  Tensor Activation(Shape shape, DType dtype = DType::kF32);
+  // RmsNorm(x) with weight w (or none when w is undefined), into a new activation.
+  Tensor Norm(const Tensor& x, const Tensor& w);
+  // x · wᵀ into a new activation.
+  Tensor Project(const Tensor& x, const Tensor& w);
   void Observe(const char* name, int64_t layer, const Tensor& value) const;
+
+  int64_t LayerBytes(const LayerWeights& layer, int64_t num_tokens) const;
+  int64_t LmHeadBytes(int64_t rows) const;
 
   Gemma4Config config_;
   ModelWeights weights_;
   parallel::Communicator& comm_;
   std::vector<ops::Rotary> rotary_;  // per layer
-  std::vector<std::vector<int64_t>> expert_counts_;  // [layer][expert], see TakeExpertCounts
+  Tensor expert_counts_;  // [num_layers, num_experts] i64 on the device, see TakeExpertCounts
+  Workspace workspace_;
   Observer observer_;
 };
 

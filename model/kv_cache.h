@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "common/tensor.h"
 #include "model/config.h"
 #include "model/weights.h"
@@ -20,24 +21,31 @@
 namespace gemmaserve::model {
 
 struct KvCacheOptions {
-  int64_t block_size = 16;                      // token slots per block
+  int64_t block_size = 16;                         // token slots per block
   std::array<int64_t, kNumKvGroups> num_blocks{};  // blocks per group: [sliding, full]
+  // f32 (the CPU default: exact) or bf16 (half the memory; keys and values rounded once).
+  DType dtype = DType::kF32;
 };
+
+// OK for a dtype the KV cache can hold; INVALID_ARGUMENT naming it otherwise.
+absl::Status CheckKvCacheDType(DType dtype);
 
 class KvCache {
  public:
-  // Allocates zeroed K/V tensors for every layer on `device`.
+  // Allocates zeroed K/V tensors for every layer on `device`. options.dtype must pass
+  // CheckKvCacheDType.
   KvCache(const std::vector<LayerWeights>& layers, const KvCacheOptions& options,
           Device device = Device::Cpu());
 
   int64_t block_size() const { return options_.block_size; }
+  DType dtype() const { return options_.dtype; }
   int64_t num_blocks(LayerKind group) const { return options_.num_blocks[static_cast<int>(group)]; }
   Tensor& k(int64_t layer) { return k_[layer]; }
   Tensor& v(int64_t layer) { return v_[layer]; }
 
-  // Bytes one block of `group` takes across all of that group's layers (K and V, f32).
+  // Bytes one block of `group` takes across all of that group's layers (K and V of `dtype`).
   static int64_t BlockBytes(const std::vector<LayerWeights>& layers, LayerKind group,
-                            int64_t block_size);
+                            int64_t block_size, DType dtype);
 
  private:
   KvCacheOptions options_;

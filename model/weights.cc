@@ -1,20 +1,26 @@
 #include "model/weights.h"
 
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "ops/linear.h"
+#include "ops/copy.h"
 
 namespace gemmaserve::model {
 namespace {
 
+using ops::PrepareLinearWeight;
+using ops::PrepareWeight;
+using ops::WeightFormat;
 using parallel::Range;
 using parallel::ShardPlan;
 
-// Copies `range` of dimension `dim` of `full` (any float dtype, e.g. a view of the mmap) into a new
-// f32 tensor, touching only the bytes of the slice.
-Tensor SliceToF32(const Tensor& full, int dim, Range range) {
+// `range` of dimension `dim` of `full` (a view of the mmap), in its own dtype: a view when the
+// slice is contiguous (dimension 0), else a copy that touches only the bytes of the slice.
+Tensor SliceOf(const Tensor& full, int dim, Range range) {
+  if (dim == 0) return full.Slice(range.begin, range.end);
   Shape shape = full.shape();
   int64_t outer = 1;
   for (int i = 0; i < dim; ++i) outer *= shape[i];
@@ -22,18 +28,19 @@ Tensor SliceToF32(const Tensor& full, int dim, Range range) {
   for (int i = dim + 1; i < full.rank(); ++i) inner *= shape[i];
   const int64_t full_dim = shape[dim];
   shape[dim] = range.size();
-  Tensor out = Tensor::Empty(DType::kF32, shape);
+  Tensor out = Tensor::Empty(full.dtype(), shape);
+  const size_t run_bytes = static_cast<size_t>(range.size() * inner) * DTypeSize(full.dtype());
   const size_t element = DTypeSize(full.dtype());
   const char* src = static_cast<const char*>(full.raw_data());
   for (int64_t o = 0; o < outer; ++o) {
-    const char* run = src + ((o * full_dim + range.begin) * inner) * element;
-    ConvertToF32(full.dtype(), run, out.data<float>() + o * range.size() * inner,
-                 static_cast<size_t>(range.size() * inner));
+    std::memcpy(static_cast<char*>(out.raw_data()) + o * run_bytes,
+                src + ((o * full_dim + range.begin) * inner) * element, run_bytes);
   }
   return out;
 }
 
-// Reads tensors under one name prefix, checks their full shapes and returns owned f32 slices.
+// Reads tensors under one name prefix and checks their full shapes; returns the rank's slices in
+// the checkpoint's dtype, for the backend to prepare.
 class WeightReader {
  public:
   WeightReader(const Checkpoint& checkpoint, std::string prefix)
@@ -53,8 +60,8 @@ class WeightReader {
           "tensor ", prefix_, name, " in ", checkpoint_.dir(), ": dtype ",
           std::string(DTypeName(tensor.dtype())), " is not a floating-point weight type"));
     }
-    if (shape.empty()) return tensor.ToF32();
-    return SliceToF32(tensor, dim, range);
+    if (shape.empty()) return tensor;
+    return SliceOf(tensor, dim, range);
   }
 
  private:
@@ -62,18 +69,30 @@ class WeightReader {
   std::string prefix_;
 };
 
-// Row-stacks [a, n] and [b, n] into [a + b, n].
-Tensor StackRows(const Tensor& a, const Tensor& b) {
-  Tensor stacked = Tensor::Empty(DType::kF32, {a.dim(0) + b.dim(0), a.dim(1)});
-  std::memcpy(stacked.data<float>(), a.data<float>(), a.nbytes());
-  std::memcpy(stacked.data<float>() + a.numel(), b.data<float>(), b.nbytes());
-  return stacked;
+// Stacks tensors of equal dtype and trailing shape along dimension `dim` (one of the first two):
+// for each index of the dimensions before `dim`, every part's rows in turn.
+Tensor Concat(const std::vector<Tensor>& parts, int dim) {
+  Shape shape = parts[0].shape();
+  shape[dim] = 0;
+  for (const Tensor& part : parts) shape[dim] += part.dim(dim);
+  Tensor out = Tensor::Empty(parts[0].dtype(), shape);
+  const int64_t outer = dim == 0 ? 1 : shape[0];
+  char* dst = static_cast<char*>(out.raw_data());
+  for (int64_t o = 0; o < outer; ++o) {
+    for (const Tensor& part : parts) {
+      const size_t bytes = part.nbytes() / outer;
+      std::memcpy(dst, static_cast<const char*>(part.raw_data()) + o * bytes, bytes);
+      dst += bytes;
+    }
+  }
+  return out;
 }
 
 Range Scaled(Range range, int64_t factor) { return {range.begin * factor, range.end * factor}; }
 
 absl::Status LoadAttention(const WeightReader& reader, const std::string& p,
-                           const Gemma4Config& config, const ShardPlan& plan, LayerWeights& layer) {
+                           const Gemma4Config& config, const ShardPlan& plan,
+                           const WeightFormat& format, LayerWeights& layer) {
   const LayerGeometry& g = layer.geometry;
   const int64_t hidden = config.hidden_size;
   const int64_t nq = config.num_attention_heads;
@@ -84,100 +103,103 @@ absl::Status LoadAttention(const WeightReader& reader, const std::string& p,
   const Range q_rows = Scaled(heads, g.head_dim);
   const Range kv_rows = Scaled(kv_heads, g.head_dim);
   AttentionWeights& a = layer.attention;
-  ASSIGN_OR_RETURN(a.q_proj, reader.ReadSlice(p + "self_attn.q_proj.weight", {nq * g.head_dim, hidden},
-                                              0, q_rows));
+  ASSIGN_OR_RETURN(Tensor q, reader.ReadSlice(p + "self_attn.q_proj.weight",
+                                              {nq * g.head_dim, hidden}, 0, q_rows));
+  a.q_proj = PrepareLinearWeight(q, format);
   const Shape kv_shape = {g.num_kv_heads * g.head_dim, hidden};
-  ASSIGN_OR_RETURN(a.k_proj, reader.ReadSlice(p + "self_attn.k_proj.weight", kv_shape, 0, kv_rows));
+  ASSIGN_OR_RETURN(Tensor k, reader.ReadSlice(p + "self_attn.k_proj.weight", kv_shape, 0, kv_rows));
+  a.k_proj = PrepareLinearWeight(k, format);
   if (g.has_v_proj) {
-    ASSIGN_OR_RETURN(a.v_proj, reader.ReadSlice(p + "self_attn.v_proj.weight", kv_shape, 0, kv_rows));
+    ASSIGN_OR_RETURN(Tensor v, reader.ReadSlice(p + "self_attn.v_proj.weight", kv_shape, 0, kv_rows));
+    a.v_proj = PrepareLinearWeight(v, format);
   }
-  ASSIGN_OR_RETURN(a.o_proj, reader.ReadSlice(p + "self_attn.o_proj.weight", {hidden, nq * g.head_dim},
-                                              1, q_rows));
-  for (Tensor* w : {&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj}) {
-    if (w->raw_data() != nullptr) *w = ops::PackLinearWeight(*w);
-  }
-  ASSIGN_OR_RETURN(a.q_norm, reader.Read(p + "self_attn.q_norm.weight", {g.head_dim}));
-  ASSIGN_OR_RETURN(a.k_norm, reader.Read(p + "self_attn.k_norm.weight", {g.head_dim}));
+  ASSIGN_OR_RETURN(Tensor o, reader.ReadSlice(p + "self_attn.o_proj.weight",
+                                              {hidden, nq * g.head_dim}, 1, q_rows));
+  a.o_proj = PrepareLinearWeight(o, format);
+  ASSIGN_OR_RETURN(Tensor q_norm, reader.Read(p + "self_attn.q_norm.weight", {g.head_dim}));
+  a.q_norm = PrepareWeight(q_norm, format);
+  ASSIGN_OR_RETURN(Tensor k_norm, reader.Read(p + "self_attn.k_norm.weight", {g.head_dim}));
+  a.k_norm = PrepareWeight(k_norm, format);
   return absl::OkStatus();
 }
 
 absl::Status LoadMlp(const WeightReader& reader, const std::string& p, const Gemma4Config& config,
-                     const ShardPlan& plan, int64_t width, MlpWeights& mlp) {
+                     const ShardPlan& plan, const WeightFormat& format, int64_t width,
+                     MlpWeights& mlp) {
   const int64_t hidden = config.hidden_size;
   ASSIGN_OR_RETURN(Range units, plan.EvenSplit(width, "intermediate_size"));
   ASSIGN_OR_RETURN(Tensor gate, reader.ReadSlice(p + "mlp.gate_proj.weight", {width, hidden}, 0, units));
   ASSIGN_OR_RETURN(Tensor up, reader.ReadSlice(p + "mlp.up_proj.weight", {width, hidden}, 0, units));
-  mlp.gate_up = ops::PackLinearWeight(StackRows(gate, up));
+  mlp.gate_up = PrepareLinearWeight(Concat({gate, up}, 0), format);
   ASSIGN_OR_RETURN(Tensor down, reader.ReadSlice(p + "mlp.down_proj.weight", {hidden, width}, 1, units));
-  mlp.down = ops::PackLinearWeight(down);
+  mlp.down = PrepareLinearWeight(down, format);
   return absl::OkStatus();
 }
 
 absl::Status LoadMoe(const WeightReader& reader, const std::string& p, const Gemma4Config& config,
-                     const ShardPlan& plan, MoeWeights& moe) {
+                     const ShardPlan& plan, const WeightFormat& format, MoeWeights& moe) {
   const int64_t hidden = config.hidden_size;
   const int64_t experts = config.num_experts;
   const int64_t width = config.moe_intermediate_size;
   ASSIGN_OR_RETURN(Tensor router, reader.Read(p + "router.proj.weight", {experts, hidden}));
-  moe.router_proj = ops::PackLinearWeight(router);
-  ASSIGN_OR_RETURN(moe.router_scale, reader.Read(p + "router.scale", {hidden}));
-  ASSIGN_OR_RETURN(moe.per_expert_scale, reader.Read(p + "router.per_expert_scale", {experts}));
+  moe.router_proj = PrepareLinearWeight(router, format);
+  ASSIGN_OR_RETURN(Tensor router_scale, reader.Read(p + "router.scale", {hidden}));
+  moe.router_scale = PrepareWeight(router_scale, format);
+  ASSIGN_OR_RETURN(Tensor per_expert_scale,
+                   reader.Read(p + "router.per_expert_scale", {experts}));
+  moe.per_expert_scale = PrepareWeight(per_expert_scale, format);
   ASSIGN_OR_RETURN(Range held, plan.Experts(experts));
   ASSIGN_OR_RETURN(Range units, plan.ExpertWidth(width));
   // gate_up_proj is [E, 2·width, hidden] with gate rows first: take this rank's experts, then
   // its units of the gate half and of the up half.
   const Shape gate_up_shape = {experts, 2 * width, hidden};
   ASSIGN_OR_RETURN(Tensor gate_up, reader.ReadSlice(p + "experts.gate_up_proj", gate_up_shape, 0, held));
-  if (units.size() == width) {
-    moe.gate_up = gate_up;
-  } else {
-    Tensor gate = SliceToF32(gate_up, 1, units);
-    Tensor up = SliceToF32(gate_up, 1, Range{width + units.begin, width + units.end});
-    moe.gate_up = Tensor::Empty(DType::kF32, {held.size(), 2 * units.size(), hidden});
-    const int64_t half = units.size() * hidden;
-    for (int64_t e = 0; e < held.size(); ++e) {
-      float* dst = moe.gate_up.data<float>() + e * 2 * half;
-      std::memcpy(dst, gate.data<float>() + e * half, half * sizeof(float));
-      std::memcpy(dst + half, up.data<float>() + e * half, half * sizeof(float));
-    }
+  if (units.size() != width) {
+    gate_up = Concat({SliceOf(gate_up, 1, units),
+                      SliceOf(gate_up, 1, Range{width + units.begin, width + units.end})},
+                     1);
   }
+  moe.gate_up = PrepareLinearWeight(gate_up, format);
   ASSIGN_OR_RETURN(Tensor down, reader.ReadSlice(p + "experts.down_proj", {experts, hidden, width}, 0, held));
-  moe.down = ops::PackLinearWeight(units.size() == width ? down : SliceToF32(down, 2, units));
-  moe.gate_up = ops::PackLinearWeight(moe.gate_up);
-  moe.local_expert.assign(experts, -1);
+  moe.down = PrepareLinearWeight(units.size() == width ? down : SliceOf(down, 2, units), format);
+  std::vector<int32_t> local_expert(experts, -1);
   for (int64_t e = held.begin; e < held.end; ++e) {
-    moe.local_expert[e] = static_cast<int32_t>(e - held.begin);
+    local_expert[e] = static_cast<int32_t>(e - held.begin);
   }
-  ASSIGN_OR_RETURN(moe.pre_feedforward_layernorm_2,
-                   reader.Read(p + "pre_feedforward_layernorm_2.weight", {hidden}));
-  ASSIGN_OR_RETURN(moe.post_feedforward_layernorm_1,
-                   reader.Read(p + "post_feedforward_layernorm_1.weight", {hidden}));
-  ASSIGN_OR_RETURN(moe.post_feedforward_layernorm_2,
-                   reader.Read(p + "post_feedforward_layernorm_2.weight", {hidden}));
+  moe.local_expert = ops::ToDevice(Tensor::FromInts(local_expert, {experts}), format.device);
+  ASSIGN_OR_RETURN(Tensor pre_2, reader.Read(p + "pre_feedforward_layernorm_2.weight", {hidden}));
+  moe.pre_feedforward_layernorm_2 = PrepareWeight(pre_2, format);
+  ASSIGN_OR_RETURN(Tensor post_1, reader.Read(p + "post_feedforward_layernorm_1.weight", {hidden}));
+  moe.post_feedforward_layernorm_1 = PrepareWeight(post_1, format);
+  ASSIGN_OR_RETURN(Tensor post_2, reader.Read(p + "post_feedforward_layernorm_2.weight", {hidden}));
+  moe.post_feedforward_layernorm_2 = PrepareWeight(post_2, format);
   return absl::OkStatus();
 }
 
 absl::StatusOr<LayerWeights> LoadLayer(const WeightReader& reader, const Gemma4Config& config,
-                                       const ShardPlan& plan, int64_t index) {
+                                       const ShardPlan& plan, const WeightFormat& format,
+                                       int64_t index) {
   const std::string p = absl::StrCat("layers.", index, ".");
   const int64_t hidden = config.hidden_size;
   LayerWeights layer;
   layer.geometry = config.layers[index];
-  ASSIGN_OR_RETURN(layer.input_layernorm, reader.Read(p + "input_layernorm.weight", {hidden}));
-  ASSIGN_OR_RETURN(layer.post_attention_layernorm,
-                   reader.Read(p + "post_attention_layernorm.weight", {hidden}));
-  ASSIGN_OR_RETURN(layer.pre_feedforward_layernorm,
-                   reader.Read(p + "pre_feedforward_layernorm.weight", {hidden}));
-  ASSIGN_OR_RETURN(layer.post_feedforward_layernorm,
-                   reader.Read(p + "post_feedforward_layernorm.weight", {hidden}));
-  RETURN_IF_ERROR(LoadAttention(reader, p, config, plan, layer));
-  RETURN_IF_ERROR(LoadMlp(reader, p, config, plan, layer.geometry.mlp_width, layer.mlp));
+  for (auto [name, weight] :
+       {std::pair{"input_layernorm.weight", &layer.input_layernorm},
+        std::pair{"post_attention_layernorm.weight", &layer.post_attention_layernorm},
+        std::pair{"pre_feedforward_layernorm.weight", &layer.pre_feedforward_layernorm},
+        std::pair{"post_feedforward_layernorm.weight", &layer.post_feedforward_layernorm}}) {
+    ASSIGN_OR_RETURN(Tensor norm, reader.Read(p + name, {hidden}));
+    *weight = PrepareWeight(norm, format);
+  }
+  RETURN_IF_ERROR(LoadAttention(reader, p, config, plan, format, layer));
+  RETURN_IF_ERROR(LoadMlp(reader, p, config, plan, format, layer.geometry.mlp_width, layer.mlp));
   if (config.is_moe()) {
     layer.has_moe = true;
-    RETURN_IF_ERROR(LoadMoe(reader, p, config, plan, layer.moe));
+    RETURN_IF_ERROR(LoadMoe(reader, p, config, plan, format, layer.moe));
   }
+  // A scalar the forward passes to an op by value: read on the host.
   ASSIGN_OR_RETURN(Tensor scalar, reader.Read(p + "layer_scalar", {1}));
-  layer.layer_scalar = scalar.data<float>()[0];
+  layer.layer_scalar = scalar.ToF32().data<float>()[0];
   return layer;
 }
 
@@ -224,19 +246,22 @@ absl::StatusOr<std::string> TextWeightPrefix(const Checkpoint& checkpoint) {
 }
 
 absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Gemma4Config& config,
-                                         const ShardPlan& plan) {
+                                         const ShardPlan& plan, const WeightFormat& format) {
   RETURN_IF_ERROR(ValidateShardPlan(config, plan));
+  RETURN_IF_ERROR(ops::CheckWeightFormat(format));
   ASSIGN_OR_RETURN(std::string prefix, TextWeightPrefix(checkpoint));
   WeightReader reader(checkpoint, prefix);
   ModelWeights weights;
+  weights.device = format.device;
   ASSIGN_OR_RETURN(weights.vocab_rows, plan.VocabRows(config.vocab_size));
   ASSIGN_OR_RETURN(Tensor embed,
                    reader.ReadSlice("embed_tokens.weight", {config.vocab_size, config.hidden_size},
                                     0, weights.vocab_rows));
-  weights.embed_tokens = ops::PackLinearWeight(embed);
-  ASSIGN_OR_RETURN(weights.final_norm, reader.Read("norm.weight", {config.hidden_size}));
+  weights.embed_tokens = PrepareLinearWeight(embed, format);
+  ASSIGN_OR_RETURN(Tensor final_norm, reader.Read("norm.weight", {config.hidden_size}));
+  weights.final_norm = PrepareWeight(final_norm, format);
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
-    ASSIGN_OR_RETURN(LayerWeights layer, LoadLayer(reader, config, plan, i));
+    ASSIGN_OR_RETURN(LayerWeights layer, LoadLayer(reader, config, plan, format, i));
     weights.layers.push_back(std::move(layer));
   }
   return weights;

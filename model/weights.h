@@ -1,9 +1,9 @@
 // The weights of one Gemma 4 decoder (or of one rank's shard of it) as plain data: a struct of
-// tensors per layer, filled by LoadWeights from a checkpoint. On the CPU backend every tensor is
-// f32 (widened once at load), and every matrix a Linear multiplies by is packed for the CPU
-// kernel (ops::PackLinearWeight: [out, in] becomes [out / 16, in, 16]) when out is a multiple
-// of 16. Shapes below are the logical [out, in]; ops::LinearOutFeatures and LinearInFeatures
-// read them in either layout.
+// tensors per layer, filled by LoadWeights from a checkpoint. The loader reads the rank's slices
+// in the checkpoint's dtype and lets the backend prepare them (ops/weights.h): every matrix a
+// Linear multiplies by through ops::PrepareLinearWeight, everything else through
+// ops::PrepareWeight. Shapes below are the logical [out, in]; ops::LinearOutFeatures and
+// LinearInFeatures read them in whatever layout the backend chose.
 //
 // Shapes below are for one rank; with a single process, *_local equals the config value.
 #pragma once
@@ -16,6 +16,7 @@
 #include "common/tensor.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
+#include "ops/weights.h"
 #include "parallel/shard_plan.h"
 
 namespace gemmaserve::model {
@@ -41,8 +42,9 @@ struct MoeWeights {
   Tensor per_expert_scale;  // [num_experts]
   Tensor gate_up;           // [num_local_experts, 2 · moe_width, hidden]
   Tensor down;              // [num_local_experts, hidden, moe_width]
-  // local_expert[e] = index into gate_up/down of global expert e, or −1 when another rank holds it.
-  std::vector<int32_t> local_expert;
+  // [num_experts] i32: local_expert[e] = index into gate_up/down of global expert e, or −1 when
+  // another rank holds it.
+  Tensor local_expert;
   Tensor pre_feedforward_layernorm_2;   // [hidden]
   Tensor post_feedforward_layernorm_1;  // [hidden]
   Tensor post_feedforward_layernorm_2;  // [hidden]
@@ -64,6 +66,7 @@ struct LayerWeights {
 };
 
 struct ModelWeights {
+  Device device;        // where every tensor below lives
   Tensor embed_tokens;  // [vocab rows held, hidden]; also the tied LM head
   parallel::Range vocab_rows;  // which vocabulary rows embed_tokens holds
   Tensor final_norm;    // [hidden]
@@ -82,8 +85,10 @@ absl::StatusOr<std::string> TextWeightPrefix(const Checkpoint& checkpoint);
 absl::Status ValidateShardPlan(const Gemma4Config& config, const parallel::ShardPlan& plan);
 
 // Loads this rank's shard (per `plan`) of every text weight of `config` from `checkpoint`, checking
-// each tensor's full shape, widened to f32. Only the slices the rank holds are read from the maps.
+// each tensor's full shape, prepared for `format`'s device. Only the slices the rank holds are
+// read from the maps.
 absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Gemma4Config& config,
-                                         const parallel::ShardPlan& plan = parallel::ShardPlan::Single());
+                                         const parallel::ShardPlan& plan = parallel::ShardPlan::Single(),
+                                         const ops::WeightFormat& format = {});
 
 }  // namespace gemmaserve::model

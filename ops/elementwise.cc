@@ -10,6 +10,12 @@
 
 namespace gemmaserve::ops {
 
+void SetZero(Tensor& x) {
+  CHECK(x.device().is_cpu()) << "SetZero: " << x.DebugString()
+                             << " is on a device this op has no kernel for yet";
+  std::memset(x.raw_data(), 0, x.nbytes());
+}
+
 void AddInPlace(Tensor& x, const Tensor& y) {
   CheckCpuF32(x, "AddInPlace x");
   CheckCpuF32(y, "AddInPlace y");
@@ -25,6 +31,20 @@ void ScaleInPlace(Tensor& x, float scale) {
   float* dst = x.data<float>();
   const int64_t n = x.numel();
   for (int64_t i = 0; i < n; ++i) dst[i] *= scale;
+}
+
+void MultiplyInPlace(Tensor& x, const Tensor& w, float scale) {
+  CheckCpuF32(x, "MultiplyInPlace x");
+  CheckCpuF32(w, "MultiplyInPlace w");
+  CHECK_EQ(x.rank(), 2);
+  const int64_t dim = x.dim(1);
+  CheckShape(w, {dim}, "MultiplyInPlace w");
+  float* dst = x.data<float>();
+  const float* weight = w.data<float>();
+  for (int64_t r = 0; r < x.dim(0); ++r) {
+    float* row = dst + r * dim;
+    for (int64_t i = 0; i < dim; ++i) row[i] = row[i] * weight[i] * scale;
+  }
 }
 
 double SumExp(const float* x, int64_t n, float scale, float shift) {
@@ -51,18 +71,19 @@ void SoftcapInPlace(Tensor& x, float cap) {
   for (int64_t i = 0; i < n; ++i) dst[i] = cap * FastTanh(dst[i] * inverse);
 }
 
-void EmbeddingLookup(const Tensor& table, const int32_t* ids, float scale, Tensor& out,
+void EmbeddingLookup(const Tensor& table, const Tensor& ids, float scale, Tensor& out,
                      int64_t first_row) {
   CheckCpuF32(table, "EmbeddingLookup table");
+  CheckCpuI32(ids, "EmbeddingLookup ids");
   CheckCpuF32(out, "EmbeddingLookup out");
   CHECK(table.rank() == 2 || IsPackedLinearWeight(table)) << table.DebugString();
   const int64_t rows_held = LinearOutFeatures(table);
   const int64_t dim = LinearInFeatures(table);
-  CHECK_EQ(out.dim(1), dim);
+  CheckShape(out, {ids.numel(), dim}, "EmbeddingLookup out");
   float* dst = out.data<float>();
   for (int64_t i = 0; i < out.dim(0); ++i) {
     float* row = dst + i * dim;
-    const int64_t row_index = static_cast<int64_t>(ids[i]) - first_row;
+    const int64_t row_index = static_cast<int64_t>(ids.data<int32_t>()[i]) - first_row;
     if (row_index < 0 || row_index >= rows_held) {
       std::memset(row, 0, dim * sizeof(float));
       continue;

@@ -7,10 +7,14 @@
 
 namespace gemmaserve::ops {
 
+// x = 0 (any dtype).
+void SetZero(Tensor& x);
 // x += y
 void AddInPlace(Tensor& x, const Tensor& y);
 // x *= scale
 void ScaleInPlace(Tensor& x, float scale);
+// x[r, i] = x[r, i] · w[i] · scale (in that order). x: [rows, dim] f32; w: [dim] f32.
+void MultiplyInPlace(Tensor& x, const Tensor& w, float scale);
 // Σ_i exp(x[i] · scale − shift), each exp in float (fast_math.h, vectorised), summed in double:
 // the normaliser of a softmax over a vocabulary, with shift its largest scaled logit.
 double SumExp(const float* x, int64_t n, float scale, float shift);
@@ -18,10 +22,10 @@ double SumExp(const float* x, int64_t n, float scale, float shift);
 void SoftcapInPlace(Tensor& x, float cap);
 // out[i, :] = table[ids[i] − first_row, :] · scale. table: [rows, dim] f32 (row-major, or packed
 // as a Linear weight: the embedding is also the tied LM head) holding vocabulary rows
-// [first_row, first_row + rows); out: [num_ids, dim] f32. An id outside those rows gives a zero
-// row: that is how a vocab-parallel shard contributes nothing for ids another rank holds. Ids
-// must already be validated against the whole vocabulary.
-void EmbeddingLookup(const Tensor& table, const int32_t* ids, float scale, Tensor& out,
+// [first_row, first_row + rows); ids: [num_ids] i32; out: [num_ids, dim] f32. An id outside those
+// rows gives a zero row: that is how a vocab-parallel shard contributes nothing for ids another
+// rank holds. Ids must already be validated against the whole vocabulary.
+void EmbeddingLookup(const Tensor& table, const Tensor& ids, float scale, Tensor& out,
                      int64_t first_row = 0);
 
 }  // namespace gemmaserve::ops

@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "ops/ops_util.h"
 #include "ops/panel_kernel.h"
@@ -11,23 +12,27 @@
 namespace gemmaserve::ops {
 
 Tensor PackLinearWeight(const Tensor& w) {
-  CheckCpuF32(w, "PackLinearWeight w");
+  CHECK(w.device().is_cpu()) << "PackLinearWeight: " << w.DebugString();
   CHECK_GE(w.rank(), 2) << "PackLinearWeight: " << w.DebugString();
   const int64_t out = w.dim(w.rank() - 2);
   const int64_t in = w.dim(w.rank() - 1);
-  if (out % kPanelRows != 0) return w;
+  if (out % kPanelRows != 0) return w.dtype() == DType::kF32 ? w : w.ToF32();
   Shape shape(w.shape().begin(), w.shape().end() - 2);
   shape.insert(shape.end(), {out / kPanelRows, in, kPanelRows});
   Tensor packed = Tensor::Empty(DType::kF32, shape);
-  const int64_t num_matrices = w.numel() / (out * in);
-  for (int64_t e = 0; e < num_matrices; ++e) {
-    const float* src = w.data<float>() + e * out * in;
-    float* dst = packed.data<float>() + e * out * in;
-    for (int64_t row = 0; row < out; ++row) {
-      const int64_t panel = row / kPanelRows;
-      const int64_t lane = row % kPanelRows;
-      for (int64_t k = 0; k < in; ++k) {
-        dst[(panel * in + k) * kPanelRows + lane] = src[row * in + k];
+  const int64_t num_panels = w.numel() / (kPanelRows * in);  // over every matrix of the stack
+  const size_t element = DTypeSize(w.dtype());
+  const char* src = static_cast<const char*>(w.raw_data());
+#pragma omp parallel
+  {
+    std::vector<float> rows(static_cast<size_t>(kPanelRows * in));
+#pragma omp for
+    for (int64_t p = 0; p < num_panels; ++p) {
+      // A panel's 16 rows are consecutive rows of its matrix; widen them, then store k-major.
+      ConvertToF32(w.dtype(), src + p * kPanelRows * in * element, rows.data(), rows.size());
+      float* dst = packed.data<float>() + p * in * kPanelRows;
+      for (int64_t lane = 0; lane < kPanelRows; ++lane) {
+        for (int64_t k = 0; k < in; ++k) dst[k * kPanelRows + lane] = rows[lane * in + k];
       }
     }
   }

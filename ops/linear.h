@@ -24,8 +24,9 @@ namespace gemmaserve::ops {
 // Output rows per panel of a packed weight.
 inline constexpr int64_t kPanelRows = 16;
 
-// w: [..., out, in] f32 row-major. Returns it packed, [..., out / 16, in, 16], when out is a
-// multiple of kPanelRows; otherwise w itself (small odd shapes such as a router stay row-major).
+// w: [..., out, in] row-major, f32, bf16 or f16 in host memory. Returns it as f32 packed,
+// [..., out / 16, in, 16], when out is a multiple of kPanelRows; otherwise as f32 row-major (small
+// odd shapes such as a router): w itself when it is f32 already, else widened.
 Tensor PackLinearWeight(const Tensor& w);
 
 // True for a packed weight: rank 3 with a last dimension of kPanelRows.

@@ -18,6 +18,12 @@ inline void CheckCpuF32(const Tensor& t, const char* what) {
   CHECK(t.dtype() == DType::kF32) << what << ": expected f32, got " << t.DebugString();
 }
 
+inline void CheckCpuI32(const Tensor& t, const char* what) {
+  CHECK(t.device().is_cpu()) << what << ": " << t.DebugString()
+                             << " is on a device this op has no kernel for yet";
+  CHECK(t.dtype() == DType::kI32) << what << ": expected i32, got " << t.DebugString();
+}
+
 inline void CheckShape(const Tensor& t, const Shape& expected, const char* what) {
   CHECK(t.shape() == expected) << what << ": " << t.DebugString() << ", expected "
                                << ShapeToString(expected);

@@ -35,11 +35,11 @@ struct XTile {
 // Splits the rows into row blocks and each block into tiles as even as possible (a 2-row
 // remainder tile would run at a third of the speed of a full one: 32 rows are 6, 6, 5, 5, 5, 5),
 // and packs each tile's rows k-major into `buffer`, so that the kernel's broadcasts read one
-// contiguous stream instead of one per row. Returns the tiles of block b at [starts[b],
+// contiguous stream instead of one per row. Fills `tiles`, block b's at [starts[b],
 // starts[b + 1]).
-std::vector<XTile> PackTiles(const float* x, int64_t rows, int64_t depth, int max_tile_rows,
-                             std::vector<float>& buffer, std::vector<size_t>& starts) {
-  std::vector<XTile> tiles;
+void PackTiles(const float* x, int64_t rows, int64_t depth, int max_tile_rows,
+               std::vector<float>& buffer, std::vector<XTile>& tiles, std::vector<size_t>& starts) {
+  tiles.clear();
   starts.clear();
   buffer.resize(static_cast<size_t>(rows * depth));
   for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock) {
@@ -63,7 +63,6 @@ std::vector<XTile> PackTiles(const float* x, int64_t rows, int64_t depth, int ma
       for (int64_t k = 0; k < depth; ++k) out[k * tiles[t].rows + m] = in[k];
     }
   }
-  return tiles;
 }
 
 }  // namespace
@@ -122,10 +121,12 @@ void PackedMatmul(const PanelKernel& kernel, const float* x, int64_t rows, int64
   CHECK(kernel.max_rows >= 1 && kernel.max_rows <= kMaxTileRows) << kernel.name;
   // Reused across calls on this thread: the hot path allocates only when a step is larger.
   thread_local std::vector<float> packed_x;
+  thread_local std::vector<XTile> x_tiles;
   thread_local std::vector<size_t> tile_starts;
   // Named through locals: inside the parallel region a thread_local would be each thread's own.
-  std::vector<size_t>& starts = tile_starts;
-  const std::vector<XTile> tiles = PackTiles(x, rows, depth, kernel.max_rows, packed_x, starts);
+  const std::vector<XTile>& tiles = x_tiles;
+  const std::vector<size_t>& starts = tile_starts;
+  PackTiles(x, rows, depth, kernel.max_rows, packed_x, x_tiles, tile_starts);
   const PanelTileFn tile = kernel.tile;
 #pragma omp parallel
   {

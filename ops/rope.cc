@@ -16,19 +16,24 @@ Rotary::Rotary(int64_t head_dim, int64_t rope_angles, double theta) : head_dim_(
   }
 }
 
-void Rotary::Apply(Tensor& x, const int32_t* positions) const {
+void Rotary::Apply(Tensor& x, const Tensor& positions) const {
   CheckCpuF32(x, "Rotary x");
+  CheckCpuI32(positions, "Rotary positions");
   CHECK_EQ(x.rank(), 3);
   CHECK_EQ(x.dim(2), head_dim_);
+  CheckShape(positions, {x.dim(0)}, "Rotary positions");
   const int64_t num_tokens = x.dim(0);
   const int64_t num_heads = x.dim(1);
   const int64_t half = head_dim_ / 2;
   const int64_t angles = static_cast<int64_t>(inv_freq_.size());
-  std::vector<float> cos_values(angles);
-  std::vector<float> sin_values(angles);
+  // Reused across calls on this thread (the hot path allocates nothing).
+  thread_local std::vector<float> cos_values;
+  thread_local std::vector<float> sin_values;
+  cos_values.resize(angles);
+  sin_values.resize(angles);
   float* data = x.data<float>();
   for (int64_t t = 0; t < num_tokens; ++t) {
-    const float position = static_cast<float>(positions[t]);
+    const float position = static_cast<float>(positions.data<int32_t>()[t]);
     for (int64_t j = 0; j < angles; ++j) {
       const float angle = position * inv_freq_[j];
       cos_values[j] = std::cos(angle);

@@ -20,8 +20,9 @@ class Rotary {
   Rotary(int64_t head_dim, int64_t rope_angles, double theta);
 
   int64_t head_dim() const { return head_dim_; }
-  // x: [num_tokens, num_heads, head_dim] f32, rotated in place; positions: [num_tokens] absolute.
-  void Apply(Tensor& x, const int32_t* positions) const;
+  // x: [num_tokens, num_heads, head_dim] f32, rotated in place; positions: [num_tokens] i32,
+  // absolute.
+  void Apply(Tensor& x, const Tensor& positions) const;
 
  private:
   int64_t head_dim_;

@@ -23,8 +23,11 @@ void TopKRouting(const Tensor& logits, const Tensor& per_expert_scale, int64_t k
   CheckShape(expert_ids, {rows, k}, "TopKRouting expert_ids");
   CheckShape(weights, {rows, k}, "TopKRouting weights");
 
-  std::vector<float> probs(num_experts);
-  std::vector<int32_t> order(num_experts);
+  // Reused across calls on this thread (the hot path allocates nothing).
+  thread_local std::vector<float> probs;
+  thread_local std::vector<int32_t> order;
+  probs.resize(num_experts);
+  order.resize(num_experts);
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = logits.data<float>() + r * num_experts;
     const float max_logit = *std::max_element(row, row + num_experts);

@@ -25,16 +25,26 @@ struct LoadedShard {
   model::ModelWeights weights;
 };
 
-// Loads `plan`'s shard of the checkpoint in `model_dir`.
-absl::StatusOr<LoadedShard> LoadShard(const std::string& model_dir, const parallel::ShardPlan& plan);
+// Loads `plan`'s shard of the checkpoint in `model_dir`, its weights prepared for `format`.
+absl::StatusOr<LoadedShard> LoadShard(const std::string& model_dir, const parallel::ShardPlan& plan,
+                                      const ops::WeightFormat& format = {});
 
 // Bytes of KV cache per block index: one block of the sliding group plus one of the full group.
-int64_t KvBytesPerBlockPair(const LoadedShard& shard, int64_t block_size);
+int64_t KvBytesPerBlockPair(const LoadedShard& shard, int64_t block_size,
+                            DType kv_cache_dtype = DType::kF32);
+
+// How a shard runs, beyond its weights.
+struct ShardOptions {
+  DType kv_cache_dtype = DType::kF32;  // model::CheckKvCacheDType
+  model::StepLimits step_limits;       // sizes the activation workspace
+};
 
 class ModelShard {
  public:
-  // Takes the loaded weights; allocates `num_blocks` blocks per KV group. `comm` outlives this.
-  ModelShard(LoadedShard shard, int64_t block_size, int64_t num_blocks, parallel::Communicator& comm);
+  // Takes the loaded weights; allocates `num_blocks` blocks per KV group on the weights' device.
+  // `comm` outlives this.
+  ModelShard(LoadedShard shard, int64_t block_size, int64_t num_blocks, parallel::Communicator& comm,
+             const ShardOptions& options = {});
 
   const model::Gemma4Config& config() const { return model_.config(); }
   model::Gemma4Model& model() { return model_; }

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "ops/copy.h"
 #include "worker/sampler.h"
 
 namespace gemmaserve::worker {
@@ -86,18 +87,21 @@ void FillSequence(const SequencePlan& seq, const float* first, int64_t rows, int
 StepExecutor::StepExecutor(model::Gemma4Model& model, model::KvCache& cache, int rank)
     : model_(model), cache_(cache), rank_(rank) {}
 
-absl::StatusOr<model::ForwardBatch> StepExecutor::BuildBatch(const StepPlan& plan) const {
-  model::ForwardBatch batch;
+absl::Status StepExecutor::BuildBatch(const StepPlan& plan) {
   const int64_t vocab = model_.config().vocab_size;
-  for (const SequencePlan& seq : plan.sequences()) {
+  batch_.token_ids.clear();
+  batch_.sequence_ids.clear();
+  batch_.sequences.resize(plan.sequences_size());
+  for (int s = 0; s < plan.sequences_size(); ++s) {
+    const SequencePlan& seq = plan.sequences(s);
     if (seq.has_next_prompt_token_id() &&
         (seq.next_prompt_token_id() < 0 || seq.next_prompt_token_id() >= vocab)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "sequence ", seq.sequence_id(), ": next_prompt_token_id ", seq.next_prompt_token_id(),
           " is outside the vocabulary of ", vocab));
     }
-    batch.token_ids.insert(batch.token_ids.end(), seq.token_ids().begin(), seq.token_ids().end());
-    model::BatchSequence entry;
+    batch_.token_ids.insert(batch_.token_ids.end(), seq.token_ids().begin(), seq.token_ids().end());
+    model::BatchSequence& entry = batch_.sequences[s];
     entry.num_cached = seq.num_cached();
     entry.num_tokens = seq.token_ids_size();
     entry.block_tables[static_cast<int>(model::LayerKind::kSliding)].assign(
@@ -105,37 +109,34 @@ absl::StatusOr<model::ForwardBatch> StepExecutor::BuildBatch(const StepPlan& pla
     entry.block_tables[static_cast<int>(model::LayerKind::kFull)].assign(seq.full_blocks().begin(),
                                                                          seq.full_blocks().end());
     entry.all_logits = seq.all_logits() || seq.prompt_logprobs();
-    batch.sequences.push_back(std::move(entry));
-    batch.sequence_ids.push_back(seq.sequence_id());
+    batch_.sequence_ids.push_back(seq.sequence_id());
   }
   const std::array<int64_t, model::kNumKvGroups> num_blocks = {
       cache_.num_blocks(model::LayerKind::kSliding), cache_.num_blocks(model::LayerKind::kFull)};
-  RETURN_IF_ERROR(batch.Finalize(model_.config(), cache_.block_size(), num_blocks));
-  return batch;
+  return batch_.Finalize(model_.config(), cache_.block_size(), num_blocks);
 }
 
 absl::StatusOr<StepResult> StepExecutor::Execute(const StepPlan& plan) {
   const auto start = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(model::ForwardBatch batch, BuildBatch(plan));
-  const Tensor logits = model_.Forward(batch, cache_);
+  RETURN_IF_ERROR(BuildBatch(plan));
+  const Tensor logits = model_.Forward(batch_, cache_);
   StepResult result;
   result.set_step_id(plan.step_id());
   result.set_rank(rank_);
-  if (rank_ == 0) FillResults(plan, batch, logits, result);
+  if (rank_ == 0) FillResults(plan, ops::ToHost(logits), result);
   result.set_compute_ms(
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
   return result;
 }
 
-void StepExecutor::FillResults(const StepPlan& plan, const model::ForwardBatch& batch,
-                               const Tensor& logits, StepResult& result) {
+void StepExecutor::FillResults(const StepPlan& plan, const Tensor& logits, StepResult& result) {
   const int64_t vocab = model_.config().vocab_size;
   const int num_sequences = plan.sequences_size();
   std::vector<const float*> first_row(num_sequences);
   std::vector<int64_t> num_rows(num_sequences);
   int64_t row = 0;  // logits rows follow the sequences: all of a sequence's tokens, or its last
   for (int s = 0; s < num_sequences; ++s) {
-    num_rows[s] = batch.sequences[s].all_logits ? plan.sequences(s).token_ids_size() : 1;
+    num_rows[s] = batch_.sequences[s].all_logits ? plan.sequences(s).token_ids_size() : 1;
     first_row[s] = logits.data<float>() + row * vocab;
     row += num_rows[s];
     result.add_sequences();
@@ -145,11 +146,12 @@ void StepExecutor::FillResults(const StepPlan& plan, const model::ForwardBatch& 
   for (int s = 0; s < num_sequences; ++s) {
     FillSequence(plan.sequences(s), first_row[s], num_rows[s], vocab, *result.mutable_sequences(s));
   }
-  const std::vector<std::vector<int64_t>> counts = model_.TakeExpertCounts();
-  for (size_t layer = 0; layer < counts.size(); ++layer) {
+  const Tensor counts = model_.TakeExpertCounts();  // [layers, experts] i64, host
+  for (int64_t layer = 0; layer < counts.dim(0); ++layer) {
     internal::v1::ExpertCounts* entry = result.add_expert_counts();
     entry->set_layer(static_cast<int32_t>(layer));
-    entry->mutable_tokens()->Add(counts[layer].begin(), counts[layer].end());
+    const int64_t* tokens = counts.data<int64_t>() + layer * counts.dim(1);
+    entry->mutable_tokens()->Add(tokens, tokens + counts.dim(1));
   }
 }
 

@@ -24,13 +24,16 @@ class StepExecutor {
   absl::StatusOr<internal::v1::StepResult> Execute(const internal::v1::StepPlan& plan);
 
  private:
-  absl::StatusOr<model::ForwardBatch> BuildBatch(const internal::v1::StepPlan& plan) const;
-  void FillResults(const internal::v1::StepPlan& plan, const model::ForwardBatch& batch,
-                   const Tensor& logits, internal::v1::StepResult& result);
+  // Fills batch_ from the plan (reusing its vectors' capacity) and finalizes it.
+  absl::Status BuildBatch(const internal::v1::StepPlan& plan);
+  // `logits`: [rows, vocab] f32 in host memory.
+  void FillResults(const internal::v1::StepPlan& plan, const Tensor& logits,
+                   internal::v1::StepResult& result);
 
   model::Gemma4Model& model_;
   model::KvCache& cache_;
   const int rank_;
+  model::ForwardBatch batch_;  // the current step's; kept to reuse its storage
 };
 
 }  // namespace gemmaserve::worker

@@ -17,6 +17,7 @@
 #include "grpcpp/grpcpp.h"
 #include "kernels/device.h"
 #include "ops/linear.h"
+#include "ops/weights.h"
 #include "parallel/gloo_communicator.h"
 #include "parallel/grpc_key_value_store.h"
 #include "spdlog/spdlog.h"
@@ -96,9 +97,10 @@ int64_t AvailableMemoryBytes() {
   return 0;
 }
 
-// Bytes this rank's f32 shard will take: the checkpoint's text weights widened to f32, split over
-// the ranks (replicated norms and router weights are small next to that).
-absl::StatusOr<int64_t> EstimateShardBytes(const std::string& model_dir, int world_size) {
+// Bytes this rank's shard will take once the backend has prepared it: the checkpoint's text
+// weights split over the ranks (replicated norms and router weights are small next to that).
+absl::StatusOr<int64_t> EstimateShardBytes(const std::string& model_dir, int world_size,
+                                           const ops::WeightFormat& format) {
   ASSIGN_OR_RETURN(model::Checkpoint checkpoint, model::Checkpoint::Open(model_dir));
   ASSIGN_OR_RETURN(std::string prefix, model::TextWeightPrefix(checkpoint));
   int64_t elements = 0;
@@ -107,11 +109,12 @@ absl::StatusOr<int64_t> EstimateShardBytes(const std::string& model_dir, int wor
     ASSIGN_OR_RETURN(model::TensorInfo info, checkpoint.Info(name));
     elements += NumElements(info.shape);
   }
-  return elements * static_cast<int64_t>(sizeof(float)) / world_size;
+  return ops::PreparedWeightBytes(elements, format) / world_size;
 }
 
 absl::Status CheckShardFits(const std::string& model_dir, const WorkerOptions& options) {
-  ASSIGN_OR_RETURN(int64_t weight_bytes, EstimateShardBytes(model_dir, options.world_size));
+  ASSIGN_OR_RETURN(int64_t weight_bytes,
+                   EstimateShardBytes(model_dir, options.world_size, ops::WeightFormat{}));
   const int64_t needed = weight_bytes + (options.kv_cache_mb << 20);
   const int64_t available = AvailableMemoryBytes();
   if (available > 0 && needed > available) {
@@ -209,7 +212,12 @@ absl::Status RunWorker(const WorkerOptions& options) {
                cluster.model_dir(), cluster.tp_size(), cluster.ep_size());
   ASSIGN_OR_RETURN(LoadedShard loaded, LoadShard(cluster.model_dir(), plan));
 
-  const int64_t pair_bytes = KvBytesPerBlockPair(loaded, cluster.block_size());
+  ShardOptions shard_options;
+  if (cluster.max_tokens_per_step() > 0) {
+    shard_options.step_limits.max_tokens = cluster.max_tokens_per_step();
+  }
+  const int64_t pair_bytes =
+      KvBytesPerBlockPair(loaded, cluster.block_size(), shard_options.kv_cache_dtype);
   const int64_t capacity = (options.kv_cache_mb << 20) / pair_bytes;
   if (capacity < 1) {
     return absl::ResourceExhaustedError(absl::StrCat("--kv-cache-mb ", options.kv_cache_mb,
@@ -250,7 +258,7 @@ absl::Status RunWorker(const WorkerOptions& options) {
     metrics->SetWeightBytes(loaded.weights.TotalBytes());
     metrics->SetKvCacheBytes(num_blocks * pair_bytes);
   }
-  ModelShard shard(std::move(loaded), cluster.block_size(), num_blocks, *comm);
+  ModelShard shard(std::move(loaded), cluster.block_size(), num_blocks, *comm, shard_options);
   return ServeSteps(*stub, shard, *comm, options.rank, metrics.get());
 }
 

@@ -15,6 +15,8 @@ namespace gemmaserve::ops {
 namespace {
 
 using test_util::ExpectAllNear;
+using test_util::Ints;
+using test_util::Metadata;
 using test_util::NanTensor;
 using test_util::RandomTensor;
 
@@ -26,8 +28,8 @@ TEST(WriteKvCacheTest, CopiesEachTokenToItsSlotOnly) {
   Tensor v = RandomTensor({2, 2, 3}, rng);
   Tensor k_cache = Tensor::Zeros(DType::kF32, {3, 2, 2, 3});
   Tensor v_cache = Tensor::Zeros(DType::kF32, {3, 2, 2, 3});
-  const std::vector<int64_t> slots = {5, 0};
-  WriteKvCache(k, v, slots.data(), k_cache, v_cache);
+  const std::vector<int32_t> slots = {5, 0};
+  WriteKvCache(k, v, Ints(slots), k_cache, v_cache);
   const int64_t row = 2 * 3;
   for (int64_t slot = 0; slot < 6; ++slot) {
     const int64_t token = slot == 5 ? 0 : slot == 0 ? 1 : -1;
@@ -53,16 +55,16 @@ struct OneSequence {
 
   // keys, values: [context_len, num_kv_heads, head_dim], positions 0 … context_len − 1.
   void Fill(const Tensor& keys, const Tensor& values) {
-    std::vector<int64_t> slots;
+    std::vector<int32_t> slots;
     for (int64_t p = 0; p < keys.dim(0); ++p) slots.push_back(block_table[p / 4] * 4 + p % 4);
-    WriteKvCache(keys, values, slots.data(), k_cache, v_cache);
+    WriteKvCache(keys, values, Ints(slots), k_cache, v_cache);
   }
 
   // Attention of the single query `q` [1, num_heads, head_dim] at the last position.
   Tensor AttendLast(const Tensor& q, int64_t context_len, int64_t window, float scale) {
     Tensor out = Tensor::Empty(DType::kF32, q.shape());
-    PagedAttention(q, k_cache, v_cache, {{0, 1, context_len, block_table.data()}}, window, scale,
-                   out);
+    PagedAttention(q, k_cache, v_cache, Metadata({{0, 1, context_len, block_table.data()}}, 4),
+                   window, scale, out);
     return out;
   }
 };
@@ -116,7 +118,7 @@ TEST_F(PagedAttentionDeathTest, HeadsNotAMultipleOfKvHeadsDie) {
   Tensor q = Tensor::Zeros(DType::kF32, {1, 3, 8});
   Tensor out = Tensor::Empty(DType::kF32, {1, 3, 8});
   const int32_t block = 0;
-  EXPECT_DEATH(PagedAttention(q, cache, cache, {{0, 1, 1, &block}}, 0, 1.0f, out),
+  EXPECT_DEATH(PagedAttention(q, cache, cache, Metadata({{0, 1, 1, &block}}, 4), 0, 1.0f, out),
                "3 heads over 2");
 }
 
@@ -125,14 +127,13 @@ TEST_F(PagedAttentionDeathTest, HeadDimMismatchWithCacheDies) {
   Tensor q = Tensor::Zeros(DType::kF32, {1, 2, 16});
   Tensor out = Tensor::Empty(DType::kF32, {1, 2, 16});
   const int32_t block = 0;
-  EXPECT_DEATH(PagedAttention(q, cache, cache, {{0, 1, 1, &block}}, 0, 1.0f, out), "CHECK failed");
+  EXPECT_DEATH(PagedAttention(q, cache, cache, Metadata({{0, 1, 1, &block}}, 4), 0, 1.0f, out), "CHECK failed");
 }
 
 TEST_F(WriteKvCacheDeathTest, SlotOutsideCacheDies) {
   Tensor kv = Tensor::Zeros(DType::kF32, {1, 2, 3});
   Tensor cache = Tensor::Zeros(DType::kF32, {2, 4, 2, 3});
-  const int64_t slot = 8;
-  EXPECT_DEATH(WriteKvCache(kv, kv, &slot, cache, cache), "slot 8 of 8");
+  EXPECT_DEATH(WriteKvCache(kv, kv, Ints(std::vector<int32_t>{8}), cache, cache), "slot 8 of 8");
 }
 
 }  // namespace

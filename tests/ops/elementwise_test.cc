@@ -14,6 +14,7 @@ namespace {
 
 using test_util::Clone;
 using test_util::ExpectAllNear;
+using test_util::Ints;
 using test_util::RandomTensor;
 
 TEST(AddInPlaceTest, AddsElementwise) {
@@ -73,7 +74,7 @@ TEST(EmbeddingLookupTest, CopiesScaledRowsInIdOrder) {
   const std::vector<int32_t> ids = {7, 0, 7, 10, 3};
   Tensor out = Tensor::Empty(DType::kF32, {5, dim});
   const float scale = 39.25f;  // E2B's sqrt(H) rounded to bf16
-  EmbeddingLookup(table, ids.data(), scale, out);
+  EmbeddingLookup(table, Ints(ids), scale, out);
   std::vector<double> expected;
   for (int32_t id : ids) {
     for (int64_t j = 0; j < dim; ++j) expected.push_back(table.data<float>()[id * dim + j] * 39.25);
@@ -90,8 +91,8 @@ TEST(EmbeddingLookupTest, APackedTableGivesTheSameRows) {
   const std::vector<int32_t> ids = {31, 0, 17, 16, 30};
   Tensor from_rows = Tensor::Empty(DType::kF32, {5, 5});
   Tensor from_panels = Tensor::Empty(DType::kF32, {5, 5});
-  EmbeddingLookup(table, ids.data(), 3.0f, from_rows);
-  EmbeddingLookup(packed, ids.data(), 3.0f, from_panels);
+  EmbeddingLookup(table, Ints(ids), 3.0f, from_rows);
+  EmbeddingLookup(packed, Ints(ids), 3.0f, from_panels);
   ExpectAllNear(from_panels,
                 std::vector<double>(from_rows.data<float>(), from_rows.data<float>() + 25), 0.0);
 }
@@ -106,7 +107,7 @@ TEST(EmbeddingLookupTest, AVocabShardFillsItsRowsAndZerosTheRest) {
   const Tensor table = Tensor::FromVector(rows, {4, kDim});
   const std::vector<int32_t> ids = {3, 4, 7, 8, 11, 5};
   Tensor out = Tensor::Empty(DType::kF32, {6, kDim});
-  EmbeddingLookup(table, ids.data(), 2.0f, out, /*first_row=*/4);
+  EmbeddingLookup(table, Ints(ids), 2.0f, out, /*first_row=*/4);
   std::vector<double> expected;
   for (int32_t id : ids) {
     for (int64_t j = 0; j < kDim; ++j) {

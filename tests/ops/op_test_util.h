@@ -2,6 +2,7 @@
 // reference computed in double.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -11,6 +12,7 @@
 
 #include "common/tensor.h"
 #include "gtest/gtest.h"
+#include "ops/attention.h"
 
 namespace gemmaserve::ops::test_util {
 
@@ -56,6 +58,45 @@ inline void ExpectAllNear(const Tensor& actual, const std::vector<double>& expec
   EXPECT_LE(worst_error, tolerance)
       << "worst at flat index " << worst << ": actual " << actual.data<float>()[worst]
       << ", expected " << expected[worst];
+}
+
+// A CPU i32 tensor [n] holding `values`: token ids, positions, slots.
+inline Tensor Ints(const std::vector<int32_t>& values) {
+  return Tensor::FromInts(values, {static_cast<int64_t>(values.size())});
+}
+
+// One sequence's part of a step as the attention tests describe it: its tokens are rows
+// [token_begin, token_begin + num_tokens) of q, at the last positions of its context_len.
+struct Span {
+  int64_t token_begin = 0;
+  int64_t num_tokens = 0;
+  int64_t context_len = 0;
+  const int32_t* block_table = nullptr;  // [ceil(context_len / block_size)] physical block ids
+};
+
+// The metadata tensors PagedAttention reads for `spans`, over a cache of `block_size` slots per
+// block.
+inline AttentionMetadata Metadata(const std::vector<Span>& spans, int64_t block_size) {
+  std::vector<int32_t> begin, tokens, context;
+  int64_t max_context = 0;
+  for (const Span& span : spans) max_context = std::max(max_context, span.context_len);
+  const int64_t max_blocks = (max_context + block_size - 1) / block_size;
+  std::vector<int32_t> tables(spans.size() * max_blocks, -1);
+  for (size_t s = 0; s < spans.size(); ++s) {
+    begin.push_back(static_cast<int32_t>(spans[s].token_begin));
+    tokens.push_back(static_cast<int32_t>(spans[s].num_tokens));
+    context.push_back(static_cast<int32_t>(spans[s].context_len));
+    const int64_t blocks = (spans[s].context_len + block_size - 1) / block_size;
+    std::copy_n(spans[s].block_table, blocks, tables.begin() + s * max_blocks);
+  }
+  AttentionMetadata metadata;
+  metadata.token_begin = Ints(begin);
+  metadata.num_tokens = Ints(tokens);
+  metadata.context_lens = Ints(context);
+  metadata.block_tables =
+      Tensor::FromInts(tables, {static_cast<int64_t>(spans.size()), max_blocks});
+  metadata.max_context_len = max_context;
+  return metadata;
 }
 
 // Base for death-test suites: OpenBLAS has started its thread pool by then, so the child

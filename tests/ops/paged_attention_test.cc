@@ -16,6 +16,9 @@ namespace gemmaserve::ops {
 namespace {
 
 using test_util::ExpectAllNear;
+using test_util::Ints;
+using test_util::Metadata;
+using test_util::Span;
 using test_util::NanTensor;
 using test_util::RandomTensor;
 
@@ -48,20 +51,20 @@ class PagedAttentionScenarioTest : public ::testing::Test {
     for (Sequence& seq : sequences_) {
       seq.keys = RandomTensor({seq.context_len(), kNumKvHeads, kHeadDim}, rng, -2.0f, 2.0f);
       seq.values = RandomTensor({seq.context_len(), kNumKvHeads, kHeadDim}, rng, -2.0f, 2.0f);
-      std::vector<int64_t> slots;
+      std::vector<int32_t> slots;
       for (int64_t p = 0; p < seq.context_len(); ++p) {
         slots.push_back(seq.block_table[p / kBlockSize] * kBlockSize + p % kBlockSize);
       }
-      WriteKvCache(seq.keys, seq.values, slots.data(), k_cache_, v_cache_);
+      WriteKvCache(seq.keys, seq.values, Ints(slots), k_cache_, v_cache_);
       spans_.push_back({num_tokens, seq.num_tokens, seq.context_len(), seq.block_table.data()});
       num_tokens += seq.num_tokens;
     }
     q_ = RandomTensor({num_tokens, kNumHeads, kHeadDim}, rng, -2.0f, 2.0f);
   }
 
-  Tensor Run(const std::vector<AttentionSpan>& spans, int64_t window, float scale) const {
+  Tensor Run(const std::vector<Span>& spans, int64_t window, float scale) const {
     Tensor out = Tensor::Empty(DType::kF32, q_.shape());
-    PagedAttention(q_, k_cache_, v_cache_, spans, window, scale, out);
+    PagedAttention(q_, k_cache_, v_cache_, Metadata(spans, kBlockSize), window, scale, out);
     return out;
   }
 
@@ -105,7 +108,7 @@ class PagedAttentionScenarioTest : public ::testing::Test {
   }
 
   std::vector<Sequence> sequences_;
-  std::vector<AttentionSpan> spans_;
+  std::vector<Span> spans_;
   Tensor k_cache_, v_cache_, q_;
 };
 
@@ -129,10 +132,10 @@ TEST_F(PagedAttentionScenarioTest, WindowLongerThanEveryContextEqualsFullCausal)
 
 TEST_F(PagedAttentionScenarioTest, EachSequenceAloneGivesItsRowsOfTheBatch) {
   // Batching must not leak between sequences, and span order must not matter.
-  const std::vector<AttentionSpan> reversed(spans_.rbegin(), spans_.rend());
+  const std::vector<Span> reversed(spans_.rbegin(), spans_.rend());
   const Tensor batch = Run(reversed, 3, 1.0f);
   const int64_t row = kNumHeads * kHeadDim;
-  for (const AttentionSpan& span : spans_) {
+  for (const Span& span : spans_) {
     const Tensor alone = Run({span}, 3, 1.0f);
     const Tensor mine = alone.Slice(span.token_begin, span.token_begin + span.num_tokens);
     const float* expected = batch.data<float>() + span.token_begin * row;

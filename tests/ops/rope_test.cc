@@ -13,6 +13,7 @@ namespace {
 
 using test_util::Clone;
 using test_util::ExpectAllNear;
+using test_util::Ints;
 using test_util::RandomTensor;
 
 // NeoX RoPE in double: for j < rope_angles, dims (j, j + head_dim/2) rotate by
@@ -39,7 +40,7 @@ TEST(RotaryTest, RotatesHalvesNotInterleavedPairs) {
   // head_dim 4, theta 1e4: inv_freq = [1, 0.01]; dim 0 pairs with dim 2 and dim 1 with dim 3.
   Tensor x = Tensor::FromVector({1, 2, 3, 4}, {1, 1, 4});
   const int32_t position = 1;
-  Rotary(4, 2, 10000.0).Apply(x, &position);
+  Rotary(4, 2, 10000.0).Apply(x, Ints({position}));
   const double c0 = std::cos(1.0), s0 = std::sin(1.0), c1 = std::cos(0.01), s1 = std::sin(0.01);
   ExpectAllNear(x, {1 * c0 - 3 * s0, 2 * c1 - 4 * s1, 3 * c0 + 1 * s0, 4 * c1 + 2 * s1}, 1e-6);
 }
@@ -49,7 +50,7 @@ TEST(RotaryTest, PositionZeroIsIdentity) {
   Tensor x = RandomTensor({2, 3, 16}, rng);
   const Tensor before = Clone(x);
   const std::vector<int32_t> positions = {0, 0};
-  Rotary(16, 8, 10000.0).Apply(x, positions.data());
+  Rotary(16, 8, 10000.0).Apply(x, Ints(positions));
   ExpectAllNear(x, std::vector<double>(before.data<float>(), before.data<float>() + x.numel()),
                 0.0);
 }
@@ -60,7 +61,7 @@ TEST(RotaryTest, DefaultMatchesReferenceForEveryTokenAndHead) {
   Tensor x = RandomTensor({4, 3, 256}, rng);
   const std::vector<int32_t> positions = {0, 1, 37, 190};
   const std::vector<double> expected = ReferenceRope(x, positions, 128, 10000.0);
-  Rotary(256, 128, 10000.0).Apply(x, positions.data());
+  Rotary(256, 128, 10000.0).Apply(x, Ints(positions));
   ExpectAllNear(x, expected, 1e-4);
 }
 
@@ -70,7 +71,7 @@ TEST(RotaryTest, ProportionalPairsDimsZeroTo63With256To319) {
   Tensor x = Tensor::Zeros(DType::kF32, {1, 1, 512});
   x.data<float>()[0] = 1.0f;
   const int32_t position = 2;
-  Rotary(512, 64, 1e6).Apply(x, &position);
+  Rotary(512, 64, 1e6).Apply(x, Ints({position}));
   std::vector<double> expected(512, 0.0);
   expected[0] = std::cos(2.0);
   expected[256] = std::sin(2.0);
@@ -82,7 +83,7 @@ TEST(RotaryTest, ProportionalExponentDividesByFullHeadDim) {
   Tensor x = Tensor::Zeros(DType::kF32, {1, 1, 512});
   x.data<float>()[63] = 1.0f;
   const int32_t position = 100;
-  Rotary(512, 64, 1e6).Apply(x, &position);
+  Rotary(512, 64, 1e6).Apply(x, Ints({position}));
   const double angle = 100.0 * std::pow(1e6, -126.0 / 512.0);
   EXPECT_NEAR(x.data<float>()[63], std::cos(angle), 1e-5);
   EXPECT_NEAR(x.data<float>()[319], std::sin(angle), 1e-5);
@@ -94,7 +95,7 @@ TEST(RotaryTest, ProportionalLeavesNopeDimsUntouched) {
   const Tensor before = Clone(x);
   const std::vector<int32_t> positions = {5, 77, 1023};
   const std::vector<double> expected = ReferenceRope(x, positions, 64, 1e6);
-  Rotary(512, 64, 1e6).Apply(x, positions.data());
+  Rotary(512, 64, 1e6).Apply(x, Ints(positions));
   // f32 angles (as HF computes them) drift ~1e-4 rad from double by position 1023.
   ExpectAllNear(x, expected, 5e-4);
   for (int64_t row = 0; row < 3 * 2; ++row) {
@@ -116,7 +117,7 @@ TEST(RotaryTest, PreservesNormOfEveryPair) {
   Tensor x = RandomTensor({2, 4, 64}, rng, -3.0f, 3.0f);
   const Tensor before = Clone(x);
   const std::vector<int32_t> positions = {3, 500};
-  Rotary(64, 32, 10000.0).Apply(x, positions.data());
+  Rotary(64, 32, 10000.0).Apply(x, Ints(positions));
   for (int64_t row = 0; row < 2 * 4; ++row) {
     for (int64_t j = 0; j < 32; ++j) {
       const float* now = x.data<float>() + row * 64;
@@ -131,7 +132,7 @@ using RotaryDeathTest = test_util::ThreadsafeDeathTest;
 TEST_F(RotaryDeathTest, InputOfOtherHeadDimDies) {
   Tensor x = Tensor::Zeros(DType::kF32, {1, 1, 128});
   const int32_t position = 0;
-  EXPECT_DEATH(Rotary(256, 128, 1e4).Apply(x, &position), "CHECK failed");
+  EXPECT_DEATH(Rotary(256, 128, 1e4).Apply(x, Ints({position})), "CHECK failed");
 }
 
 TEST_F(RotaryDeathTest, MoreAnglesThanHalfHeadDimDies) {

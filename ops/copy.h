@@ -1,0 +1,29 @@
+// Ops that move data and compute nothing: row gathers, the vocab-shard interleave, and the one
+// way a tensor leaves its device for the host.
+#pragma once
+
+#include <cstdint>
+
+#include "common/tensor.h"
+
+namespace gemmaserve::ops {
+
+// out[i, :] = x[rows[i], :]. x: [n, dim] f32; rows: [m] i32, each in [0, n); out: [m, dim] f32.
+void GatherRows(const Tensor& x, const Tensor& rows, Tensor& out);
+
+// Reassembles rows that a vocab-parallel LM head computed in shards and an all-gather stacked rank
+// by rank: gathered [world · rows, shard] holds rank r's rows at [r · rows, (r + 1) · rows);
+// out: [rows, world · shard] with rank r's shard at columns [r · shard, (r + 1) · shard).
+void InterleaveShards(const Tensor& gathered, int64_t world_size, Tensor& out);
+
+// dst = src: equal dtype and element count, on any devices.
+void Copy(const Tensor& src, Tensor& dst);
+
+// `x` itself when `device` is the CPU (x must be in host memory); otherwise a copy on `device`.
+Tensor ToDevice(const Tensor& x, const Device& device);
+
+// `x` itself when it is in host memory; otherwise a host copy (synchronous). Rank 0's logits and
+// the expert counts reach the sampler and the metrics through this function and no other.
+Tensor ToHost(const Tensor& x);
+
+}  // namespace gemmaserve::ops
