@@ -17,28 +17,6 @@ using ops::WeightFormat;
 using parallel::Range;
 using parallel::ShardPlan;
 
-// `range` of dimension `dim` of `full` (a view of the mmap), in its own dtype: a view when the
-// slice is contiguous (dimension 0), else a copy that touches only the bytes of the slice.
-Tensor SliceOf(const Tensor& full, int dim, Range range) {
-  if (dim == 0) return full.Slice(range.begin, range.end);
-  Shape shape = full.shape();
-  int64_t outer = 1;
-  for (int i = 0; i < dim; ++i) outer *= shape[i];
-  int64_t inner = 1;
-  for (int i = dim + 1; i < full.rank(); ++i) inner *= shape[i];
-  const int64_t full_dim = shape[dim];
-  shape[dim] = range.size();
-  Tensor out = Tensor::Empty(full.dtype(), shape);
-  const size_t run_bytes = static_cast<size_t>(range.size() * inner) * DTypeSize(full.dtype());
-  const size_t element = DTypeSize(full.dtype());
-  const char* src = static_cast<const char*>(full.raw_data());
-  for (int64_t o = 0; o < outer; ++o) {
-    std::memcpy(static_cast<char*>(out.raw_data()) + o * run_bytes,
-                src + ((o * full_dim + range.begin) * inner) * element, run_bytes);
-  }
-  return out;
-}
-
 // Reads tensors under one name prefix and checks their full shapes; returns the rank's slices in
 // the checkpoint's dtype, for the backend to prepare.
 class WeightReader {
@@ -61,32 +39,13 @@ class WeightReader {
           std::string(DTypeName(tensor.dtype())), " is not a floating-point weight type"));
     }
     if (shape.empty()) return tensor;
-    return SliceOf(tensor, dim, range);
+    return ops::SliceDim(tensor, dim, range.begin, range.end);
   }
 
  private:
   const Checkpoint& checkpoint_;
   std::string prefix_;
 };
-
-// Stacks tensors of equal dtype and trailing shape along dimension `dim` (one of the first two):
-// for each index of the dimensions before `dim`, every part's rows in turn.
-Tensor Concat(const std::vector<Tensor>& parts, int dim) {
-  Shape shape = parts[0].shape();
-  shape[dim] = 0;
-  for (const Tensor& part : parts) shape[dim] += part.dim(dim);
-  Tensor out = Tensor::Empty(parts[0].dtype(), shape);
-  const int64_t outer = dim == 0 ? 1 : shape[0];
-  char* dst = static_cast<char*>(out.raw_data());
-  for (int64_t o = 0; o < outer; ++o) {
-    for (const Tensor& part : parts) {
-      const size_t bytes = part.nbytes() / outer;
-      std::memcpy(dst, static_cast<const char*>(part.raw_data()) + o * bytes, bytes);
-      dst += bytes;
-    }
-  }
-  return out;
-}
 
 Range Scaled(Range range, int64_t factor) { return {range.begin * factor, range.end * factor}; }
 
@@ -130,7 +89,7 @@ absl::Status LoadMlp(const WeightReader& reader, const std::string& p, const Gem
   ASSIGN_OR_RETURN(Range units, plan.EvenSplit(width, "intermediate_size"));
   ASSIGN_OR_RETURN(Tensor gate, reader.ReadSlice(p + "mlp.gate_proj.weight", {width, hidden}, 0, units));
   ASSIGN_OR_RETURN(Tensor up, reader.ReadSlice(p + "mlp.up_proj.weight", {width, hidden}, 0, units));
-  mlp.gate_up = PrepareLinearWeight(Concat({gate, up}, 0), format);
+  mlp.gate_up = PrepareLinearWeight(ops::Concat({gate, up}, 0), format);
   ASSIGN_OR_RETURN(Tensor down, reader.ReadSlice(p + "mlp.down_proj.weight", {hidden, width}, 1, units));
   mlp.down = PrepareLinearWeight(down, format);
   return absl::OkStatus();
@@ -155,13 +114,14 @@ absl::Status LoadMoe(const WeightReader& reader, const std::string& p, const Gem
   const Shape gate_up_shape = {experts, 2 * width, hidden};
   ASSIGN_OR_RETURN(Tensor gate_up, reader.ReadSlice(p + "experts.gate_up_proj", gate_up_shape, 0, held));
   if (units.size() != width) {
-    gate_up = Concat({SliceOf(gate_up, 1, units),
-                      SliceOf(gate_up, 1, Range{width + units.begin, width + units.end})},
-                     1);
+    gate_up = ops::Concat({ops::SliceDim(gate_up, 1, units.begin, units.end),
+                           ops::SliceDim(gate_up, 1, width + units.begin, width + units.end)},
+                          1);
   }
   moe.gate_up = PrepareLinearWeight(gate_up, format);
   ASSIGN_OR_RETURN(Tensor down, reader.ReadSlice(p + "experts.down_proj", {experts, hidden, width}, 0, held));
-  moe.down = PrepareLinearWeight(units.size() == width ? down : SliceOf(down, 2, units), format);
+  moe.down = PrepareLinearWeight(
+      units.size() == width ? down : ops::SliceDim(down, 2, units.begin, units.end), format);
   std::vector<int32_t> local_expert(experts, -1);
   for (int64_t e = held.begin; e < held.end; ++e) {
     local_expert[e] = static_cast<int32_t>(e - held.begin);
@@ -199,7 +159,7 @@ absl::StatusOr<LayerWeights> LoadLayer(const WeightReader& reader, const Gemma4C
   }
   // A scalar the forward passes to an op by value: read on the host.
   ASSIGN_OR_RETURN(Tensor scalar, reader.Read(p + "layer_scalar", {1}));
-  layer.layer_scalar = scalar.ToF32().data<float>()[0];
+  layer.layer_scalar = ops::ScalarToHost(scalar);
   return layer;
 }
 
@@ -216,7 +176,7 @@ int64_t ModelWeights::TotalBytes() const {
           &a.k_norm, &layer.mlp.gate_up, &layer.mlp.down, &m.router_proj, &m.router_scale,
           &m.per_expert_scale, &m.gate_up, &m.down, &m.pre_feedforward_layernorm_2,
           &m.post_feedforward_layernorm_1, &m.post_feedforward_layernorm_2}) {
-      if (t->raw_data() != nullptr) bytes += t->nbytes();
+      if (t->defined()) bytes += t->nbytes();
     }
   }
   return bytes;

@@ -6,6 +6,61 @@
 
 namespace gemmaserve::ops {
 
+Tensor SliceDim(const Tensor& x, int dim, int64_t begin, int64_t end) {
+  CHECK(x.device().is_cpu()) << "SliceDim: " << x.DebugString();
+  CHECK(dim >= 0 && dim < x.rank() && 0 <= begin && begin <= end && end <= x.dim(dim))
+      << "SliceDim: [" << begin << ", " << end << ") of dimension " << dim << " of "
+      << x.DebugString();
+  if (dim == 0) return x.Slice(begin, end);
+  Shape shape = x.shape();
+  int64_t outer = 1;
+  for (int i = 0; i < dim; ++i) outer *= shape[i];
+  int64_t inner = 1;
+  for (int i = dim + 1; i < x.rank(); ++i) inner *= shape[i];
+  const int64_t full = shape[dim];
+  shape[dim] = end - begin;
+  Tensor out = Tensor::Empty(x.dtype(), shape);
+  const size_t element = DTypeSize(x.dtype());
+  const size_t run_bytes = static_cast<size_t>((end - begin) * inner) * element;
+  const char* src = static_cast<const char*>(x.raw_data());
+  for (int64_t o = 0; o < outer; ++o) {
+    std::memcpy(static_cast<char*>(out.raw_data()) + o * run_bytes,
+                src + ((o * full + begin) * inner) * element, run_bytes);
+  }
+  return out;
+}
+
+Tensor Concat(const std::vector<Tensor>& parts, int dim) {
+  CHECK(!parts.empty() && (dim == 0 || dim == 1)) << "Concat along " << dim;
+  Shape shape = parts[0].shape();
+  shape[dim] = 0;
+  for (const Tensor& part : parts) {
+    Shape expected = shape;
+    expected[dim] = part.dim(dim);
+    CHECK(part.device().is_cpu() && part.dtype() == parts[0].dtype() && part.shape() == expected)
+        << "Concat: " << part.DebugString() << " with " << parts[0].DebugString();
+    shape[dim] += part.dim(dim);
+  }
+  Tensor out = Tensor::Empty(parts[0].dtype(), shape);
+  const int64_t outer = dim == 0 ? 1 : shape[0];
+  char* dst = static_cast<char*>(out.raw_data());
+  for (int64_t o = 0; o < outer; ++o) {
+    for (const Tensor& part : parts) {
+      const size_t bytes = part.nbytes() / outer;
+      std::memcpy(dst, static_cast<const char*>(part.raw_data()) + o * bytes, bytes);
+      dst += bytes;
+    }
+  }
+  return out;
+}
+
+float ScalarToHost(const Tensor& x) {
+  CHECK_EQ(x.numel(), 1) << "ScalarToHost: " << x.DebugString();
+  float value = 0.0f;
+  ConvertToF32(x.dtype(), ToHost(x).raw_data(), &value, 1);
+  return value;
+}
+
 void GatherRows(const Tensor& x, const Tensor& rows, Tensor& out) {
   CheckCpuF32(x, "GatherRows x");
   CheckCpuI32(rows, "GatherRows rows");

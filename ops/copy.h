@@ -3,10 +3,23 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "common/tensor.h"
 
 namespace gemmaserve::ops {
+
+// Indices [begin, end) of dimension `dim` of `x` (host memory, any dtype): a view when dim is 0,
+// else a copy that reads only the bytes of the slice (e.g. one rank's columns of a checkpoint
+// tensor in its mmap).
+Tensor SliceDim(const Tensor& x, int dim, int64_t begin, int64_t end);
+
+// `parts` (host memory, equal dtype and shapes but for dimension `dim`, which is 0 or 1) joined
+// along `dim`, in a new tensor.
+Tensor Concat(const std::vector<Tensor>& parts, int dim);
+
+// The single element of `x` (any float dtype, any device) as a float on the host.
+float ScalarToHost(const Tensor& x);
 
 // out[i, :] = x[rows[i], :]. x: [n, dim] f32; rows: [m] i32, each in [0, n); out: [m, dim] f32.
 void GatherRows(const Tensor& x, const Tensor& rows, Tensor& out);

@@ -42,6 +42,58 @@ TEST(WriteKvCacheTest, CopiesEachTokenToItsSlotOnly) {
   }
 }
 
+TEST(WriteKvCacheTest, ABf16CacheHoldsTheRoundedValues) {
+  std::mt19937 rng(62);
+  Tensor k = RandomTensor({2, 1, 4}, rng);
+  Tensor v = RandomTensor({2, 1, 4}, rng);
+  Tensor k_cache = Tensor::Zeros(DType::kBF16, {2, 2, 1, 4});
+  Tensor v_cache = Tensor::Zeros(DType::kBF16, {2, 2, 1, 4});
+  WriteKvCache(k, v, Ints({3, 1}), k_cache, v_cache);
+  for (int64_t token = 0; token < 2; ++token) {
+    const int64_t slot = token == 0 ? 3 : 1;
+    for (int64_t i = 0; i < 4; ++i) {
+      EXPECT_EQ(k_cache.data<uint16_t>()[slot * 4 + i], F32ToBf16(k.data<float>()[token * 4 + i]));
+      EXPECT_EQ(v_cache.data<uint16_t>()[slot * 4 + i], F32ToBf16(v.data<float>()[token * 4 + i]));
+    }
+  }
+}
+
+TEST(PagedAttentionTest, ABf16CacheEqualsAnF32CacheOfTheRoundedKeysAndValues) {
+  // The bf16 cache changes only what is stored: attention over it equals attention over an f32
+  // cache holding the same rounded values (up to f32 rounding: the widened rows reach BLAS with
+  // another stride, which may sum in another order).
+  std::mt19937 rng(63);
+  const int64_t context = 11;
+  Tensor keys = RandomTensor({context, 2, 8}, rng, -2.0f, 2.0f);
+  Tensor values = RandomTensor({context, 2, 8}, rng, -2.0f, 2.0f);
+  Tensor rounded_keys = Tensor::Empty(DType::kF32, keys.shape());
+  Tensor rounded_values = Tensor::Empty(DType::kF32, values.shape());
+  for (int64_t i = 0; i < keys.numel(); ++i) {
+    rounded_keys.data<float>()[i] = RoundToBf16(keys.data<float>()[i]);
+    rounded_values.data<float>()[i] = RoundToBf16(values.data<float>()[i]);
+  }
+  const std::vector<int32_t> table = {2, 0, 1};
+  std::vector<int32_t> slots;
+  for (int64_t p = 0; p < context; ++p) slots.push_back(table[p / 4] * 4 + p % 4);
+  Tensor q = RandomTensor({3, 4, 8}, rng);  // the last 3 positions, GQA 4 over 2
+  const AttentionMetadata metadata = Metadata({{0, 3, context, table.data()}}, 4);
+  Tensor bf16_k = Tensor::Zeros(DType::kBF16, {3, 4, 2, 8});
+  Tensor bf16_v = Tensor::Zeros(DType::kBF16, bf16_k.shape());
+  WriteKvCache(keys, values, Ints(slots), bf16_k, bf16_v);
+  Tensor f32_k = Tensor::Zeros(DType::kF32, bf16_k.shape());
+  Tensor f32_v = Tensor::Zeros(DType::kF32, bf16_k.shape());
+  WriteKvCache(rounded_keys, rounded_values, Ints(slots), f32_k, f32_v);
+  for (int64_t window : {0, 5}) {
+    Tensor from_bf16 = NanTensor(q.shape());
+    Tensor from_f32 = NanTensor(q.shape());
+    PagedAttention(q, bf16_k, bf16_v, metadata, window, 1.0f, from_bf16);
+    PagedAttention(q, f32_k, f32_v, metadata, window, 1.0f, from_f32);
+    ExpectAllNear(from_bf16,
+                  std::vector<double>(from_f32.data<float>(), from_f32.data<float>() + q.numel()),
+                  1e-6);
+  }
+}
+
 // One sequence's cache (block_size 4, unwritten slots NaN) and its block table.
 struct OneSequence {
   Tensor k_cache, v_cache;

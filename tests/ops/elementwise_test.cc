@@ -37,6 +37,20 @@ TEST(AddInPlaceTest, AcceptsSameCountInOtherShape) {
   ExpectAllNear(x, {11, 22, 33, 44}, 0.0);
 }
 
+TEST(MultiplyInPlaceTest, ScalesEachColumnByItsWeightThenTheScalar) {
+  Tensor x = Tensor::FromVector({1, 2, 3, 4, 5, 6}, {2, 3});
+  const Tensor w = Tensor::FromVector({1, 10, 100}, {3});
+  MultiplyInPlace(x, w, 0.5f);
+  ExpectAllNear(x, {0.5, 10, 150, 2, 25, 300}, 0.0);
+}
+
+TEST(SetZeroTest, ZeroesEveryByteOfAnyDtype) {
+  Tensor x = Tensor::Empty(DType::kI64, {3, 2});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<int64_t>()[i] = -1;
+  SetZero(x);
+  for (int64_t i = 0; i < x.numel(); ++i) EXPECT_EQ(x.data<int64_t>()[i], 0);
+}
+
 TEST(ScaleInPlaceTest, MultipliesEveryElement) {
   std::mt19937 rng(21);
   Tensor x = RandomTensor({3, 5, 7}, rng, -10.0f, 10.0f);
