@@ -14,13 +14,14 @@ void GeluTanhGate(const Tensor& gate_up, Tensor& out) {
   CheckShape(out, {rows, width}, "GeluTanhGate out");
   const float* in = gate_up.data<float>();
   float* dst = out.data<float>();
-#pragma omp parallel for if (rows * width > kParallelElements)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* gate = in + r * 2 * width;
-    const float* up = gate + width;
-    float* row = dst + r * width;
-    for (int64_t i = 0; i < width; ++i) row[i] = GeluTanh(gate[i]) * up[i];
-  }
+  ParallelRanges(rows, rows * width > kParallelElements, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* gate = in + r * 2 * width;
+      const float* up = gate + width;
+      float* row = dst + r * width;
+      for (int64_t i = 0; i < width; ++i) row[i] = GeluTanh(gate[i]) * up[i];
+    }
+  });
 }
 
 }  // namespace gemmaserve::ops

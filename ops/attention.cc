@@ -176,10 +176,12 @@ void PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cach
   CheckMetadata(metadata, q.dim(0), k_cache, sliding_window);
   const int64_t group = num_heads / num_kv_heads;
 
-  // Reused across calls on this thread: a step allocates only when its context is the longest yet.
+  // Reused across calls on this thread, and grown ahead (to twice the longest context yet, at
+  // least 4096), so decoding allocates only when its context doubles.
   thread_local std::vector<float> scores;
   thread_local std::vector<float> rows_scratch;
-  scores.resize(static_cast<size_t>(std::max<int64_t>(metadata.max_context_len, 1)));
+  const size_t needed = static_cast<size_t>(std::max<int64_t>(metadata.max_context_len, 1));
+  if (scores.size() < needed) scores.resize(std::max<size_t>(2 * needed, 4096));
   const int64_t max_blocks = metadata.block_tables.dim(1);
   for (int64_t s = 0; s < metadata.num_sequences(); ++s) {
     const int64_t token_begin = metadata.token_begin.data<int32_t>()[s];

@@ -67,8 +67,10 @@ void SoftcapInPlace(Tensor& x, float cap) {
   float* dst = x.data<float>();
   const int64_t n = x.numel();
   const float inverse = 1.0f / cap;
-#pragma omp parallel for simd if (n > kParallelElements)
-  for (int64_t i = 0; i < n; ++i) dst[i] = cap * FastTanh(dst[i] * inverse);
+  ParallelRanges(n, n > kParallelElements, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) dst[i] = cap * FastTanh(dst[i] * inverse);
+  });
 }
 
 void EmbeddingLookup(const Tensor& table, const Tensor& ids, float scale, Tensor& out,

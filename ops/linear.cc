@@ -91,6 +91,15 @@ void Linear(const Tensor& x, const Tensor& w, Tensor& y) {
               y.data<float>(), static_cast<blasint>(out));
 }
 
+absl::Status SetMaxCpuIsa(const std::string& max_isa) {
+  absl::StatusOr<const internal::PanelKernel*> kernel = internal::PanelKernelFor(max_isa.c_str());
+  if (!kernel.ok()) return kernel.status();
+  internal::SetPanelKernel(**kernel);
+  return absl::OkStatus();
+}
+
+const char* CpuKernelName() { return internal::BestPanelKernel().name; }
+
 void SetNumThreads(int num_threads) {
   openblas_set_num_threads(num_threads);
   omp_set_num_threads(num_threads);

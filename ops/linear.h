@@ -16,7 +16,9 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
+#include "absl/status/status.h"
 #include "common/tensor.h"
 
 namespace gemmaserve::ops {
@@ -43,6 +45,15 @@ void CopyLinearWeightRow(const Tensor& w, int64_t row, float* out);
 // x: [rows, in] f32; w: a weight [out, in] in either layout; y: [rows, out] f32 (overwritten).
 // x and y must not alias.
 void Linear(const Tensor& x, const Tensor& w, Tensor& y);
+
+// Caps the instruction set of the packed Linear's kernel for every later call in this process:
+// "avx512", "avx2", "portable", or empty for no cap (the fastest this CPU runs). The cap starts
+// as $GEMMASERVE_MAX_CPU_ISA. All kernels give bitwise the same results; this chooses speed, or
+// lets a test compare them. INVALID_ARGUMENT naming the accepted values for another name. Must
+// not run while a Linear does.
+absl::Status SetMaxCpuIsa(const std::string& max_isa);
+// The name of the kernel in use: "avx512", "avx2" or "portable".
+const char* CpuKernelName();
 
 // Threads for every later Linear in this process: OpenBLAS's and the packed kernel's (one
 // OpenMP pool; gemmaserve links OpenBLAS's OpenMP build so the two never compete for cores).

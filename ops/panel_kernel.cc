@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <string>
 #include <string_view>
@@ -10,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/check.h"
+#include "ops/ops_util.h"
 #include "spdlog/spdlog.h"
 
 namespace gemmaserve::ops::internal {
@@ -55,14 +57,16 @@ void PackTiles(const float* x, int64_t rows, int64_t depth, int max_tile_rows,
     }
   }
   starts.push_back(tiles.size());
-#pragma omp parallel for if (rows * depth > kPackInParallel)
-  for (size_t t = 0; t < tiles.size(); ++t) {
-    float* out = buffer.data() + tiles[t].first_row * depth;
-    for (int m = 0; m < tiles[t].rows; ++m) {
-      const float* in = x + (tiles[t].first_row + m) * depth;
-      for (int64_t k = 0; k < depth; ++k) out[k * tiles[t].rows + m] = in[k];
+  const int64_t num_tiles = static_cast<int64_t>(tiles.size());
+  ParallelRanges(num_tiles, rows * depth > kPackInParallel, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      float* out = buffer.data() + tiles[t].first_row * depth;
+      for (int m = 0; m < tiles[t].rows; ++m) {
+        const float* in = x + (tiles[t].first_row + m) * depth;
+        for (int64_t k = 0; k < depth; ++k) out[k * tiles[t].rows + m] = in[k];
+      }
     }
-  }
+  });
 }
 
 }  // namespace
@@ -105,15 +109,28 @@ absl::StatusOr<const PanelKernel*> PanelKernelFor(const char* max_isa) {
   return &kPortableKernel;
 }
 
-const PanelKernel& BestPanelKernel() {
-  static const PanelKernel* const kernel = [] {
-    const char* cap = std::getenv("GEMMASERVE_MAX_CPU_ISA");
-    absl::StatusOr<const PanelKernel*> chosen = PanelKernelFor(cap);
-    if (chosen.ok()) return *chosen;
-    spdlog::warn("GEMMASERVE_MAX_CPU_ISA: {}", std::string(chosen.status().message()));
-    return *PanelKernelFor(nullptr);
-  }();
-  return *kernel;
+namespace {
+
+const PanelKernel* KernelFromEnvironment() {
+  const char* cap = std::getenv("GEMMASERVE_MAX_CPU_ISA");
+  absl::StatusOr<const PanelKernel*> chosen = PanelKernelFor(cap);
+  if (chosen.ok()) return *chosen;
+  spdlog::warn("GEMMASERVE_MAX_CPU_ISA: {}", std::string(chosen.status().message()));
+  return *PanelKernelFor(nullptr);
+}
+
+// The process's kernel; set once from the environment, then only by SetPanelKernel.
+std::atomic<const PanelKernel*>& CurrentKernel() {
+  static std::atomic<const PanelKernel*> kernel{KernelFromEnvironment()};
+  return kernel;
+}
+
+}  // namespace
+
+const PanelKernel& BestPanelKernel() { return *CurrentKernel().load(std::memory_order_relaxed); }
+
+void SetPanelKernel(const PanelKernel& kernel) {
+  CurrentKernel().store(&kernel, std::memory_order_relaxed);
 }
 
 void PackedMatmul(const PanelKernel& kernel, const float* x, int64_t rows, int64_t depth,
@@ -128,13 +145,8 @@ void PackedMatmul(const PanelKernel& kernel, const float* x, int64_t rows, int64
   const std::vector<size_t>& starts = tile_starts;
   PackTiles(x, rows, depth, kernel.max_rows, packed_x, x_tiles, tile_starts);
   const PanelTileFn tile = kernel.tile;
-#pragma omp parallel
-  {
-    // Each thread owns a contiguous run of panels (output columns): no two write the same y.
-    const int64_t num_threads = omp_get_num_threads();
-    const int64_t thread = omp_get_thread_num();
-    const int64_t first = num_panels * thread / num_threads;
-    const int64_t last = num_panels * (thread + 1) / num_threads;
+  // Each thread owns a contiguous run of panels (output columns): no two write the same y.
+  ParallelRanges(num_panels, /*parallel=*/true, [&](int64_t first, int64_t last) {
     for (size_t block = 0; block + 1 < starts.size(); ++block) {
       for (int64_t k0 = 0; k0 < depth; k0 += kDepthBlock) {
         const int64_t block_depth = std::min(kDepthBlock, depth - k0);
@@ -153,7 +165,7 @@ void PackedMatmul(const PanelKernel& kernel, const float* x, int64_t rows, int64
         }
       }
     }
-  }
+  });
 }
 
 }  // namespace gemmaserve::ops::internal

@@ -71,10 +71,12 @@ bool CpuHasAvx512f();
 // null or empty: no cap): AVX-512, else AVX2, else portable. An unknown name is an error naming
 // the accepted ones.
 absl::StatusOr<const PanelKernel*> PanelKernelFor(const char* max_isa);
-// PanelKernelFor($GEMMASERVE_MAX_CPU_ISA), once per process: the variable caps the instruction
-// set, to compare kernels on one machine or to match a slower one. An unknown value logs a
-// warning and leaves no cap.
+// The kernel the packed Linear uses: PanelKernelFor($GEMMASERVE_MAX_CPU_ISA) until
+// SetMaxCpuIsa (linear.h) changes it. The variable caps the instruction set, to compare kernels
+// on one machine or to match a slower one; an unknown value logs a warning and leaves no cap.
 const PanelKernel& BestPanelKernel();
+// Makes `kernel` the packed Linear's kernel for every later call in this process.
+void SetPanelKernel(const PanelKernel& kernel);
 
 // y[r, p·16 + j] = Σ_k x[r, k] · panels[p][k][j] for r < rows, p < num_panels, j < 16, with x
 // [rows, depth] row-major and y [rows, ldy]. Packs x into tiles, then runs the tiles blocked for

@@ -1,0 +1,83 @@
+// A tiny checkpoint of tests/data loaded in this process as a Gemma4Model with its own KV cache,
+// and single-sequence steps to run on it: what the forward-pass tests drive directly, without
+// the step executor. Test-only.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "model/checkpoint.h"
+#include "model/config.h"
+#include "model/forward_batch.h"
+#include "model/gemma4.h"
+#include "model/kv_cache.h"
+#include "model/weights.h"
+#include "parallel/communicator.h"
+
+namespace gemmaserve::testing {
+
+inline constexpr int64_t kTinyBlockSize = 16;
+inline constexpr int64_t kTinyNumBlocks = 8;  // 128 positions per sequence
+
+// The weights of tests/data/`model`, prepared for the CPU.
+inline model::ModelWeights LoadTinyWeights(const std::string& model, model::Gemma4Config& config) {
+  const std::string dir = "tests/data/" + model;
+  auto parsed = model::Gemma4Config::FromModelDir(dir);
+  EXPECT_TRUE(parsed.ok()) << parsed.status();
+  config = *parsed;
+  auto checkpoint = model::Checkpoint::Open(dir);
+  EXPECT_TRUE(checkpoint.ok()) << checkpoint.status();
+  auto weights = model::LoadWeights(*checkpoint, config);
+  EXPECT_TRUE(weights.ok()) << weights.status();
+  return std::move(*weights);
+}
+
+struct TinyModel {
+  TinyModel(model::ModelWeights weights, model::Gemma4Config config,
+            const model::StepLimits& limits = {}, DType kv_dtype = DType::kF32)
+      : model(std::make_unique<model::Gemma4Model>(std::move(config), std::move(weights), comm,
+                                                   limits)) {
+    model::KvCacheOptions options;
+    options.block_size = kTinyBlockSize;
+    options.num_blocks = {kTinyNumBlocks, kTinyNumBlocks};
+    options.dtype = kv_dtype;
+    cache = std::make_unique<model::KvCache>(model->weights().layers, options);
+  }
+
+  static std::unique_ptr<TinyModel> Load(const std::string& name,
+                                         const model::StepLimits& limits = {},
+                                         DType kv_dtype = DType::kF32) {
+    model::Gemma4Config config;
+    model::ModelWeights weights = LoadTinyWeights(name, config);
+    return std::make_unique<TinyModel>(std::move(weights), std::move(config), limits, kv_dtype);
+  }
+
+  // Fills `batch` with one sequence (blocks 0, 1, … in both groups) whose `tokens` follow
+  // `num_cached` cached ones, and finalizes it.
+  void Step(const std::vector<int32_t>& tokens, int64_t num_cached, bool all_logits,
+            model::ForwardBatch& batch) const {
+    batch.token_ids = tokens;
+    batch.sequences.resize(1);
+    model::BatchSequence& seq = batch.sequences[0];
+    seq.num_cached = num_cached;
+    seq.num_tokens = static_cast<int64_t>(tokens.size());
+    seq.all_logits = all_logits;
+    for (std::vector<int32_t>& table : seq.block_tables) {
+      table.resize(kTinyNumBlocks);
+      std::iota(table.begin(), table.end(), 0);
+    }
+    const absl::Status status = batch.Finalize(model->config(), kTinyBlockSize,
+                                               {kTinyNumBlocks, kTinyNumBlocks});
+    ASSERT_TRUE(status.ok()) << status;
+  }
+
+  parallel::LocalCommunicator comm;  // before the model, which holds a reference to it
+  std::unique_ptr<model::Gemma4Model> model;
+  std::unique_ptr<model::KvCache> cache;
+};
+
+}  // namespace gemmaserve::testing
