@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "coordinator/api/http_server.h"
@@ -180,10 +181,11 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
   s.enable_prefix_caching = !c.no_prefix_caching;
   RETURN_IF_ERROR(s.Validate());
   engine_options.eos_token_ids = served->eos_token_ids();
+  const RealClock clock;
   coordinator::EngineLoop engine(
       engine_options, &served->tokenizer(),
       [&group](const internal::v1::StepPlan& step) { return group.Step(step); },
-      [&group] { return group.ready(); }, &observer);
+      [&group] { return group.ready(); }, clock, &observer);
   engine.Start();
   deferred.Set(&engine);
   grpc_api->SetServing(true);

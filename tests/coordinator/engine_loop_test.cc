@@ -63,7 +63,7 @@ class EngineLoopTest : public ::testing::Test {
           if (on_step_) on_step_();
           return shard_->executor().Execute(plan);
         },
-        [] { return true; });
+        [] { return true; }, clock_);
     engine_->Start();
   }
 
@@ -92,6 +92,7 @@ class EngineLoopTest : public ::testing::Test {
   }
 
   testing::GoldenReference ref_;
+  RealClock clock_;
   parallel::LocalCommunicator comm_;
   std::unique_ptr<worker::ModelShard> shard_;
   std::unique_ptr<EngineLoop> engine_;
