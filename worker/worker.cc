@@ -19,6 +19,7 @@
 #include "ops/linear.h"
 #include "parallel/gloo_communicator.h"
 #include "parallel/grpc_key_value_store.h"
+#include "parallel/parallel_layout.h"
 #include "spdlog/spdlog.h"
 #include "worker/model_shard.h"
 #include "worker/worker_metrics.h"
@@ -124,14 +125,14 @@ absl::Status CheckShardFits(const std::string& model_dir, const WorkerOptions& o
 }
 
 absl::StatusOr<parallel::ShardPlan> PlanFor(const pb::ClusterConfig& cluster, const WorkerOptions& options) {
-  if (cluster.world_size() != options.world_size) {
+  ASSIGN_OR_RETURN(const parallel::ParallelLayout layout,
+                   parallel::ParallelLayout::Create(cluster.tp_size(), cluster.ep_size()));
+  if (layout.world_size() != options.world_size) {
     return absl::FailedPreconditionError(absl::StrCat(
         "--world-size ", options.world_size, " but the coordinator runs a world of ",
-        cluster.world_size()));
+        layout.world_size(), " (", layout.ToString(), ")"));
   }
-  const auto experts = cluster.ep_size() > 1 ? parallel::ExpertSharding::kExpertParallel
-                                             : parallel::ExpertSharding::kTensorParallel;
-  return parallel::ShardPlan::Create(options.rank, options.world_size, experts);
+  return layout.PlanFor(options.rank);
 }
 
 // Sends the hello, then answers each step until Shutdown or a broken stream.

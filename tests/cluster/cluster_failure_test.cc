@@ -116,8 +116,7 @@ class KilledWorkerTest : public ::testing::Test {
   void SetUp() override {
     coordinator::ClusterSpec spec;
     spec.model_dir = kDense;
-    spec.world_size = 2;
-    spec.tp_size = 2;
+    spec.layout = *parallel::ParallelLayout::Create(/*tp=*/2, /*ep=*/1);
     spec.block_size = kBlockSize;
     spec.join_timeout = absl::Seconds(60);
     spec.step_timeout = absl::Seconds(300);  // far above the bound asserted below
@@ -192,8 +191,7 @@ TEST(ClusterFailureTest, PlanWithABlockOutsideThePoolIsRejectedAndTheReplicaKeep
   const testing::GoldenReference ref = testing::LoadGoldenReference("gemma4-tiny-dense");
   coordinator::LocalClusterOptions options;
   options.spec.model_dir = kDense;
-  options.spec.world_size = 2;
-  options.spec.tp_size = 2;
+  options.spec.layout = *parallel::ParallelLayout::Create(/*tp=*/2, /*ep=*/1);
   options.spec.block_size = kBlockSize;
   options.spec.step_timeout = absl::Seconds(60);
   options.worker_binary = GEMMASERVE_BINARY;

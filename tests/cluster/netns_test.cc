@@ -53,8 +53,7 @@ int RunCoordinator(const std::string& address) {
   const testing::GoldenReference ref = testing::LoadGoldenReference(kModel);
   coordinator::ClusterSpec spec;
   spec.model_dir = absl::StrCat("tests/data/", kModel);
-  spec.world_size = 2;
-  spec.tp_size = 2;
+  spec.layout = *parallel::ParallelLayout::Create(/*tp=*/2, /*ep=*/1);
   spec.block_size = kBlockSize;
   spec.join_timeout = absl::Seconds(60);
   spec.step_timeout = absl::Seconds(60);
