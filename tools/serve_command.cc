@@ -35,7 +35,6 @@ namespace {
 struct ServeConfig {
   std::string model_dir;
   ParallelFlags parallel;
-  std::string backend = "cpu";
   std::string host = "0.0.0.0";
   int64_t grpc_port = 50051;
   int64_t http_port = 8000;
@@ -59,7 +58,6 @@ struct ServeConfig {
 void AddFlags(FlagSet& flags, ServeConfig& c, bool local_workers) {
   flags.String("model", &c.model_dir, "checkpoint directory (config.json, safetensors, tokenizer.json)", true);
   c.parallel.AddFlags(flags);
-  flags.String("backend", &c.backend, "cpu (cuda needs kernels that do not exist yet)");
   flags.String("host", &c.host, "address the gRPC and HTTP APIs listen on");
   flags.Int("grpc-port", &c.grpc_port, "gemmaserve.v1.Inference, grpc.health.v1, reflection");
   flags.Int("http-port", &c.http_port, "OpenAI-compatible HTTP, /health, /ready, /metrics");
@@ -91,9 +89,6 @@ bool AwaitSignal(const sigset_t& signals, absl::Duration timeout) {
 
 absl::Status Serve(ServeConfig c, bool local_workers) {
   RETURN_IF_ERROR(InitLogging(c.log_level));
-  if (c.backend != "cpu") {
-    return absl::UnimplementedError(absl::StrCat("--backend ", c.backend, ": only cpu has kernels so far"));
-  }
   ASSIGN_OR_RETURN(model::Gemma4Config config, model::Gemma4Config::FromModelDir(c.model_dir));
   ASSIGN_OR_RETURN(const parallel::ParallelLayout layout, c.parallel.Resolve(config, c.model_dir));
   ASSIGN_OR_RETURN(auto served, coordinator::api::ServedModel::Load(c.model_dir, c.served_model_name));
