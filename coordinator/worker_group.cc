@@ -106,8 +106,9 @@ grpc::Status WorkerGroup::Register(grpc::ServerContext* context, const pb::Regis
   ranks_[rank].registered = true;
   ranks_[rank].num_blocks = std::min(request->sliding_blocks(), request->full_blocks());
   ranks_[rank].host = request->host();
-  spdlog::info("rank {} registered from {}: {} KV blocks, {} MiB of weights", rank, request->host(),
-               ranks_[rank].num_blocks, request->weight_bytes() >> 20);
+  spdlog::info("rank {} registered from {}: {} KV blocks ({} MiB), {} MiB of weights", rank,
+               request->host(), ranks_[rank].num_blocks, request->kv_cache_bytes() >> 20,
+               request->weight_bytes() >> 20);
   // Answer once every rank is in, so each learns the capacity the whole replica agrees on.
   auto all = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return AllRegistered(); };
   const absl::Time deadline =

@@ -38,10 +38,8 @@ absl::StatusOr<pb::ClusterConfig> FetchClusterConfig(pb::Coordinator::Stub& stub
   while (true) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    pb::GetClusterConfigRequest request;
-    request.set_rank(options.rank);
     pb::ClusterConfig config;
-    last = stub.GetClusterConfig(&context, request, &config);
+    last = stub.GetClusterConfig(&context, pb::GetClusterConfigRequest(), &config);
     if (last.ok()) return config;
     if (last.error_code() != grpc::StatusCode::UNAVAILABLE &&
         last.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
@@ -154,7 +152,7 @@ absl::Status ServeSteps(pb::Coordinator::Stub& stub, ModelShard& shard,
       stream->Finish();
       return absl::OkStatus();
     }
-    if (!message.has_step()) continue;  // drain: the coordinator simply stops sending steps
+    if (!message.has_step()) continue;  // a kind this worker does not know
     comm.ResetCommunicationMs();
     absl::StatusOr<pb::StepResult> result = shard.executor().Execute(message.step());
     pb::StepResult reply;
@@ -219,7 +217,6 @@ absl::Status RunWorker(const WorkerOptions& options) {
   pb::RegisterRequest request;
   request.set_rank(options.rank);
   request.set_world_size(options.world_size);
-  request.set_device_kind(pb::DEVICE_KIND_CPU);
   char hostname[256] = {};
   gethostname(hostname, sizeof(hostname) - 1);
   request.set_host(hostname);
