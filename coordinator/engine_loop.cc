@@ -1,9 +1,10 @@
 #include "coordinator/engine_loop.h"
 
 #include <algorithm>
-#include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "coordinator/detokenizer.h"
+#include "coordinator/stop_conditions.h"
 #include "spdlog/spdlog.h"
 
 namespace gemmaserve::coordinator {
@@ -12,35 +13,56 @@ namespace pb = internal::v1;
 
 namespace {
 
-double SecondsBetween(absl::Time from, absl::Time to) { return absl::ToDoubleSeconds(to - from); }
+bool Contains(const std::vector<int32_t>& ids, int32_t id) {
+  return std::find(ids.begin(), ids.end(), id) != ids.end();
+}
+
+// Milliseconds from `from` to `to`; 0 when `to` never happened.
+double MillisecondsBetween(absl::Time from, absl::Time to) {
+  return to == absl::InfinitePast() ? 0 : absl::ToDoubleMilliseconds(to - from);
+}
 
 }  // namespace
 
-struct EngineLoop::Live {
-  Live(Request req, std::shared_ptr<RequestStream> out, const Tokenizer* tokenizer,
-       StopStringMatcher matcher)
-      : request(std::move(req)), stream(std::move(out)), stop(std::move(matcher)) {
+// The loop's record of one request beside the scheduler's Sequence (which owns the request, its
+// tokens and their counts): where its events go, what turns its tokens into text, and the times
+// its latencies are measured from.
+struct EngineLoop::RequestOutput {
+  RequestOutput(std::shared_ptr<RequestStream> out, const Tokenizer* tokenizer,
+                StopStringMatcher matcher, absl::Time arrived)
+      : stream(std::move(out)), stop(std::move(matcher)), arrival(arrived) {
     // Special tokens keep their text: the API layer parses reasoning and tool calls out of it.
     if (tokenizer != nullptr) detokenizer.emplace(tokenizer, /*skip_special_tokens=*/false);
   }
 
-  Request request;
+  // The text still held back by the detokenizer and the stop-string matcher, at the end.
+  std::string FlushText() {
+    if (!detokenizer) return "";
+    return stop.Add(detokenizer->Finish()).text + stop.Finish();
+  }
+
   std::shared_ptr<RequestStream> stream;
-  std::optional<StreamingDetokenizer> detokenizer;
+  std::optional<StreamingDetokenizer> detokenizer;  // none without a tokenizer: ids only
   StopStringMatcher stop;
-  int64_t num_output_tokens = 0;
-  bool prompt_logprobs_sent = false;
+  absl::Time arrival;                               // Submit
   absl::Time first_scheduled = absl::InfinitePast();
   absl::Time first_token = absl::InfinitePast();
   absl::Time last_token = absl::InfinitePast();
 };
 
+struct EngineLoop::Output {
+  uint64_t sequence_id = 0;
+  Event event;
+  std::optional<FinishReason> finish;  // set when this step ended the sequence
+};
+
 EngineLoop::EngineLoop(EngineOptions options, const Tokenizer* tokenizer, StepFunction step,
-                       std::function<bool()> ready, EngineObserver* observer)
+                       std::function<bool()> ready, const Clock& clock, EngineObserver* observer)
     : options_(std::move(options)),
       tokenizer_(tokenizer),
       step_(std::move(step)),
       ready_(std::move(ready)),
+      clock_(clock),
       observer_(observer),
       eos_(options_.eos_token_ids.begin(), options_.eos_token_ids.end()),
       scheduler_(options_.scheduler) {
@@ -50,7 +72,9 @@ EngineLoop::EngineLoop(EngineOptions options, const Tokenizer* tokenizer, StepFu
 EngineLoop::~EngineLoop() { Stop(); }
 
 void EngineLoop::Start() {
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    while (AwaitWork()) RunOnce();
+  });
 }
 
 void EngineLoop::Stop() {
@@ -59,6 +83,15 @@ void EngineLoop::Stop() {
     stopping_ = true;
   }
   if (thread_.joinable()) thread_.join();
+  if (stopped_) return;
+  stopped_ = true;
+  // The loop thread has ended; its state is this thread's now. Nothing may wait forever on a
+  // stopped engine, including requests still in the inbox.
+  DrainInbox();
+  std::vector<uint64_t> ids;
+  for (const auto& [id, out] : outputs_) ids.push_back(id);
+  for (uint64_t id : ids) AbortSequence(id, FinishReason::kAbort, "the server stopped");
+  PublishLoad();
 }
 
 bool EngineLoop::Drain(absl::Duration timeout) {
@@ -71,6 +104,7 @@ bool EngineLoop::Drain(absl::Duration timeout) {
 }
 
 absl::StatusOr<std::shared_ptr<RequestStream>> EngineLoop::Submit(Request request) {
+  const absl::Time arrival = clock_.Now();
   absl::MutexLock lock(&mu_);
   if (draining_ || stopping_) return absl::UnavailableError("the server is draining");
   if (request_ids_.contains(request.request_id)) {
@@ -90,7 +124,7 @@ absl::StatusOr<std::shared_ptr<RequestStream>> EngineLoop::Submit(Request reques
   }
   auto stream = std::make_shared<RequestStream>();
   request_ids_.insert(request.request_id);
-  inbox_.push_back({std::move(request), stream});
+  inbox_.push_back({std::move(request), stream, arrival});
   return stream;
 }
 
@@ -115,60 +149,31 @@ bool EngineLoop::Ready() const {
   return ready_();
 }
 
-void EngineLoop::Run() {
-  while (true) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (stopping_) break;
-      // Idle: sleep until something arrives (or a short while, to notice deadlines).
-      if (!scheduler_.HasWork()) {
-        auto has_input = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return stopping_ || !inbox_.empty() || !aborts_.empty();
-        };
-        mu_.AwaitWithTimeout(absl::Condition(&has_input), absl::Milliseconds(50));
-      }
-    }
-    RunOnce();
-  }
-  // Nothing may wait forever on a stopped engine.
-  std::vector<uint64_t> ids;
-  for (const auto& [id, live] : live_) ids.push_back(id);
-  for (uint64_t id : ids) AbortLive(id, FinishReason::kAbort, "the server stopped");
-  DrainInbox();
-  PublishLoad();
+bool EngineLoop::AwaitWork() {
+  absl::MutexLock lock(&mu_);
+  auto has_input = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stopping_ || !inbox_.empty() || !aborts_.empty();
+  };
+  // With no live sequence there is no step to run and no deadline to watch, so only the inbox
+  // (or Stop) can give the loop something to do: no timeout is needed.
+  if (!scheduler_.HasWork()) mu_.Await(absl::Condition(&has_input));
+  return !stopping_;
 }
 
 void EngineLoop::RunOnce() {
   DrainInbox();
   AbortExpired();
-  if (scheduler_.HasWork()) {
-    ScheduledStep step = scheduler_.Schedule();
-    if (!step.empty()) {
-      // The step's outputs reach clients before it ends: the load they then ask for must already
-      // count its sequences and blocks, not the state before they were admitted.
-      PublishLoad();
-      for (const ScheduledSequence& s : step.sequences) {
-        Live& live = *live_.at(s.sequence_id);
-        if (live.first_scheduled == absl::InfinitePast()) live.first_scheduled = absl::Now();
-      }
-      const absl::Time start = absl::Now();
-      absl::StatusOr<pb::StepResult> result = step_(step.plan);
-      StepReport report;
-      report.duration_s = SecondsBetween(start, absl::Now());
-      report.num_sequences = static_cast<int64_t>(step.sequences.size());
-      int64_t num_prefill = 0;
-      for (const ScheduledSequence& s : step.sequences) {
-        num_prefill += s.num_tokens > 1 || !s.sample ? 1 : 0;
-      }
-      report.kind = StepKindOf(num_prefill, report.num_sequences - num_prefill);
-      if (result.ok()) {
-        report.result = &*result;
-        Postprocess(step, *result);
-      } else {
-        FailStep(step, result.status());
-      }
-      if (observer_ != nullptr) observer_->OnStep(report);
-    }
+  const ScheduledStep step = scheduler_.Schedule();
+  if (!step.empty()) {
+    // The step's tokens reach clients before it ends: the load they then ask for must already
+    // count its sequences and blocks, not the state before they were admitted.
+    PublishLoad();
+    const absl::Time start = clock_.Now();
+    MarkScheduled(step, start);
+    const absl::StatusOr<pb::StepResult> result = step_(step.plan);
+    const absl::Time end = clock_.Now();
+    Publish(result.ok() ? Postprocess(step, *result, end) : FailStep(step, result.status()));
+    RecordStep(step, result, end - start);
   }
   PublishLoad();
 }
@@ -182,170 +187,207 @@ void EngineLoop::DrainInbox() {
     aborts.swap(aborts_);
     num_unpublished_arrivals_ += static_cast<int64_t>(arrivals.size());
   }
-  for (Pending& pending : arrivals) {
-    const std::string request_id = pending.request.request_id;
-    absl::StatusOr<StopStringMatcher> matcher = StopStringMatcher::Create(pending.request.stop_strings);
-    absl::Status status = matcher.status();
-    const uint64_t id = next_sequence_id_++;
-    if (status.ok()) {
-      status = scheduler_.Add(std::make_unique<Sequence>(id, pending.request));
-    }
-    if (!status.ok()) {
-      Event event;
-      event.finished = true;
-      event.finish_reason = FinishReason::kError;
-      event.error = std::string(status.message());
-      pending.stream->Push(std::move(event));
-      absl::MutexLock lock(&mu_);
-      request_ids_.erase(request_id);
-      continue;
-    }
-    live_[id] = std::make_unique<Live>(std::move(pending.request), pending.stream, tokenizer_,
-                                       std::move(*matcher));
-    sequence_of_request_[request_id] = id;
-  }
+  for (Pending& pending : arrivals) Admit(std::move(pending));
   for (const std::string& request_id : aborts) {
     auto it = sequence_of_request_.find(request_id);
-    if (it != sequence_of_request_.end()) AbortLive(it->second, FinishReason::kAbort, "");
+    if (it != sequence_of_request_.end()) AbortSequence(it->second, FinishReason::kAbort, "");
   }
+}
+
+void EngineLoop::Admit(Pending pending) {
+  const std::string request_id = pending.request.request_id;
+  absl::StatusOr<StopStringMatcher> matcher =
+      StopStringMatcher::Create(pending.request.stop_strings);
+  absl::Status status = matcher.status();
+  const uint64_t id = next_sequence_id_++;
+  if (status.ok()) {
+    status = scheduler_.Add(std::make_unique<Sequence>(id, std::move(pending.request)));
+  }
+  if (!status.ok()) {
+    Event event;
+    event.finished = true;
+    event.finish_reason = FinishReason::kError;
+    event.error = std::string(status.message());
+    pending.stream->Push(std::move(event));
+    absl::MutexLock lock(&mu_);
+    request_ids_.erase(request_id);
+    return;
+  }
+  outputs_[id] = std::make_unique<RequestOutput>(std::move(pending.stream), tokenizer_,
+                                                 std::move(*matcher), pending.arrival);
+  sequence_of_request_[request_id] = id;
 }
 
 void EngineLoop::AbortExpired() {
-  const absl::Time now = absl::Now();
+  const absl::Time now = clock_.Now();
   std::vector<uint64_t> expired;
-  for (const auto& [id, live] : live_) {
-    if (live->request.deadline < now) expired.push_back(id);
+  for (const auto& [id, out] : outputs_) {
+    if (scheduler_.Find(id)->request.deadline < now) expired.push_back(id);
   }
-  for (uint64_t id : expired) AbortLive(id, FinishReason::kAbort, "deadline exceeded");
+  for (uint64_t id : expired) AbortSequence(id, FinishReason::kAbort, "deadline exceeded");
 }
 
-void EngineLoop::AbortLive(uint64_t sequence_id, FinishReason reason, const std::string& error) {
-  auto it = live_.find(sequence_id);
-  if (it == live_.end()) return;
-  Event event;
-  event.error = error;
-  Finish(*it->second, reason, std::move(event));
-}
-
-void EngineLoop::FailStep(const ScheduledStep& step, const absl::Status& status) {
-  spdlog::error("step {} failed: {}", step.plan.step_id(), std::string(status.message()));
+void EngineLoop::MarkScheduled(const ScheduledStep& step, absl::Time now) {
   for (const ScheduledSequence& s : step.sequences) {
-    AbortLive(s.sequence_id, FinishReason::kError, std::string(status.message()));
+    RequestOutput& out = *outputs_.at(s.sequence_id);
+    if (out.first_scheduled == absl::InfinitePast()) out.first_scheduled = now;
   }
 }
 
-void EngineLoop::Postprocess(const ScheduledStep& step, const pb::StepResult& result) {
+std::vector<EngineLoop::Output> EngineLoop::Postprocess(const ScheduledStep& step,
+                                                        const pb::StepResult& result,
+                                                        absl::Time now) {
   if (result.sequences_size() != static_cast<int>(step.sequences.size())) {
-    FailStep(step, absl::InternalError(absl::StrCat("step ", step.plan.step_id(), " returned ",
-                                                    result.sequences_size(), " sequences for ",
-                                                    step.sequences.size())));
-    return;
+    return FailStep(step, absl::InternalError(absl::StrCat(
+                              "step ", step.plan.step_id(), " returned ", result.sequences_size(),
+                              " sequences for ", step.sequences.size())));
   }
   scheduler_.Postprocess(step, result);
+  std::vector<Output> outputs;
   for (size_t i = 0; i < step.sequences.size(); ++i) {
-    auto it = live_.find(step.sequences[i].sequence_id);
-    if (it == live_.end()) continue;  // aborted meanwhile
-    Live& live = *it->second;
-    if (!step.sequences[i].sample) continue;
-    Event event;
-    if (!live.prompt_logprobs_sent && live.request.prompt_logprobs) {
-      // The scheduler gathered them over the prefill chunks; sent once, with the first token.
-      const Sequence& seq = *scheduler_.Find(step.sequences[i].sequence_id);
-      event.prompt_logprobs = seq.prompt_logprobs;
-      for (const pb::TopLogprobs& top : seq.prompt_top_logprobs) {
-        event.prompt_top_logprobs.emplace_back(top.alternatives().begin(), top.alternatives().end());
-      }
-    }
-    live.prompt_logprobs_sent = true;
-    if (ConsumeToken(live, result.sequences(static_cast<int>(i)), event)) continue;
-    live.stream->Push(std::move(event));
+    if (!step.sequences[i].sample) continue;  // mid-prefill: nothing for the client yet
+    const uint64_t id = step.sequences[i].sequence_id;
+    const pb::SequenceResult& sampled = result.sequences(static_cast<int>(i));
+    outputs.push_back(AddToken(*scheduler_.Find(id), *outputs_.at(id), sampled, now));
   }
+  return outputs;
 }
 
-bool EngineLoop::ConsumeToken(Live& live, const pb::SequenceResult& result, Event& event) {
-  const int32_t token = result.token_id();
-  const absl::Time now = absl::Now();
-  if (live.first_token == absl::InfinitePast()) {
-    live.first_token = now;
-    if (observer_ != nullptr) {
-      observer_->OnFirstToken(SecondsBetween(live.request.arrival, now),
-                              SecondsBetween(live.request.arrival, live.first_scheduled));
+EngineLoop::Output EngineLoop::AddToken(const Sequence& seq, RequestOutput& out,
+                                        const pb::SequenceResult& result, absl::Time now) {
+  ObserveToken(out, now);
+  const Request& request = seq.request;
+  Output output;
+  output.sequence_id = seq.id;
+  Event& event = output.event;
+  if (seq.num_output_tokens() == 1 && request.prompt_logprobs) {
+    // The scheduler gathered them over the prefill chunks; sent once, with the first token.
+    event.prompt_logprobs = seq.prompt_logprobs;
+    for (const pb::TopLogprobs& top : seq.prompt_top_logprobs) {
+      event.prompt_top_logprobs.emplace_back(top.alternatives().begin(), top.alternatives().end());
     }
-  } else if (observer_ != nullptr) {
-    observer_->OnToken(SecondsBetween(live.last_token, now));
   }
-  live.last_token = now;
-  ++live.num_output_tokens;
-  event.token_ids.push_back(token);
-  if (live.request.sampling.logprobs()) {
+  event.token_ids.push_back(result.token_id());
+  if (request.sampling.logprobs()) {
     pb::TokenLogprob chosen;
-    chosen.set_token_id(token);
+    chosen.set_token_id(result.token_id());
     chosen.set_logprob(result.logprob());
     event.logprobs.push_back(chosen);
   }
-  if (live.request.sampling.top_logprobs() > 0) {
+  if (request.sampling.top_logprobs() > 0) {
     event.top_logprobs.emplace_back(result.top_logprobs().begin(), result.top_logprobs().end());
   }
-  const Request& request = live.request;
+  output.finish = AddText(seq, out, event);
+  return output;
+}
+
+std::optional<FinishReason> EngineLoop::AddText(const Sequence& seq, RequestOutput& out,
+                                                Event& event) {
+  const Request& request = seq.request;
+  const int32_t token = seq.token_ids.back();
   const bool eos = !request.ignore_eos && eos_.contains(token);
-  const bool stop_id = std::find(request.stop_token_ids.begin(), request.stop_token_ids.end(),
-                                 token) != request.stop_token_ids.end();
+  const bool stop_id = Contains(request.stop_token_ids, token);
   if (eos || stop_id) {
     // The stop token's id is reported; its text is not part of the answer.
     event.matched_stop = stop_id ? absl::StrCat(token) : "";
-    if (live.detokenizer) event.text = live.stop.Add(live.detokenizer->Finish()).text + live.stop.Finish();
-    Finish(live, FinishReason::kStop, std::move(event));
-    return true;
+    event.text = out.FlushText();
+    return FinishReason::kStop;
   }
-  if (live.detokenizer) {
-    absl::StatusOr<std::string> delta = live.detokenizer->Add(token);
-    StopStringMatcher::Output out = live.stop.Add(delta.ok() ? *delta : std::string());
-    event.text = std::move(out.text);
-    if (out.stopped) {
-      event.matched_stop = std::move(out.matched);
-      Finish(live, FinishReason::kStop, std::move(event));
-      return true;
+  if (out.detokenizer) {
+    absl::StatusOr<std::string> delta = out.detokenizer->Add(token);
+    StopStringMatcher::Output text = out.stop.Add(delta.ok() ? *delta : std::string());
+    event.text = std::move(text.text);
+    if (text.stopped) {
+      event.matched_stop = std::move(text.matched);
+      return FinishReason::kStop;
     }
   }
-  if (live.num_output_tokens >= request.max_tokens) {
-    if (live.detokenizer) {
-      event.text += live.stop.Add(live.detokenizer->Finish()).text;
-      event.text += live.stop.Finish();
-    }
-    Finish(live, FinishReason::kLength, std::move(event));
-    return true;
+  if (seq.num_output_tokens() >= request.max_tokens) {
+    event.text += out.FlushText();
+    return FinishReason::kLength;
   }
-  return false;
+  return std::nullopt;
 }
 
-void EngineLoop::Finish(Live& live, FinishReason reason, Event event) {
-  const uint64_t id = sequence_of_request_.at(live.request.request_id);
+void EngineLoop::ObserveToken(RequestOutput& out, absl::Time now) {
+  const bool first = out.first_token == absl::InfinitePast();
+  if (observer_ != nullptr) {
+    if (first) {
+      observer_->OnFirstToken(now - out.arrival, out.first_scheduled - out.arrival);
+    } else {
+      observer_->OnToken(now - out.last_token);
+    }
+  }
+  if (first) out.first_token = now;
+  out.last_token = now;
+}
+
+std::vector<EngineLoop::Output> EngineLoop::FailStep(const ScheduledStep& step,
+                                                     const absl::Status& status) {
+  spdlog::error("step {} failed: {}", step.plan.step_id(), std::string(status.message()));
+  std::vector<Output> outputs(step.sequences.size());
+  for (size_t i = 0; i < step.sequences.size(); ++i) {
+    outputs[i].sequence_id = step.sequences[i].sequence_id;
+    outputs[i].event.error = std::string(status.message());
+    outputs[i].finish = FinishReason::kError;
+  }
+  return outputs;
+}
+
+void EngineLoop::Publish(std::vector<Output> outputs) {
+  for (Output& output : outputs) {
+    if (output.finish) {
+      Finish(output.sequence_id, *output.finish, std::move(output.event));
+    } else {
+      outputs_.at(output.sequence_id)->stream->Push(std::move(output.event));
+    }
+  }
+}
+
+void EngineLoop::RecordStep(const ScheduledStep& step,
+                            const absl::StatusOr<pb::StepResult>& result, absl::Duration duration) {
+  if (observer_ == nullptr) return;
+  StepReport report;
+  report.duration = duration;
+  report.num_sequences = static_cast<int64_t>(step.sequences.size());
+  const int64_t num_prefill = std::count_if(
+      step.sequences.begin(), step.sequences.end(),
+      [](const ScheduledSequence& s) { return s.num_tokens > 1 || !s.sample; });
+  report.kind = StepKindOf(num_prefill, report.num_sequences - num_prefill);
+  report.result = result.ok() ? &*result : nullptr;
+  observer_->OnStep(report);
+}
+
+void EngineLoop::AbortSequence(uint64_t sequence_id, FinishReason reason,
+                               const std::string& error) {
+  if (!outputs_.contains(sequence_id)) return;
+  Event event;
+  event.error = error;
+  Finish(sequence_id, reason, std::move(event));
+}
+
+void EngineLoop::Finish(uint64_t sequence_id, FinishReason reason, Event event) {
+  const absl::Time now = clock_.Now();
+  std::unique_ptr<RequestOutput> out = std::move(outputs_.extract(sequence_id).mapped());
+  const Sequence& seq = *scheduler_.Find(sequence_id);
   Usage& usage = event.usage;
-  if (const Sequence* seq = scheduler_.Find(id); seq != nullptr) {
-    // After a preemption the latest admission may also have reused generated tokens.
-    usage.cached_tokens = std::min<int64_t>(seq->num_cached_tokens, seq->num_prompt_tokens);
-  }
+  usage.prompt_tokens = seq.num_prompt_tokens;
+  usage.completion_tokens = seq.num_output_tokens();
+  // After a preemption the latest admission may also have reused generated tokens.
+  usage.cached_tokens = std::min(seq.num_cached_tokens, seq.num_prompt_tokens);
+  usage.queue_ms = MillisecondsBetween(out->arrival, out->first_scheduled);
+  usage.ttft_ms = MillisecondsBetween(out->arrival, out->first_token);
+  usage.total_ms = absl::ToDoubleMilliseconds(now - out->arrival);
+  const std::string request_id = seq.request.request_id;
   if (reason == FinishReason::kStop || reason == FinishReason::kLength) {
-    scheduler_.Finish(id);
+    scheduler_.Finish(sequence_id);
   } else {
-    scheduler_.Abort(id);
+    scheduler_.Abort(sequence_id);
   }
-  const absl::Time now = absl::Now();
   event.finished = true;
   event.finish_reason = reason;
-  usage.prompt_tokens = static_cast<int64_t>(live.request.prompt_ids.size());
-  usage.completion_tokens = live.num_output_tokens;
-  usage.queue_ms = live.first_scheduled == absl::InfinitePast()
-                       ? 0
-                       : absl::ToDoubleMilliseconds(live.first_scheduled - live.request.arrival);
-  usage.ttft_ms = live.first_token == absl::InfinitePast()
-                      ? 0
-                      : absl::ToDoubleMilliseconds(live.first_token - live.request.arrival);
-  usage.total_ms = absl::ToDoubleMilliseconds(now - live.request.arrival);
   if (observer_ != nullptr) observer_->OnFinished(usage, reason);
-  const std::string request_id = live.request.request_id;
-  live.stream->Push(std::move(event));
-  live_.erase(id);
+  out->stream->Push(std::move(event));
   sequence_of_request_.erase(request_id);
   absl::MutexLock lock(&mu_);
   request_ids_.erase(request_id);

@@ -13,8 +13,8 @@ class EngineMetrics final : public EngineObserver {
   explicit EngineMetrics(CoordinatorMetrics& metrics) : metrics_(metrics) {}
 
   void OnStep(const StepReport& report) override;
-  void OnFirstToken(double ttft_s, double queue_s) override;
-  void OnToken(double inter_token_s) override;
+  void OnFirstToken(absl::Duration ttft, absl::Duration queue) override;
+  void OnToken(absl::Duration inter_token) override;
   void OnFinished(const Usage& usage, FinishReason reason) override;
   void OnLoad(const LoadInfo& load) override;
 

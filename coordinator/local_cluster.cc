@@ -22,7 +22,7 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClu
     LaunchOptions launch;
     launch.binary = options.worker_binary;
     launch.coordinator = absl::StrCat("127.0.0.1:", cluster->port_);
-    launch.world_size = options.spec.world_size;
+    launch.world_size = options.spec.layout.world_size();
     launch.extra_args = options.worker_args;
     launch.metrics_port_base = options.metrics_port_base;
     LocalCluster* raw = cluster.get();

@@ -19,7 +19,7 @@ namespace gemmaserve::coordinator {
 struct LocalClusterOptions {
   ClusterSpec spec;
   std::string internal_address = "127.0.0.1:0";  // port 0 picks a free port
-  bool launch_workers = true;                    // spawn spec.world_size local workers
+  bool launch_workers = true;                    // spawn spec.layout.world_size() local workers
   std::string worker_binary = "/proc/self/exe";
   std::vector<std::string> worker_args;          // e.g. {"--threads", "1"}
   int metrics_port_base = -1;                    // see LaunchOptions

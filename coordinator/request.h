@@ -26,8 +26,7 @@ struct Request {
   std::vector<int32_t> stop_token_ids;  // besides the model's EOS ids (unless ignore_eos)
   bool ignore_eos = false;
   bool prompt_logprobs = false;
-  absl::Time deadline = absl::InfiniteFuture();
-  absl::Time arrival = absl::Now();
+  absl::Time deadline = absl::InfiniteFuture();  // aborted once the engine's clock passes it
 };
 
 enum class FinishReason { kStop, kLength, kAbort, kError };
@@ -37,7 +36,7 @@ struct Usage {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
   int64_t cached_tokens = 0;  // prompt tokens served from the prefix cache
-  double queue_ms = 0;        // arrival → first scheduled
+  double queue_ms = 0;        // arrival (Engine::Submit) → first scheduled
   double ttft_ms = 0;         // arrival → first token
   double total_ms = 0;        // arrival → finish
 };

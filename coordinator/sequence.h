@@ -2,10 +2,12 @@
 // been sampled), how many of them are in the KV cache, where it is in its life, and its block
 // table per KV group.
 //
-// A plain record. Ownership: the Scheduler owns every live Sequence; the Scheduler advances
-// num_computed and appends tokens and prompt logprobs, the BlockManager edits block_tables (and sets num_computed when
-// the prefix cache serves the front of the sequence). Nothing else writes it. Thread-safety: none;
-// the engine loop is the only thread that sees it.
+// A plain record, and the one place a request's tokens and their counts are kept: the engine
+// loop reads them here (for stop conditions and usage) rather than counting on its own.
+// Ownership: the Scheduler owns every live Sequence; the Scheduler advances num_computed and
+// appends tokens and prompt logprobs, the BlockManager edits block_tables (and sets num_computed
+// when the prefix cache serves the front of the sequence). Nothing else writes it.
+// Thread-safety: none; the engine loop is the only thread that sees it.
 #pragma once
 
 #include <array>

@@ -25,8 +25,10 @@ grpc::Status Failed(grpc::StatusCode code, const std::string& message) {
 }  // namespace
 
 WorkerGroup::WorkerGroup(ClusterSpec spec)
-    : spec_(std::move(spec)), session_id_(NewSessionId()), ranks_(spec_.world_size) {
-  for (int r = 0; r < spec_.world_size; ++r) write_mu_.push_back(std::make_unique<absl::Mutex>());
+    : spec_(std::move(spec)), session_id_(NewSessionId()), ranks_(spec_.layout.world_size()) {
+  for (int r = 0; r < spec_.layout.world_size(); ++r) {
+    write_mu_.push_back(std::make_unique<absl::Mutex>());
+  }
 }
 
 bool WorkerGroup::AllRegistered() const {
@@ -74,9 +76,8 @@ absl::Status WorkerGroup::WaitReady(absl::Duration timeout) {
 grpc::Status WorkerGroup::GetClusterConfig(grpc::ServerContext*, const pb::GetClusterConfigRequest*,
                                            pb::ClusterConfig* response) {
   response->set_model_dir(spec_.model_dir);
-  response->set_world_size(spec_.world_size);
-  response->set_tp_size(spec_.tp_size);
-  response->set_ep_size(spec_.ep_size);
+  response->set_tp_size(spec_.layout.tp());
+  response->set_ep_size(spec_.layout.ep());
   response->set_block_size(spec_.block_size);
   response->set_session_id(session_id_);
   response->set_max_tokens_per_step(spec_.max_tokens_per_step);
@@ -86,10 +87,11 @@ grpc::Status WorkerGroup::GetClusterConfig(grpc::ServerContext*, const pb::GetCl
 grpc::Status WorkerGroup::Register(grpc::ServerContext* context, const pb::RegisterRequest* request,
                                    pb::RegisterResponse* response) {
   const int rank = request->rank();
-  if (request->world_size() != spec_.world_size || rank < 0 || rank >= spec_.world_size) {
+  const int world_size = spec_.layout.world_size();
+  if (request->world_size() != world_size || rank < 0 || rank >= world_size) {
     return Failed(grpc::StatusCode::FAILED_PRECONDITION,
                   absl::StrCat("rank ", rank, " of world size ", request->world_size(),
-                               " does not fit this replica of ", spec_.world_size, " ranks"));
+                               " does not fit this replica of ", world_size, " ranks"));
   }
   if (request->session_id() != session_id_) {
     return Failed(grpc::StatusCode::FAILED_PRECONDITION,
@@ -104,8 +106,9 @@ grpc::Status WorkerGroup::Register(grpc::ServerContext* context, const pb::Regis
   ranks_[rank].registered = true;
   ranks_[rank].num_blocks = std::min(request->sliding_blocks(), request->full_blocks());
   ranks_[rank].host = request->host();
-  spdlog::info("rank {} registered from {}: {} KV blocks, {} MiB of weights", rank, request->host(),
-               ranks_[rank].num_blocks, request->weight_bytes() >> 20);
+  spdlog::info("rank {} registered from {}: {} KV blocks ({} MiB), {} MiB of weights", rank,
+               request->host(), ranks_[rank].num_blocks, request->kv_cache_bytes() >> 20,
+               request->weight_bytes() >> 20);
   // Answer once every rank is in, so each learns the capacity the whole replica agrees on.
   auto all = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return AllRegistered(); };
   const absl::Time deadline =
@@ -129,7 +132,7 @@ grpc::Status WorkerGroup::Attach(grpc::ServerContext*, Stream* stream) {
   const int rank = hello.rank();
   {
     absl::MutexLock lock(&mu_);
-    if (rank < 0 || rank >= spec_.world_size || !ranks_[rank].registered ||
+    if (rank < 0 || rank >= spec_.layout.world_size() || !ranks_[rank].registered ||
         ranks_[rank].stream != nullptr) {
       return Failed(grpc::StatusCode::FAILED_PRECONDITION,
                     absl::StrCat("rank ", rank, " is not registered or already attached"));
@@ -181,7 +184,7 @@ absl::StatusOr<pb::StepResult> WorkerGroup::Step(const pb::StepPlan& plan) {
   }
   pb::CoordinatorMessage message;
   *message.mutable_step() = plan;
-  for (int r = 0; r < spec_.world_size; ++r) {
+  for (int r = 0; r < spec_.layout.world_size(); ++r) {
     if (!Send(r, message)) {
       absl::MutexLock lock(&mu_);
       broken_ = true;
@@ -203,7 +206,7 @@ absl::StatusOr<pb::StepResult> WorkerGroup::Step(const pb::StepPlan& plan) {
     return absl::UnavailableError(absl::StrCat("step ", plan.step_id(), ": a worker left (ranks ",
                                                MissingRanks(true), ")"));
   }
-  for (int r = 0; r < spec_.world_size; ++r) {
+  for (int r = 0; r < spec_.layout.world_size(); ++r) {
     if (!ranks_[r].result.error().empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat("step ", plan.step_id(), ": rank ", r, ": ", ranks_[r].result.error()));
@@ -219,7 +222,7 @@ void WorkerGroup::Shutdown(const std::string& reason, absl::Duration grace) {
   }
   pb::CoordinatorMessage message;
   message.mutable_shutdown()->set_reason(reason);
-  for (int r = 0; r < spec_.world_size; ++r) Send(r, message);
+  for (int r = 0; r < spec_.layout.world_size(); ++r) Send(r, message);
   absl::MutexLock lock(&mu_);
   auto detached = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return std::all_of(ranks_.begin(), ranks_.end(),

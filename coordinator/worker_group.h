@@ -21,16 +21,15 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "gemmaserve/internal/v1/worker.grpc.pb.h"
+#include "parallel/parallel_layout.h"
 #include "parallel/rendezvous_service.h"
 
 namespace gemmaserve::coordinator {
 
 struct ClusterSpec {
   std::string model_dir;
-  int world_size = 1;
-  int tp_size = 1;             // non-expert layers are split over all ranks
-  int ep_size = 1;             // > 1: experts split whole over the ranks
-  int block_size = 16;         // KV slots per block
+  parallel::ParallelLayout layout;  // ranks, and how the experts are split over them
+  int block_size = 16;              // KV slots per block
   int max_tokens_per_step = 8192;
   absl::Duration join_timeout = absl::Seconds(120);  // registration waits this long for all ranks
   absl::Duration step_timeout = absl::Seconds(600);  // a step answered later fails

@@ -88,7 +88,7 @@ absl::Status Bench(BenchConfig config) {
   if (config.prompt_tokens <= 0 || config.decode_tokens <= 1) {
     return absl::InvalidArgumentError("--prompt-tokens must be positive and --decode-tokens > 1");
   }
-  if (config.session.tp > 1 || config.session.ep > 1) {
+  if (config.session.parallel.tp > 1 || config.session.parallel.ep > 1) {
     return absl::InvalidArgumentError("bench-model measures the in-process forward; use --tp 1");
   }
   const double bandwidth =

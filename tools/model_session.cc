@@ -12,22 +12,16 @@ constexpr int64_t kBlockSize = 16;
 
 void SessionOptions::AddFlags(FlagSet& flags) {
   flags.String("model", &model_dir, "checkpoint directory (config.json + safetensors)", true);
-  flags.Int("tp", &tp, "tensor-parallel worker processes (1 = run in this process)");
-  flags.Int("ep", &ep, "expert-parallel worker processes, MoE models only (1 = off)");
+  parallel.AddFlags(flags);
   flags.Int("threads", &threads, "compute threads (per worker process with --tp/--ep)");
 }
 
 absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOptions& options) {
-  if (options.tp < 1 || options.ep < 1 || (options.tp > 1 && options.ep > 1)) {
-    return absl::InvalidArgumentError(absl::StrCat("--tp ", options.tp, " --ep ", options.ep,
-                                                   ": give one of them, at least 1"));
-  }
   std::unique_ptr<ModelSession> session(new ModelSession());
   ASSIGN_OR_RETURN(session->config_, model::Gemma4Config::FromModelDir(options.model_dir));
-  if (options.ep > 1 && !session->config_.is_moe()) {
-    return absl::InvalidArgumentError(absl::StrCat("--ep ", options.ep, ": ", options.model_dir,
-                                                   " is a dense model; use --tp"));
-  }
+  // Refuse a layout the weights cannot take before starting any worker.
+  ASSIGN_OR_RETURN(const parallel::ParallelLayout layout,
+                   options.parallel.Resolve(session->config_, options.model_dir));
   if (options.max_context > session->config_.max_position_embeddings) {
     return absl::InvalidArgumentError(absl::StrCat("a context of ", options.max_context,
                                                    " tokens exceeds max_position_embeddings ",
@@ -35,9 +29,8 @@ absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOp
   }
   const int64_t blocks =
       (options.max_context + kBlockSize - 1) / kBlockSize * options.max_sequences;
-  const int64_t world = std::max(options.tp, options.ep);
   coordinator::SequenceDriver::StepFn step;
-  if (world == 1) {
+  if (layout.world_size() == 1) {
     ops::SetNumThreads(static_cast<int>(options.threads));
     ASSIGN_OR_RETURN(worker::LoadedShard loaded,
                      worker::LoadShard(options.model_dir, parallel::ShardPlan::Single()));
@@ -47,17 +40,9 @@ absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOp
     worker::ModelShard* shard = session->shard_.get();
     step = [shard](const internal::v1::StepPlan& plan) { return shard->executor().Execute(plan); };
   } else {
-    // Refuse a layout the weights cannot take before starting any worker.
-    const auto experts = options.ep > 1 ? parallel::ExpertSharding::kExpertParallel
-                                        : parallel::ExpertSharding::kTensorParallel;
-    ASSIGN_OR_RETURN(parallel::ShardPlan plan,
-                     parallel::ShardPlan::Create(0, static_cast<int>(world), experts));
-    RETURN_IF_ERROR(model::ValidateShardPlan(session->config_, plan));
     coordinator::LocalClusterOptions cluster;
     cluster.spec.model_dir = options.model_dir;
-    cluster.spec.world_size = static_cast<int>(world);
-    cluster.spec.tp_size = static_cast<int>(world);
-    cluster.spec.ep_size = static_cast<int>(options.ep);
+    cluster.spec.layout = layout;
     cluster.spec.block_size = kBlockSize;
     cluster.worker_args = {"--threads", absl::StrCat(options.threads), "--log-level",
                            options.log_level};

@@ -14,14 +14,14 @@
 #include "model/config.h"
 #include "parallel/communicator.h"
 #include "tools/flags.h"
+#include "tools/parallel_flags.h"
 #include "worker/model_shard.h"
 
 namespace gemmaserve::tools {
 
 struct SessionOptions {
   std::string model_dir;
-  int64_t tp = 1;
-  int64_t ep = 1;
+  ParallelFlags parallel;       // world size 1: the model runs in this process
   int64_t threads = 2;          // compute threads (per worker with --tp/--ep)
   int64_t max_context = 0;      // tokens per sequence the KV cache must hold
   int64_t max_sequences = 1;

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "coordinator/api/http_server.h"
@@ -23,20 +24,17 @@
 #include "coordinator/engine_metrics.h"
 #include "coordinator/metrics.h"
 #include "coordinator/local_cluster.h"
-#include "model/weights.h"
 #include "spdlog/spdlog.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
+#include "tools/parallel_flags.h"
 
 namespace gemmaserve::tools {
 namespace {
 
 struct ServeConfig {
   std::string model_dir;
-  int64_t tp = 1;
-  int64_t ep = 1;
-  int64_t world_size = 0;  // coordinator mode: ranks to wait for (default max(tp, ep))
-  std::string backend = "cpu";
+  ParallelFlags parallel;
   std::string host = "0.0.0.0";
   int64_t grpc_port = 50051;
   int64_t http_port = 8000;
@@ -59,10 +57,7 @@ struct ServeConfig {
 
 void AddFlags(FlagSet& flags, ServeConfig& c, bool local_workers) {
   flags.String("model", &c.model_dir, "checkpoint directory (config.json, safetensors, tokenizer.json)", true);
-  flags.Int("tp", &c.tp, "tensor-parallel ranks");
-  flags.Int("ep", &c.ep, "expert-parallel ranks (MoE models)");
-  if (!local_workers) flags.Int("world-size", &c.world_size, "ranks to wait for (default: --tp or --ep)");
-  flags.String("backend", &c.backend, "cpu (cuda needs kernels that do not exist yet)");
+  c.parallel.AddFlags(flags);
   flags.String("host", &c.host, "address the gRPC and HTTP APIs listen on");
   flags.Int("grpc-port", &c.grpc_port, "gemmaserve.v1.Inference, grpc.health.v1, reflection");
   flags.Int("http-port", &c.http_port, "OpenAI-compatible HTTP, /health, /ready, /metrics");
@@ -94,22 +89,8 @@ bool AwaitSignal(const sigset_t& signals, absl::Duration timeout) {
 
 absl::Status Serve(ServeConfig c, bool local_workers) {
   RETURN_IF_ERROR(InitLogging(c.log_level));
-  if (c.backend != "cpu") {
-    return absl::UnimplementedError(absl::StrCat("--backend ", c.backend, ": only cpu has kernels so far"));
-  }
-  if (c.tp < 1 || c.ep < 1 || (c.tp > 1 && c.ep > 1)) {
-    return absl::InvalidArgumentError("give one of --tp and --ep, at least 1");
-  }
-  const int64_t world = local_workers || c.world_size == 0 ? std::max(c.tp, c.ep) : c.world_size;
   ASSIGN_OR_RETURN(model::Gemma4Config config, model::Gemma4Config::FromModelDir(c.model_dir));
-  if (c.ep > 1 && !config.is_moe()) {
-    return absl::InvalidArgumentError(absl::StrCat("--ep: ", c.model_dir, " is a dense model; use --tp"));
-  }
-  ASSIGN_OR_RETURN(parallel::ShardPlan plan,
-                   parallel::ShardPlan::Create(0, static_cast<int>(world),
-                                               c.ep > 1 ? parallel::ExpertSharding::kExpertParallel
-                                                        : parallel::ExpertSharding::kTensorParallel));
-  RETURN_IF_ERROR(model::ValidateShardPlan(config, plan));
+  ASSIGN_OR_RETURN(const parallel::ParallelLayout layout, c.parallel.Resolve(config, c.model_dir));
   ASSIGN_OR_RETURN(auto served, coordinator::api::ServedModel::Load(c.model_dir, c.served_model_name));
 
   // Signals are taken by sigtimedwait on this thread only: block them before any thread starts.
@@ -121,9 +102,7 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
 
   coordinator::LocalClusterOptions cluster_options;
   cluster_options.spec.model_dir = c.model_dir;
-  cluster_options.spec.world_size = static_cast<int>(world);
-  cluster_options.spec.tp_size = static_cast<int>(world);
-  cluster_options.spec.ep_size = static_cast<int>(c.ep);
+  cluster_options.spec.layout = layout;
   cluster_options.spec.block_size = static_cast<int>(c.block_size);
   cluster_options.spec.max_tokens_per_step = static_cast<int>(c.max_tokens_per_step);
   cluster_options.spec.step_timeout = absl::Seconds(c.step_timeout_s);
@@ -140,7 +119,7 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
   if (config.is_moe()) {
     metrics_options.moe.num_layers = static_cast<int>(config.num_hidden_layers);
     metrics_options.moe.num_experts = static_cast<int>(config.num_experts);
-    metrics_options.moe.ep_size = static_cast<int>(c.ep);
+    metrics_options.moe.ep_size = layout.ep();
   }
   ASSIGN_OR_RETURN(auto metrics, coordinator::CoordinatorMetrics::Create(metrics_options));
   coordinator::EngineMetrics observer(*metrics);
@@ -157,7 +136,7 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
   grpc_api->SetServing(false);
   spdlog::info("serving {} as \"{}\": gRPC :{}, HTTP :{}, internal :{}; waiting for {} worker(s)",
                c.model_dir, served->name(), grpc_api->port(), http->port(), cluster->internal_port(),
-               world);
+               layout.world_size());
 
   const absl::Time give_up = absl::Now() + absl::Seconds(c.ready_timeout_s);
   while (true) {
@@ -180,10 +159,11 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
   s.enable_prefix_caching = !c.no_prefix_caching;
   RETURN_IF_ERROR(s.Validate());
   engine_options.eos_token_ids = served->eos_token_ids();
+  const RealClock clock;
   coordinator::EngineLoop engine(
       engine_options, &served->tokenizer(),
       [&group](const internal::v1::StepPlan& step) { return group.Step(step); },
-      [&group] { return group.ready(); }, &observer);
+      [&group] { return group.ready(); }, clock, &observer);
   engine.Start();
   deferred.Set(&engine);
   grpc_api->SetServing(true);

@@ -20,6 +20,7 @@
 #include "ops/weights.h"
 #include "parallel/gloo_communicator.h"
 #include "parallel/grpc_key_value_store.h"
+#include "parallel/parallel_layout.h"
 #include "spdlog/spdlog.h"
 #include "worker/model_shard.h"
 #include "worker/worker_metrics.h"
@@ -38,10 +39,8 @@ absl::StatusOr<pb::ClusterConfig> FetchClusterConfig(pb::Coordinator::Stub& stub
   while (true) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    pb::GetClusterConfigRequest request;
-    request.set_rank(options.rank);
     pb::ClusterConfig config;
-    last = stub.GetClusterConfig(&context, request, &config);
+    last = stub.GetClusterConfig(&context, pb::GetClusterConfigRequest(), &config);
     if (last.ok()) return config;
     if (last.error_code() != grpc::StatusCode::UNAVAILABLE &&
         last.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
@@ -127,14 +126,14 @@ absl::Status CheckShardFits(const std::string& model_dir, const WorkerOptions& o
 }
 
 absl::StatusOr<parallel::ShardPlan> PlanFor(const pb::ClusterConfig& cluster, const WorkerOptions& options) {
-  if (cluster.world_size() != options.world_size) {
+  ASSIGN_OR_RETURN(const parallel::ParallelLayout layout,
+                   parallel::ParallelLayout::Create(cluster.tp_size(), cluster.ep_size()));
+  if (layout.world_size() != options.world_size) {
     return absl::FailedPreconditionError(absl::StrCat(
         "--world-size ", options.world_size, " but the coordinator runs a world of ",
-        cluster.world_size()));
+        layout.world_size(), " (", layout.ToString(), ")"));
   }
-  const auto experts = cluster.ep_size() > 1 ? parallel::ExpertSharding::kExpertParallel
-                                             : parallel::ExpertSharding::kTensorParallel;
-  return parallel::ShardPlan::Create(options.rank, options.world_size, experts);
+  return layout.PlanFor(options.rank);
 }
 
 // Sends the hello, then answers each step until Shutdown or a broken stream.
@@ -156,7 +155,7 @@ absl::Status ServeSteps(pb::Coordinator::Stub& stub, ModelShard& shard,
       stream->Finish();
       return absl::OkStatus();
     }
-    if (!message.has_step()) continue;  // drain: the coordinator simply stops sending steps
+    if (!message.has_step()) continue;  // a kind this worker does not know
     comm.ResetCommunicationMs();
     absl::StatusOr<pb::StepResult> result = shard.executor().Execute(message.step());
     pb::StepResult reply;
@@ -226,7 +225,6 @@ absl::Status RunWorker(const WorkerOptions& options) {
   pb::RegisterRequest request;
   request.set_rank(options.rank);
   request.set_world_size(options.world_size);
-  request.set_device_kind(pb::DEVICE_KIND_CPU);
   char hostname[256] = {};
   gethostname(hostname, sizeof(hostname) - 1);
   request.set_host(hostname);

@@ -2,20 +2,19 @@
 // lines that cannot be sharded, and a plan the workers must reject. Each failure must be quick,
 // name its cause, and leave nothing running. Time bounds here are generous guards against hangs,
 // not performance assertions.
-#include <dirent.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
-#include <fstream>
-#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "coordinator/local_cluster.h"
 #include "coordinator/local_launcher.h"
@@ -24,7 +23,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "tests/cluster/cluster_test_util.h"
+#include "tests/test_util/child_process.h"
 #include "tests/model/golden_reference.h"
 
 namespace gemmaserve {
@@ -37,7 +36,21 @@ using testing::RunProcess;
 constexpr char kDense[] = "tests/data/gemma4-tiny-dense";
 constexpr char kMoe[] = "tests/data/gemma4-tiny-moe";
 constexpr int64_t kBlockSize = 16;
-constexpr double kCliTimeoutS = 60;  // a hang guard: every command below should end in seconds
+constexpr absl::Duration kCliTimeout = absl::Seconds(60);  // a hang guard: each ends in seconds
+
+// A TCP port on 127.0.0.1 that was free a moment ago and has no listener now.
+int ClosedPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof(address);
+  bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
+  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  close(fd);
+  return ntohs(address.sin_port);
+}
 
 std::vector<std::string> Gemmaserve(const std::vector<std::string>& args) {
   std::vector<std::string> argv = {GEMMASERVE_BINARY};
@@ -46,11 +59,11 @@ std::vector<std::string> Gemmaserve(const std::vector<std::string>& args) {
 }
 
 TEST(ClusterFailureTest, WorkerExitsNamingTheCoordinatorWhenItStaysUnreachable) {
-  const std::string address = absl::StrCat("127.0.0.1:", testing::ClosedPort());
+  const std::string address = absl::StrCat("127.0.0.1:", ClosedPort());
   const testing::ProcessResult run =
       RunProcess(Gemmaserve({"worker", "--coordinator", address, "--rank", "0", "--world-size", "1",
                              "--connect-timeout-s", "2"}),
-                 kCliTimeoutS);
+                 kCliTimeout);
   ASSERT_FALSE(run.timed_out) << run.output;
   EXPECT_EQ(run.signal, 0) << run.output;
   EXPECT_NE(run.exit_code, 0) << run.output;
@@ -60,7 +73,8 @@ TEST(ClusterFailureTest, WorkerExitsNamingTheCoordinatorWhenItStaysUnreachable) 
 
 TEST(ClusterFailureTest, EpOnADenseModelIsRejectedNamingTheModel) {
   const testing::ProcessResult run =
-      RunProcess(Gemmaserve({"logits", "--model", kDense, "--ep", "2", "--tokens", "2"}), kCliTimeoutS);
+      RunProcess(Gemmaserve({"logits", "--model", kDense, "--ep", "2", "--tokens", "2"}),
+                 kCliTimeout);
   ASSERT_FALSE(run.timed_out) << run.output;
   EXPECT_NE(run.exit_code, 0) << run.output;
   EXPECT_THAT(run.output, AllOf(HasSubstr("--ep 2"), HasSubstr("dense")));
@@ -71,7 +85,7 @@ TEST(ClusterFailureTest, TpThatDoesNotDivideTheModelFailsNamingWhatIsNotDivisibl
     SCOPED_TRACE(model);
     const testing::ProcessResult run =
         RunProcess(Gemmaserve({"logits", "--model", model, "--tp", "3", "--tokens", "2"}),
-                   kCliTimeoutS);
+                   kCliTimeout);
     ASSERT_FALSE(run.timed_out) << run.output;
     EXPECT_NE(run.exit_code, 0) << run.output;
     // Neither the 4 query heads nor the 512-row vocabulary of the tiny models splits 3 ways; the
@@ -83,31 +97,15 @@ TEST(ClusterFailureTest, TpThatDoesNotDivideTheModelFailsNamingWhatIsNotDivisibl
 
 // The pid of this process's child running `worker ... --rank <rank>`, or 0.
 pid_t WorkerPid(int rank) {
-  DIR* proc = opendir("/proc");
-  if (proc == nullptr) return 0;
-  pid_t found = 0;
-  while (dirent* entry = readdir(proc)) {
-    const pid_t pid = static_cast<pid_t>(atoi(entry->d_name));
-    if (pid <= 0) continue;
-    std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
-    std::string stat_line((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-    // Fields after the command name, which is in parentheses: state, ppid, ...
-    const size_t close = stat_line.rfind(')');
-    if (close == std::string::npos) continue;
-    const std::vector<std::string> fields = absl::StrSplit(stat_line.substr(close + 2), ' ');
-    if (fields.size() < 2 || atoi(fields[1].c_str()) != getpid()) continue;
-    std::ifstream cmdline(absl::StrCat("/proc/", pid, "/cmdline"));
-    std::string args((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
-    const std::string want = absl::StrCat(std::string("worker\0", 7), std::string("--coordinator"));
-    if (args.find(want) != std::string::npos &&
-        args.find(absl::StrCat(std::string("--rank\0", 7), rank, std::string("\0", 1))) !=
-            std::string::npos) {
-      found = pid;
-      break;
+  for (pid_t pid : testing::ChildrenOf(getpid())) {
+    const std::vector<std::string> args = testing::CommandLineOf(pid);
+    const auto rank_flag = std::find(args.begin(), args.end(), "--rank");
+    if (args.size() > 1 && args[1] == "worker" && rank_flag != args.end() &&
+        rank_flag + 1 != args.end() && *(rank_flag + 1) == absl::StrCat(rank)) {
+      return pid;
     }
   }
-  closedir(proc);
-  return found;
+  return 0;
 }
 
 // A coordinator assembled by hand, so the test holds the launcher and sees its exit reports.
@@ -116,8 +114,7 @@ class KilledWorkerTest : public ::testing::Test {
   void SetUp() override {
     coordinator::ClusterSpec spec;
     spec.model_dir = kDense;
-    spec.world_size = 2;
-    spec.tp_size = 2;
+    spec.layout = *parallel::ParallelLayout::Create(/*tp=*/2, /*ep=*/1);
     spec.block_size = kBlockSize;
     spec.join_timeout = absl::Seconds(60);
     spec.step_timeout = absl::Seconds(300);  // far above the bound asserted below
@@ -192,8 +189,7 @@ TEST(ClusterFailureTest, PlanWithABlockOutsideThePoolIsRejectedAndTheReplicaKeep
   const testing::GoldenReference ref = testing::LoadGoldenReference("gemma4-tiny-dense");
   coordinator::LocalClusterOptions options;
   options.spec.model_dir = kDense;
-  options.spec.world_size = 2;
-  options.spec.tp_size = 2;
+  options.spec.layout = *parallel::ParallelLayout::Create(/*tp=*/2, /*ep=*/1);
   options.spec.block_size = kBlockSize;
   options.spec.step_timeout = absl::Seconds(60);
   options.worker_binary = GEMMASERVE_BINARY;

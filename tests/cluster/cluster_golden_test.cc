@@ -34,18 +34,17 @@ constexpr int64_t kBlocksPerSequence = 4;  // 64 tokens: the longest prompt (40)
 constexpr int64_t kNumBlocks = kMaxSequences * kBlocksPerSequence;
 constexpr int64_t kNewTokens = 16;
 
-enum class Mode { kTensorParallel, kExpertParallel };
-
 struct Layout {
   std::string model;
-  int world_size;
-  Mode mode;
+  int64_t tp = 1;  // --tp
+  int64_t ep = 1;  // --ep
 };
 
 // "dense_tp2", "moe_ep4": the test name suffix, and how gtest prints the parameter.
 std::string LayoutName(const Layout& layout) {
-  return absl::StrCat(layout.model.substr(layout.model.rfind('-') + 1),
-                      layout.mode == Mode::kExpertParallel ? "_ep" : "_tp", layout.world_size);
+  const std::string split =
+      layout.ep > 1 ? absl::StrCat("_ep", layout.ep) : absl::StrCat("_tp", layout.tp);
+  return absl::StrCat(layout.model.substr(layout.model.rfind('-') + 1), split);
 }
 
 void PrintTo(const Layout& layout, std::ostream* out) { *out << LayoutName(layout); }
@@ -69,9 +68,10 @@ class ClusterGoldenTest : public ::testing::TestWithParam<Layout> {
 
     coordinator::LocalClusterOptions options;
     options.spec.model_dir = model_dir;
-    options.spec.world_size = layout.world_size;
-    options.spec.tp_size = layout.world_size;
-    options.spec.ep_size = layout.mode == Mode::kExpertParallel ? layout.world_size : 1;
+    const absl::StatusOr<parallel::ParallelLayout> parallel_layout =
+        parallel::ParallelLayout::Create(layout.tp, layout.ep);
+    ASSERT_TRUE(parallel_layout.ok()) << parallel_layout.status();
+    options.spec.layout = *parallel_layout;
     options.spec.block_size = kBlockSize;
     options.spec.join_timeout = absl::Seconds(60);
     options.spec.step_timeout = absl::Seconds(60);  // a hang fails the step instead of the suite
@@ -174,11 +174,10 @@ TEST_P(ClusterGoldenTest, ShardedStepsMatchGoldenAndSingleProcessLogitsAndGreedy
 
 INSTANTIATE_TEST_SUITE_P(
     TinyModels, ClusterGoldenTest,
-    ::testing::Values(Layout{"gemma4-tiny-dense", 2, Mode::kTensorParallel},
-                      Layout{"gemma4-tiny-dense", 4, Mode::kTensorParallel},
-                      Layout{"gemma4-tiny-moe", 2, Mode::kExpertParallel},
-                      Layout{"gemma4-tiny-moe", 4, Mode::kExpertParallel},
-                      Layout{"gemma4-tiny-moe", 2, Mode::kTensorParallel}),
+    ::testing::Values(Layout{"gemma4-tiny-dense", /*tp=*/2}, Layout{"gemma4-tiny-dense", /*tp=*/4},
+                      Layout{"gemma4-tiny-moe", /*tp=*/1, /*ep=*/2},
+                      Layout{"gemma4-tiny-moe", /*tp=*/1, /*ep=*/4},
+                      Layout{"gemma4-tiny-moe", /*tp=*/2}),
     [](const auto& info) { return LayoutName(info.param); });
 
 }  // namespace

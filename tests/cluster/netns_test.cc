@@ -9,13 +9,9 @@
 // sequences through a SequenceDriver and prints what it measured; the test checks the printout.
 //
 // Needs root (CAP_NET_ADMIN) and iproute2; skips with the reason otherwise.
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,12 +20,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/check.h"
 #include "coordinator/sequence_driver.h"
 #include "coordinator/worker_group.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "tests/cluster/cluster_test_util.h"
 #include "tests/model/golden_reference.h"
+#include "tests/test_util/child_process.h"
 
 namespace gemmaserve {
 namespace {
@@ -42,8 +39,8 @@ constexpr int64_t kBlockSize = 16;
 constexpr int64_t kMaxSequences = 4;
 constexpr int64_t kNumBlocks = kMaxSequences * 4;
 constexpr int64_t kNewTokens = 16;
-constexpr double kCommandTimeoutS = 20;
-constexpr double kClusterTimeoutS = 120;  // hang guard for the whole coordinator run
+constexpr absl::Duration kCommandTimeout = absl::Seconds(20);
+constexpr absl::Duration kClusterTimeout = absl::Seconds(120);  // hang guard: the coordinator run
 
 // ---- The coordinator, run in its namespace: argv = {self, kCoordinatorFlag, ADDRESS}. ----
 
@@ -53,8 +50,7 @@ int RunCoordinator(const std::string& address) {
   const testing::GoldenReference ref = testing::LoadGoldenReference(kModel);
   coordinator::ClusterSpec spec;
   spec.model_dir = absl::StrCat("tests/data/", kModel);
-  spec.world_size = 2;
-  spec.tp_size = 2;
+  spec.layout = *parallel::ParallelLayout::Create(/*tp=*/2, /*ep=*/1);
   spec.block_size = kBlockSize;
   spec.join_timeout = absl::Seconds(60);
   spec.step_timeout = absl::Seconds(60);
@@ -110,63 +106,6 @@ std::string SelfPath() {
   return n > 0 ? std::string(path, static_cast<size_t>(n)) : "";
 }
 
-// A child whose stdout and stderr go to a file, killed with its process group when dropped.
-class Child {
- public:
-  Child(const std::vector<std::string>& argv, const std::string& log_path) : log_path_(log_path) {
-    std::vector<char*> args;
-    for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-    args.push_back(nullptr);
-    pid_ = fork();
-    if (pid_ == 0) {
-      setpgid(0, 0);
-      // gRPC would send the coordinator connection through a proxy named in the environment.
-      for (const char* proxy : {"grpc_proxy", "https_proxy", "http_proxy"}) unsetenv(proxy);
-      FILE* log = std::fopen(log_path.c_str(), "w");
-      if (log != nullptr) {
-        dup2(fileno(log), STDOUT_FILENO);
-        dup2(fileno(log), STDERR_FILENO);
-      }
-      execv(args[0], args.data());
-      _exit(127);
-    }
-    if (pid_ > 0) setpgid(pid_, pid_);
-  }
-  ~Child() { Kill(); }
-
-  // Waits up to timeout_s for the exit; the exit code, or -1 after killing it at the deadline.
-  int Wait(double timeout_s) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(timeout_s);
-    while (pid_ > 0) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = 0;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      if (absl::Now() > deadline) break;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    Kill();
-    return -1;
-  }
-
-  void Kill() {
-    if (pid_ <= 0) return;
-    kill(-pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-    pid_ = 0;
-  }
-
-  std::string Log() const {
-    std::ifstream in(log_path_);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  }
-
- private:
-  std::string log_path_;
-  pid_t pid_ = -1;
-};
-
 class NetnsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -194,26 +133,17 @@ class NetnsTest : public ::testing::Test {
       ASSERT_TRUE(IpOk({"-n", ns, "link", "set", "eth0", "up"}));
       ASSERT_TRUE(IpOk({"-n", ns, "link", "set", "lo", "up"}));
     }
-    char dir[] = "/tmp/gs-netns-XXXXXX";
-    ASSERT_NE(mkdtemp(dir), nullptr);
-    log_dir_ = dir;
   }
 
   void TearDown() override {
     children_.clear();  // kills every process before its namespace goes
     for (auto it = namespaces_.rbegin(); it != namespaces_.rend(); ++it) Ip({"netns", "del", *it});
-    if (!log_dir_.empty()) {
-      for (const char* name : {"coord.log", "w0.log", "w1.log"}) {
-        std::remove(absl::StrCat(log_dir_, "/", name).c_str());
-      }
-      rmdir(log_dir_.c_str());
-    }
   }
 
   testing::ProcessResult Ip(const std::vector<std::string>& args) {
     std::vector<std::string> argv = {ip_};
     argv.insert(argv.end(), args.begin(), args.end());
-    return testing::RunProcess(argv, kCommandTimeoutS);
+    return testing::RunProcess(argv, kCommandTimeout);
   }
 
   ::testing::AssertionResult IpOk(const std::vector<std::string>& args) {
@@ -223,39 +153,52 @@ class NetnsTest : public ::testing::Test {
            << "ip " << absl::StrJoin(args, " ") << ": exit " << result.exit_code << ": " << result.output;
   }
 
-  Child& Start(const std::string& ns, std::vector<std::string> argv, const std::string& log) {
+  // Runs argv in namespace `ns`; the process (and its namespace) go at TearDown.
+  testing::ChildProcess& Start(const std::string& ns, std::vector<std::string> argv) {
     argv.insert(argv.begin(), {ip_, "netns", "exec", ns});
-    children_.push_back(std::make_unique<Child>(argv, absl::StrCat(log_dir_, "/", log)));
+    testing::ChildOptions options;
+    // gRPC would send the coordinator connection through a proxy named in the environment.
+    options.unset_env = {"grpc_proxy", "https_proxy", "http_proxy"};
+    absl::StatusOr<std::unique_ptr<testing::ChildProcess>> child =
+        testing::ChildProcess::Start(argv, options);
+    CHECK_OK(child.status());
+    children_.push_back(std::move(*child));
     return *children_.back();
+  }
+
+  // The exit code of `child` within `timeout`; −1 (after killing it) when it is still running
+  // then or a signal ended it.
+  static int ExitCode(testing::ChildProcess& child, absl::Duration timeout) {
+    const std::optional<testing::ExitStatus> status = child.Wait(timeout);
+    if (!status.has_value()) child.Kill();
+    return status.has_value() && status->signal == 0 ? status->exit_code : -1;
   }
 
   std::string ip_;
   std::string hub_;
   std::vector<std::string> namespaces_;  // hub, coord, w0, w1 (10.231.0.1, .2, .3)
-  std::string log_dir_;
-  std::vector<std::unique_ptr<Child>> children_;
+  std::vector<std::unique_ptr<testing::ChildProcess>> children_;
 };
 
 TEST_F(NetnsTest, CoordinatorAndWorkersInSeparateNamespacesMatchTheGoldenLogitsAndTokens) {
   const std::string coordinator = absl::StrCat("10.231.0.1:", kCoordinatorPort);
-  Child& coord = Start(namespaces_[1], {SelfPath(), kCoordinatorFlag, coordinator}, "coord.log");
-  std::vector<Child*> workers;
+  testing::ChildProcess& coord = Start(namespaces_[1], {SelfPath(), kCoordinatorFlag, coordinator});
+  std::vector<testing::ChildProcess*> workers;
   for (int rank = 0; rank < 2; ++rank) {
     workers.push_back(&Start(
         namespaces_[2 + rank],
         {GEMMASERVE_BINARY, "worker", "--coordinator", coordinator, "--rank", absl::StrCat(rank),
          "--world-size", "2", "--collective-host", absl::StrCat("10.231.0.", 2 + rank), "--threads",
-         "1", "--kv-cache-mb", "8", "--connect-timeout-s", "30", "--log-level", "warn"},
-        absl::StrCat("w", rank, ".log")));
+         "1", "--kv-cache-mb", "8", "--connect-timeout-s", "30", "--log-level", "warn"}));
   }
-  const int exit_code = coord.Wait(kClusterTimeoutS);
-  const std::string log = coord.Log();
-  const std::string worker_logs =
-      absl::StrCat("\n--- w0 ---\n", workers[0]->Log(), "\n--- w1 ---\n", workers[1]->Log());
+  const int exit_code = ExitCode(coord, kClusterTimeout);
+  const std::string log = coord.output();
+  const std::string worker_logs = absl::StrCat("\n--- w0 ---\n", workers[0]->output(),
+                                               "\n--- w1 ---\n", workers[1]->output());
   ASSERT_EQ(exit_code, 0) << log << worker_logs;
   // The workers end on the coordinator's Shutdown.
   for (int rank = 0; rank < 2; ++rank) {
-    EXPECT_EQ(workers[rank]->Wait(10), 0) << "rank " << rank << worker_logs;
+    EXPECT_EQ(ExitCode(*workers[rank], absl::Seconds(10)), 0) << "rank " << rank << worker_logs;
   }
 
   float max_abs_diff = -1;

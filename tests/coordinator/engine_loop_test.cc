@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
 #include "coordinator/engine_loop.h"
 #include "gtest/gtest.h"
 #include "tests/model/golden_reference.h"
@@ -63,7 +64,7 @@ class EngineLoopTest : public ::testing::Test {
           if (on_step_) on_step_();
           return shard_->executor().Execute(plan);
         },
-        [] { return true; });
+        [] { return true; }, clock_);
     engine_->Start();
   }
 
@@ -92,6 +93,7 @@ class EngineLoopTest : public ::testing::Test {
   }
 
   testing::GoldenReference ref_;
+  RealClock clock_;
   parallel::LocalCommunicator comm_;
   std::unique_ptr<worker::ModelShard> shard_;
   std::unique_ptr<EngineLoop> engine_;
@@ -148,10 +150,17 @@ TEST_F(EngineLoopTest, LoadCountsARequestFromSubmitToItsFinalEvent) {
   // it must never show an idle engine while a request is queued or its step is running.
   StartEngine("gemma4-tiny-moe", /*num_blocks=*/64);
   std::vector<LoadInfo> during_steps;
-  on_step_ = [this, &during_steps] { during_steps.push_back(engine_->Load()); };
+  // The first step waits until the load after Submit was read: a request of four tiny steps can
+  // otherwise be over before the test thread gets to ask.
+  absl::Notification submitted_read;
+  on_step_ = [this, &during_steps, &submitted_read] {
+    submitted_read.WaitForNotification();
+    during_steps.push_back(engine_->Load());
+  };
   auto stream = engine_->Submit(Greedy(0, /*max_tokens=*/4));
   ASSERT_TRUE(stream.ok());
   const LoadInfo submitted = engine_->Load();
+  submitted_read.Notify();
   EXPECT_EQ(submitted.running_requests + submitted.waiting_requests, 1);
   Collect(**stream);
   ASSERT_FALSE(during_steps.empty());

@@ -1,16 +1,14 @@
 // `gemmaserve tokenize` / `detokenize` end to end on the tiny checkpoint's tokenizer: the built
-// binary (GEMMASERVE_BINARY) is run with stdin from a file and its stdout compared.
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cstdio>
-#include <filesystem>
-#include <fstream>
+// binary (GEMMASERVE_BINARY) is run with the input on its stdin and its stdout compared.
+#include <sstream>
 #include <string>
+#include <vector>
 
+#include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/test_util/child_process.h"
 
 namespace gemmaserve {
 namespace {
@@ -22,23 +20,15 @@ struct Result {
   std::string out;
 };
 
+// Runs `gemmaserve ARGS` (split at spaces) with `input` as its stdin; its stdout alone.
 Result RunGemmaserve(const std::string& args, const std::string& input) {
-  // Unique per process and call: ctest runs each test of this file as its own process, in parallel.
-  static int calls = 0;
-  const std::string input_path = ::testing::TempDir() + "/tokenize_command_input." +
-                                 std::to_string(getpid()) + "." + std::to_string(calls++);
-  std::ofstream(input_path, std::ios::binary) << input;
-  const std::string command =
-      std::string(GEMMASERVE_BINARY) + " " + args + " < " + input_path + " 2>/dev/null";
-  FILE* pipe = popen(command.c_str(), "r");
-  Result result{-1, ""};
-  if (pipe == nullptr) return result;
-  char buffer[4096];
-  for (size_t n; (n = fread(buffer, 1, sizeof(buffer), pipe)) > 0;) result.out.append(buffer, n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::filesystem::remove(input_path);
-  return result;
+  std::vector<std::string> argv = absl::StrSplit(args, ' ', absl::SkipEmpty());
+  argv.insert(argv.begin(), GEMMASERVE_BINARY);
+  testing::ChildOptions options;
+  options.stdin_data = input;
+  options.capture_stderr = false;
+  const testing::ProcessResult run = testing::RunProcess(argv, absl::Seconds(300), options);
+  return {run.exit_code, run.output};
 }
 
 constexpr char kModel[] = "--model tests/data/gemma4-tiny-dense";

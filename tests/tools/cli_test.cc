@@ -1,9 +1,6 @@
 // The `gemmaserve run` and `gemmaserve logits` commands as a user runs them: a real process, its
 // stdout and exit code, checked against the golden references.
-#include <sys/wait.h>
-
 #include <cmath>
-#include <cstdio>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -11,26 +8,20 @@
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/test_util/child_process.h"
 
 namespace gemmaserve {
 namespace {
 
 struct Output {
   int exit_code = -1;
-  std::string out;  // stdout, with stderr appended after a "\n--stderr--\n" marker
+  std::string out;  // stdout and stderr, interleaved
 };
 
-Output Gemmaserve(const std::string& args) {
-  const std::string command = std::string(GEMMASERVE_BINARY) + " " + args + " 2>&1";
-  Output result;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return result;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) result.out.append(buffer, n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
+Output Gemmaserve(std::vector<std::string> args) {
+  args.insert(args.begin(), GEMMASERVE_BINARY);
+  const testing::ProcessResult run = testing::RunProcess(args, absl::Seconds(300));
+  return {run.exit_code, run.output};
 }
 
 nlohmann::json Reference(const std::string& model) {
@@ -42,8 +33,8 @@ TEST(CliTest, RunGreedyPrintsTheGoldenTokens) {
   for (const std::string model : {"gemma4-tiny-dense", "gemma4-tiny-moe"}) {
     const nlohmann::json seq = Reference(model)["sequences"][2];
     const std::string ids = absl::StrJoin(seq["input_ids"].get<std::vector<int>>(), ",");
-    Output run = Gemmaserve("run --model tests/data/" + model + " --prompt-ids " + ids +
-                            " --max-tokens 16 --temperature 0 --ignore-eos --json");
+    Output run = Gemmaserve({"run", "--model", "tests/data/" + model, "--prompt-ids", ids,
+                             "--max-tokens", "16", "--temperature", "0", "--ignore-eos", "--json"});
     ASSERT_EQ(run.exit_code, 0) << run.out;
     const nlohmann::json result = nlohmann::json::parse(run.out);
     EXPECT_EQ(result["output_ids"], seq["greedy_new_tokens"]) << model;
@@ -54,7 +45,7 @@ TEST(CliTest, RunGreedyPrintsTheGoldenTokens) {
 TEST(CliTest, LogitsPrintsTheGoldenLastPosition) {
   const nlohmann::json seq = Reference("gemma4-tiny-moe")["sequences"][3];
   const std::string ids = absl::StrJoin(seq["input_ids"].get<std::vector<int>>(), ",");
-  Output run = Gemmaserve("logits --model tests/data/gemma4-tiny-moe --tokens " + ids);
+  Output run = Gemmaserve({"logits", "--model", "tests/data/gemma4-tiny-moe", "--tokens", ids});
   ASSERT_EQ(run.exit_code, 0) << run.out;
   const auto logits = nlohmann::json::parse(run.out)["logits"];
   ASSERT_EQ(logits.size(), 1u);
@@ -66,29 +57,32 @@ TEST(CliTest, LogitsPrintsTheGoldenLastPosition) {
 }
 
 TEST(CliTest, LogitsAllPositionsHasOneRowPerToken) {
-  Output run = Gemmaserve("logits --model tests/data/gemma4-tiny-dense --tokens 2,17,40 --all-positions");
+  Output run = Gemmaserve({"logits", "--model", "tests/data/gemma4-tiny-dense", "--tokens",
+                          "2,17,40", "--all-positions"});
   ASSERT_EQ(run.exit_code, 0) << run.out;
   EXPECT_EQ(nlohmann::json::parse(run.out)["logits"].size(), 3u);
 }
 
 TEST(CliTest, IgnoreEosGeneratesExactlyMaxTokens) {
-  Output run = Gemmaserve("run --model tests/data/gemma4-tiny-dense --prompt-ids 2,1,1 "
-                          "--max-tokens 24 --temperature 0 --ignore-eos --json");
+  Output run = Gemmaserve({"run", "--model", "tests/data/gemma4-tiny-dense", "--prompt-ids",
+                          "2,1,1", "--max-tokens", "24", "--temperature", "0", "--ignore-eos",
+                          "--json"});
   ASSERT_EQ(run.exit_code, 0) << run.out;
   EXPECT_EQ(nlohmann::json::parse(run.out)["output_ids"].size(), 24u);
 }
 
 TEST(CliTest, RunTakesTextAndChatPrompts) {
-  Output text = Gemmaserve("run --model tests/data/gemma4-tiny-moe --prompt \"The capital of France\" "
-                           "--max-tokens 8 --temperature 0 --ignore-eos --json");
+  Output text = Gemmaserve({"run", "--model", "tests/data/gemma4-tiny-moe", "--prompt",
+                           "The capital of France", "--max-tokens", "8", "--temperature", "0",
+                           "--ignore-eos", "--json"});
   ASSERT_EQ(text.exit_code, 0) << text.out;
   const nlohmann::json result = nlohmann::json::parse(text.out);
   EXPECT_EQ(result["output_ids"].size(), 8u);
   EXPECT_TRUE(result["text"].is_string());
   EXPECT_GT(result["prompt_tokens"].get<int>(), 2);
 
-  Output chat = Gemmaserve("run --model tests/data/gemma4-tiny-dense --chat \"Hello there\" "
-                           "--max-tokens 8 --temperature 0 --json");
+  Output chat = Gemmaserve({"run", "--model", "tests/data/gemma4-tiny-dense", "--chat",
+                           "Hello there", "--max-tokens", "8", "--temperature", "0", "--json"});
   ASSERT_EQ(chat.exit_code, 0) << chat.out;
   const nlohmann::json answer = nlohmann::json::parse(chat.out);
   // <bos><|turn>user\n Hello there <turn|>\n<|turn>model\n<|channel>thought\n<channel|>
@@ -98,24 +92,27 @@ TEST(CliTest, RunTakesTextAndChatPrompts) {
 
 TEST(CliTest, BadInputGivesAClearErrorAndUsageExitCode) {
   struct Case {
-    std::string args;
+    std::vector<std::string> args;
     std::string message;
     int exit_code;
   };
+  const std::string moe = "tests/data/gemma4-tiny-moe";
   const std::vector<Case> cases = {
-      {"run --model tests/data/gemma4-tiny-moe --prompt-ids 2,999", "token id 999", 2},
-      {"run --model tests/data/gemma4-tiny-moe --prompt-ids 2,x", "\"x\" is not an integer", 2},
-      {"run --model tests/data/gemma4-tiny-moe", "exactly one of --prompt-ids, --prompt and --chat", 2},
-      {"run --model tests/data/gemma4-tiny-moe --prompt hi --chat hi", "exactly one of", 2},
-      {"run --model tests/data/gemma4-tiny-moe --prompt-ids 2 --bogus", "unknown flag --bogus", 2},
-      {"run --model tests/data/no-such-model --prompt-ids 2", "no-such-model/config.json", 1},
-      {"logits --model tests/data/gemma4-tiny-moe --tokens -5", "token id -5", 2},
-      {"frobnicate", "unknown command", 2},
+      {{"run", "--model", moe, "--prompt-ids", "2,999"}, "token id 999", 2},
+      {{"run", "--model", moe, "--prompt-ids", "2,x"}, "\"x\" is not an integer", 2},
+      {{"run", "--model", moe}, "exactly one of --prompt-ids, --prompt and --chat", 2},
+      {{"run", "--model", moe, "--prompt", "hi", "--chat", "hi"}, "exactly one of", 2},
+      {{"run", "--model", moe, "--prompt-ids", "2", "--bogus"}, "unknown flag --bogus", 2},
+      {{"run", "--model", "tests/data/no-such-model", "--prompt-ids", "2"},
+       "no-such-model/config.json", 1},
+      {{"logits", "--model", moe, "--tokens", "-5"}, "token id -5", 2},
+      {{"frobnicate"}, "unknown command", 2},
   };
   for (const Case& c : cases) {
     Output run = Gemmaserve(c.args);
-    EXPECT_EQ(run.exit_code, c.exit_code) << c.args << "\n" << run.out;
-    EXPECT_NE(run.out.find(c.message), std::string::npos) << c.args << "\n" << run.out;
+    const std::string args = absl::StrJoin(c.args, " ");
+    EXPECT_EQ(run.exit_code, c.exit_code) << args << "\n" << run.out;
+    EXPECT_NE(run.out.find(c.message), std::string::npos) << args << "\n" << run.out;
   }
 }
 
