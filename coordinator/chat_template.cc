@@ -5,6 +5,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/json_limits.h"
 #include "common/status_macros.h"
 #include "coordinator/prompt_builder.h"
 
@@ -52,6 +53,30 @@ absl::StatusOr<size_t> CheckRoles(absl::Span<const ChatMessage> messages) {
   return !messages.empty() && (messages[0].role == "system" || messages[0].role == "developer")
              ? 1
              : 0;
+}
+
+// The renderer walks tool declarations, arguments and responses recursively, one level per
+// nesting level; values deeper than kMaxJsonDepth are refused before the walk.
+absl::Status CheckJsonDepths(absl::Span<const ChatMessage> messages, const ChatOptions& options) {
+  const auto check = [](const Json& value, const auto&... field) {
+    if (JsonDepth(value) <= kMaxJsonDepth) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        absl::StrCat(field..., ": nested deeper than ", kMaxJsonDepth, " levels"));
+  };
+  for (size_t i = 0; i < options.tools.size(); ++i) {
+    RETURN_IF_ERROR(check(options.tools[i], "tools[", i, "]"));
+  }
+  for (size_t i = 0; i < messages.size(); ++i) {
+    for (size_t j = 0; j < messages[i].tool_calls.size(); ++j) {
+      RETURN_IF_ERROR(check(messages[i].tool_calls[j].arguments, "messages[", i, "].tool_calls[",
+                            j, "].arguments"));
+    }
+    for (size_t j = 0; j < messages[i].tool_responses.size(); ++j) {
+      RETURN_IF_ERROR(check(messages[i].tool_responses[j].response, "messages[", i,
+                            "].tool_responses[", j, "].response"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<int32_t> SpecialTokenId(const Tokenizer& tokenizer, const char* name) {
@@ -102,6 +127,7 @@ absl::StatusOr<RenderedPrompt> ChatTemplate::Render(absl::Span<const ChatMessage
                                                     const ChatOptions& options) const {
   if (messages.empty()) return absl::InvalidArgumentError("messages: the conversation is empty");
   ASSIGN_OR_RETURN(const size_t first_turn, CheckRoles(messages));
+  RETURN_IF_ERROR(CheckJsonDepths(messages, options));
   PromptBuilder prompt(tokenizer_, tokens_.quote);
   prompt.Token(tokens_.bos);
   if (options.enable_thinking || !options.tools.empty() || first_turn == 1) {

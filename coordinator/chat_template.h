@@ -75,7 +75,8 @@ class ChatTemplate {
   static absl::StatusOr<ChatTemplate> Create(const Tokenizer* tokenizer, ChatVariant variant);
 
   // INVALID_ARGUMENT for an unknown role, a system message that is not first, an empty
-  // conversation or text that is not valid UTF-8.
+  // conversation, text that is not valid UTF-8, or a tool declaration, call's arguments or
+  // response nested deeper than kMaxJsonDepth (common/json_limits.h), which bounds the recursion.
   absl::StatusOr<RenderedPrompt> Render(absl::Span<const ChatMessage> messages,
                                         const ChatOptions& options) const;
 

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/json_limits.h"
 #include "common/status_macros.h"
 
 namespace gemmaserve {
@@ -16,9 +17,10 @@ constexpr std::string_view kThought = "thought\n";
 constexpr std::string_view kCallStart = "<|tool_call>";
 constexpr std::string_view kCallEnd = "<tool_call|>";
 constexpr std::string_view kQuote = "<|\"|>";
-constexpr int kMaxDepth = 64;  // nesting limit, so hostile output cannot exhaust the stack
 
-// Recursive-descent parser for one call's arguments. Errors name the offset into `text_`.
+// Recursive-descent parser for one call's arguments. Errors name the offset into `text_`. `depth`
+// counts the enclosing containers; nesting is capped at kMaxJsonDepth, like every JSON the server
+// reads: hostile output can neither exhaust the stack nor yield JSON a client cannot send back.
 class ArgumentParser {
  public:
   explicit ArgumentParser(std::string_view text) : text_(text) {}
@@ -67,7 +69,7 @@ class ArgumentParser {
   }
 
   absl::StatusOr<Json> ParseObject(int depth) {
-    if (depth > kMaxDepth) return Error("arguments nested too deeply");
+    if (depth >= kMaxJsonDepth) return Error("arguments nested too deeply");
     if (!Consume("{")) return Error("expected '{'");
     Json object = Json::object();
     if (Consume("}")) return object;
@@ -82,7 +84,7 @@ class ArgumentParser {
   }
 
   absl::StatusOr<Json> ParseArray(int depth) {
-    if (depth > kMaxDepth) return Error("arguments nested too deeply");
+    if (depth >= kMaxJsonDepth) return Error("arguments nested too deeply");
     Json array = Json::array();
     if (Consume("]")) return array;
     while (true) {

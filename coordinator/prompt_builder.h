@@ -3,7 +3,8 @@
 // it can never become a structure token), and renders the template's tool syntax: declarations
 // (format_function_declaration / format_parameters), call arguments and responses
 // (format_argument), with <|"|> around strings. Keys are sorted case-insensitively as Jinja's
-// dictsort does. One builder per Render() call; not thread-safe.
+// dictsort does. The tool syntax recurses once per nesting level of the JSON it renders, which
+// Render() has checked against kMaxJsonDepth. One builder per Render() call; not thread-safe.
 #pragma once
 
 #include <cstdint>

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/json_limits.h"
 #include "common/mapped_file.h"
 #include "common/status_macros.h"
 #include "coordinator/utf8.h"
@@ -13,6 +14,9 @@ namespace gemmaserve {
 namespace {
 
 using Json = nlohmann::json;
+
+// config.json and generation_config.json are a few KB.
+constexpr JsonLimits kConfigJsonLimits{.max_bytes = size_t{16} << 20};
 
 // The eos_token_id field of `object` (or of its text_config), or nullptr.
 const Json* FindEosField(const Json& object) {
@@ -25,13 +29,11 @@ const Json* FindEosField(const Json& object) {
 // Reads eos_token_id from one JSON file; an empty list means the file does not name any.
 absl::StatusOr<std::vector<int32_t>> ReadEosIds(const std::string& path) {
   ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path));
-  Json root;
-  try {
-    root = Json::parse(text);
-  } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", e.what()));
+  absl::StatusOr<Json> root = ParseJson(text, kConfigJsonLimits);
+  if (!root.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", root.status().message()));
   }
-  const Json* field = FindEosField(root);
+  const Json* field = FindEosField(*root);
   if (field == nullptr) return std::vector<int32_t>();
   const Json list = field->is_array() ? *field : Json::array({*field});
   std::vector<int32_t> ids;

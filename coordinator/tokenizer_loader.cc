@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/json_limits.h"
 #include "common/mapped_file.h"
 #include "common/status_macros.h"
 #include "coordinator/tokenizer.h"
@@ -13,6 +14,9 @@ namespace gemmaserve {
 namespace {
 
 using Json = nlohmann::json;
+
+// Gemma's 262,144-token tokenizer.json is 33 MB and nests 4 levels deep (model.merges[i]).
+constexpr JsonLimits kTokenizerJsonLimits{.max_bytes = size_t{1} << 30};
 
 absl::Status Unsupported(const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(what, " is not supported"));
@@ -94,13 +98,13 @@ class Tokenizer::Loader {
   // Errors are prefixed with `name` (the file), e.g. "tokenizer.json: normalizer type ...".
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Parse(std::string_view json_text,
                                                           const std::string& name) {
-    Json root;
     BpeEntries entries;
-    try {
-      root = Json::parse(json_text, StreamBpeEntries(&entries));
-    } catch (const Json::exception& e) {
-      return absl::InvalidArgumentError(absl::StrCat(name, ": ", e.what()));
+    absl::StatusOr<Json> parsed =
+        ParseJson(json_text, kTokenizerJsonLimits, StreamBpeEntries(&entries));
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": ", parsed.status().message()));
     }
+    const Json root = *std::move(parsed);
     // The streamed vocab and merges left empty containers behind; their types still tell.
     if (const Json* model = Field(root, "model")) {
       const Json* vocab = Field(*model, "vocab");
@@ -113,6 +117,11 @@ class Tokenizer::Loader {
 
   static absl::StatusOr<std::unique_ptr<Tokenizer>> LoadNamed(const Json& root,
                                                               const std::string& name) {
+    // Load's walk over nested Sequence components recurses; Parse has bounded the depth already.
+    if (JsonDepth(root) > kTokenizerJsonLimits.max_depth) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ": JSON nested deeper than ", kTokenizerJsonLimits.max_depth, " levels"));
+    }
     return Named(Load(root, BpeEntries::FromModelJson(*FieldOrNull(root, "model"))), name);
   }
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/json_limits.h"
 #include "common/status_macros.h"
 #include "coordinator/tokenizer.h"
 #include "nlohmann/json.hpp"
@@ -55,12 +56,12 @@ void PrintJson(const Json& json) {
   std::cout << json.dump(-1, ' ', false, Json::error_handler_t::replace) << "\n" << std::flush;
 }
 
-absl::StatusOr<Json> ParseJson(const std::string& text) {
-  try {
-    return Json::parse(text);
-  } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("input is not JSON: ", e.what()));
-  }
+// One request: a line of --jsonl, or all of stdin.
+absl::StatusOr<Json> ParseRequest(const std::string& text) {
+  constexpr JsonLimits kRequestLimits{.max_bytes = size_t{1} << 30};
+  absl::StatusOr<Json> json = ParseJson(text, kRequestLimits);
+  if (json.ok()) return json;
+  return absl::InvalidArgumentError(absl::StrCat("input: ", json.status().message()));
 }
 
 absl::StatusOr<Json> Tokenize(const Tokenizer& tokenizer, const std::string& text,
@@ -91,7 +92,7 @@ absl::StatusOr<Json> Detokenize(const Tokenizer& tokenizer, const Json& request,
 // One --jsonl line of tokenize: {"text": "..."}.
 absl::StatusOr<Json> TokenizeLine(const Tokenizer& tokenizer, const std::string& line,
                                   const TokenizeConfig& config) {
-  ASSIGN_OR_RETURN(const Json request, ParseJson(line));
+  ASSIGN_OR_RETURN(const Json request, ParseRequest(line));
   const auto text = request.is_object() ? request.find("text") : request.end();
   if (!request.is_object() || text == request.end() || !text->is_string()) {
     return absl::InvalidArgumentError("expected {\"text\": \"...\"}");
@@ -101,7 +102,7 @@ absl::StatusOr<Json> TokenizeLine(const Tokenizer& tokenizer, const std::string&
 
 absl::StatusOr<Json> DetokenizeLine(const Tokenizer& tokenizer, const std::string& line,
                                     const TokenizeConfig& config) {
-  ASSIGN_OR_RETURN(const Json request, ParseJson(line));
+  ASSIGN_OR_RETURN(const Json request, ParseRequest(line));
   return Detokenize(tokenizer, request, config);
 }
 
@@ -136,7 +137,7 @@ absl::Status RunDetokenize(const TokenizeConfig& config) {
     ServeLines([&](const std::string& line) { return DetokenizeLine(*tokenizer, line, config); });
     return absl::OkStatus();
   }
-  ASSIGN_OR_RETURN(const Json request, ParseJson(ReadStdin()));
+  ASSIGN_OR_RETURN(const Json request, ParseRequest(ReadStdin()));
   ASSIGN_OR_RETURN(const Json answer, Detokenize(*tokenizer, request, config));
   PrintJson(answer);
   return absl::OkStatus();

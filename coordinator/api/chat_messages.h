@@ -7,6 +7,8 @@
 // turn. Consecutive tool messages therefore become one model ChatMessage carrying their
 // responses; the function name comes from the message's `name` or from the earlier assistant
 // tool call with the same id. A result that parses as JSON is passed as JSON, else as a string.
+// JSON text (arguments, results) is parsed within kEmbeddedJsonLimits; beyond them the request is
+// refused naming the field.
 //
 // One builder per request; not thread-safe.
 #pragma once

@@ -7,6 +7,7 @@
 #include "coordinator/api/api_error.h"
 #include "coordinator/api/chat_messages.h"
 #include "coordinator/api/chat_output.h"
+#include "coordinator/api/json_fields.h"
 #include "nlohmann/json.hpp"
 
 namespace gemmaserve::coordinator::api {
@@ -19,8 +20,8 @@ absl::StatusOr<ChatInput> ChatFromProto(const v1::ChatInput& chat, bool thinking
   ChatInput input;
   input.enable_thinking = thinking;
   if (!tools_json.empty()) {
-    Json tools = Json::parse(tools_json, nullptr, /*allow_exceptions=*/false);
-    if (tools.is_discarded() || !tools.is_array()) {
+    ASSIGN_OR_RETURN(const Json tools, ParseEmbeddedJson(tools_json, "tools_json"));
+    if (!tools.is_array()) {
       return InvalidField("tools_json", "must be a JSON array of function declarations");
     }
     for (size_t i = 0; i < tools.size(); ++i) {

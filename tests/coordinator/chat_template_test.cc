@@ -4,8 +4,11 @@
 #include "coordinator/chat_template.h"
 
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "common/json_limits.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/coordinator/reference_tokenizer.h"
@@ -120,6 +123,58 @@ TEST_F(ChatTemplateTest, NonObjectToolResponseIsWrappedInValue) {
   EXPECT_EQ(Render({{"user", "Count"}, response}, {}, ChatVariant::kEdge),
             "<bos><|turn>user\nCount<turn|>\n<|turn>model\n<|tool_response>response:count"
             "{value:7}<tool_response|>Done.<turn|>\n");
+}
+
+// {"a": [[...]]}, `depth` levels deep (at least 2). Built, and later moved, without copying:
+// nlohmann copies recursively.
+Json DeepObject(int depth) {
+  Json value = Json::array();
+  for (int i = 2; i < depth; ++i) {
+    Json outer = Json::array();
+    outer.push_back(std::move(value));
+    value = std::move(outer);
+  }
+  Json object = Json::object();
+  object["a"] = std::move(value);
+  return object;
+}
+
+TEST_F(ChatTemplateTest, JsonDeeperThanTheLimitIsRefusedNamingWhereAndNotWalked) {
+  absl::StatusOr<ChatTemplate> chat = ChatTemplate::Create(tokenizer_, ChatVariant::kEdge);
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  // Renders a tool, a call's arguments and a response, each `depth` levels deep.
+  const auto render = [&](int depth) {
+    std::vector<absl::Status> statuses;
+    ChatOptions options;
+    Json function = Json::object();
+    function["name"] = "f";
+    function["parameters"] = DeepObject(depth - 2);
+    Json tool = Json::object();
+    tool["function"] = std::move(function);
+    options.tools.push_back(std::move(tool));
+    std::vector<ChatMessage> messages(1, ChatMessage{"user", "Hi"});
+    statuses.push_back(chat->Render(messages, options).status());
+    messages.push_back(ChatMessage{"assistant", ""});
+    messages.back().tool_calls.push_back({"f", DeepObject(depth)});
+    statuses.push_back(chat->Render(messages, {}).status());
+    messages.back().tool_calls.clear();
+    messages.back().tool_responses.push_back({"f", DeepObject(depth)});
+    statuses.push_back(chat->Render(messages, {}).status());
+    return statuses;
+  };
+  // At the limit everything renders.
+  for (const absl::Status& status : render(kMaxJsonDepth)) EXPECT_TRUE(status.ok()) << status;
+  // One level more, and 200,000 levels (which overflowed the stack before the limit).
+  for (const int depth : {kMaxJsonDepth + 1, 200000}) {
+    const std::vector<absl::Status> statuses = render(depth);
+    const char* const fields[] = {"tools[0]: ", "messages[1].tool_calls[0].arguments: ",
+                                  "messages[1].tool_responses[0].response: "};
+    for (size_t i = 0; i < statuses.size(); ++i) {
+      EXPECT_EQ(statuses[i].code(), absl::StatusCode::kInvalidArgument) << statuses[i];
+      EXPECT_EQ(statuses[i].message(),
+                absl::StrCat(fields[i], "nested deeper than ", kMaxJsonDepth, " levels"));
+    }
+  }
 }
 
 TEST_F(ChatTemplateTest, ForgedTurnMarkersInUserTextStayPlainText) {

@@ -7,8 +7,10 @@
 #include "coordinator/api/api_error.h"
 #include "coordinator/api/chat_output.h"
 #include "coordinator/api/generate_params.h"
+#include "coordinator/api/json_fields.h"
 #include "coordinator/api/openai_request.h"
 #include "coordinator/api/openai_response.h"
+#include "coordinator/api/proto_convert.h"
 #include "coordinator/api/served_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -19,6 +21,7 @@ namespace {
 using Json = nlohmann::json;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::StartsWith;
 
 constexpr int64_t kMaxModelLen = 256;
 
@@ -149,6 +152,79 @@ TEST_F(OpenAiApiTest, MalformedJsonIsRefused) {
   EXPECT_THAT(std::string(status.message()), HasSubstr("malformed JSON at byte"));
   ExpectBadField(Completion(R"({"prompt": tru})"), "prompt");
   ExpectBadField(Completion(R"([1, 2])"), "body");
+}
+
+// "[[...]]", `depth` levels deep.
+std::string NestedArrays(int depth) {
+  const size_t n = static_cast<size_t>(depth);
+  return std::string(n, '[') + std::string(n, ']');
+}
+
+// A chat body whose second message is `second`.
+std::string ChatWith(const Json& second) {
+  return Json{{"messages", {{{"role", "user"}, {"content", "Hi"}}, second}}}.dump();
+}
+
+Json AssistantCalling(const std::string& arguments) {
+  const Json function = {{"name", "f"}, {"arguments", arguments}};
+  return {{"role", "assistant"}, {"tool_calls", {{{"id", "c1"}, {"function", function}}}}};
+}
+
+TEST_F(OpenAiApiTest, JsonNestedDeeperThanTheLimitNamesTheField) {
+  // In the body: the param is the path where the body went too deep.
+  const absl::Status body = Chat(
+      R"({"messages": [{"role": "user", "content": "Hi"}], "tools": [{"type": "function",
+          "function": {"name": "f", "parameters": )" + NestedArrays(200000) + "}}]}");
+  EXPECT_EQ(body.code(), absl::StatusCode::kInvalidArgument) << body;
+  EXPECT_THAT(ParamOf(body), StartsWith("tools[0].function.parameters[0][0]"));
+  EXPECT_THAT(std::string(body.message()), HasSubstr(": JSON nested deeper than 64 levels"));
+  EXPECT_EQ(Chat(R"({"messages": )" + NestedArrays(65) + "}").message().substr(0, 9),
+            "messages[");
+  // JSON text inside strings: tool-call arguments and a tool message's content.
+  const std::string deep_object = R"({"a": )" + NestedArrays(200000) + "}";
+  ExpectBadField(Chat(ChatWith(AssistantCalling(deep_object))),
+                 "messages[1].tool_calls[0].function.arguments");
+  ExpectBadField(Chat(ChatWith({{"role", "tool"}, {"name", "f"}, {"content", deep_object}})),
+                 "messages[1].content");
+  // Exactly at the limit is accepted.
+  EXPECT_TRUE(Chat(ChatWith(AssistantCalling(R"({"a": )" + NestedArrays(63) + "}"))).ok());
+  EXPECT_TRUE(
+      Chat(ChatWith({{"role", "tool"}, {"name", "f"}, {"content", NestedArrays(64)}})).ok());
+}
+
+TEST_F(OpenAiApiTest, EmbeddedJsonLongerThanTheLimitIsRefusedAndOtherTextStaysText) {
+  const std::string long_json =
+      R"({"a": ")" + std::string(kEmbeddedJsonLimits.max_bytes, 'x') + R"("})";
+  const absl::Status arguments = Chat(ChatWith(AssistantCalling(long_json)));
+  ExpectBadField(arguments, "messages[1].tool_calls[0].function.arguments");
+  EXPECT_THAT(std::string(arguments.message()), HasSubstr("longer than the limit"));
+  ExpectBadField(Chat(ChatWith({{"role", "tool"}, {"name", "f"}, {"content", long_json}})),
+                 "messages[1].content");
+  // A tool result that is not JSON, even if it looks like it, is a string.
+  absl::StatusOr<Request> request = Build(
+      OpenAiEndpoint::kChatCompletions,
+      ChatWith({{"role", "tool"}, {"name", "f"}, {"content", "[[[" + NestedArrays(100)}}));
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_THAT(*model_->tokenizer().Decode(request->prompt_ids),
+              HasSubstr("response:f{value:<|\"|>[[[[[["));
+}
+
+TEST_F(OpenAiApiTest, GrpcToolsJsonAndArgumentsNestedTooDeepNameTheField) {
+  v1::GenerateRequest request;
+  v1::ChatMessage* user = request.mutable_chat()->add_messages();
+  user->set_role("user");
+  user->set_content("Hi");
+  request.set_tools_json(R"([{"type": "function", "function": {"name": "f", "parameters": )" +
+                         NestedArrays(200000) + "}}]");
+  ExpectBadField(ParamsFromProto(request).status(), "tools_json");
+  request.clear_tools_json();
+  v1::ChatMessage* assistant = request.mutable_chat()->add_messages();
+  assistant->set_role("assistant");
+  v1::ToolCall* call = assistant->add_tool_calls();
+  call->set_name("f");
+  call->set_arguments_json(R"({"a": )" + NestedArrays(200000) + "}");
+  ExpectBadField(ParamsFromProto(request).status(),
+                 "chat.messages[1].tool_calls[0].function.arguments");
 }
 
 TEST_F(OpenAiApiTest, InvalidUtf8NamesTheField) {
