@@ -17,8 +17,8 @@ double SecondsBetween(absl::Time from, absl::Time to) { return absl::ToDoubleSec
 }  // namespace
 
 struct EngineLoop::Live {
-  Live(Request req, std::shared_ptr<RequestStream> out, const Tokenizer* tokenizer,
-       StopStringMatcher matcher)
+  Live(Request req, std::shared_ptr<RequestStream> out, const text::Tokenizer* tokenizer,
+       text::StopStringMatcher matcher)
       : request(std::move(req)), stream(std::move(out)), stop(std::move(matcher)) {
     // Special tokens keep their text: the API layer parses reasoning and tool calls out of it.
     if (tokenizer != nullptr) detokenizer.emplace(tokenizer, /*skip_special_tokens=*/false);
@@ -26,8 +26,8 @@ struct EngineLoop::Live {
 
   Request request;
   std::shared_ptr<RequestStream> stream;
-  std::optional<StreamingDetokenizer> detokenizer;
-  StopStringMatcher stop;
+  std::optional<text::StreamingDetokenizer> detokenizer;
+  text::StopStringMatcher stop;
   int64_t num_output_tokens = 0;
   bool prompt_logprobs_sent = false;
   absl::Time first_scheduled = absl::InfinitePast();
@@ -35,7 +35,7 @@ struct EngineLoop::Live {
   absl::Time last_token = absl::InfinitePast();
 };
 
-EngineLoop::EngineLoop(EngineOptions options, const Tokenizer* tokenizer, StepFunction step,
+EngineLoop::EngineLoop(EngineOptions options, const text::Tokenizer* tokenizer, StepFunction step,
                        std::function<bool()> ready, EngineObserver* observer)
     : options_(std::move(options)),
       tokenizer_(tokenizer),
@@ -184,7 +184,8 @@ void EngineLoop::DrainInbox() {
   }
   for (Pending& pending : arrivals) {
     const std::string request_id = pending.request.request_id;
-    absl::StatusOr<StopStringMatcher> matcher = StopStringMatcher::Create(pending.request.stop_strings);
+    absl::StatusOr<text::StopStringMatcher> matcher =
+        text::StopStringMatcher::Create(pending.request.stop_strings);
     absl::Status status = matcher.status();
     const uint64_t id = next_sequence_id_++;
     if (status.ok()) {
@@ -299,7 +300,7 @@ bool EngineLoop::ConsumeToken(Live& live, const pb::SequenceResult& result, Even
   }
   if (live.detokenizer) {
     absl::StatusOr<std::string> delta = live.detokenizer->Add(token);
-    StopStringMatcher::Output out = live.stop.Add(delta.ok() ? *delta : std::string());
+    text::StopStringMatcher::Output out = live.stop.Add(delta.ok() ? *delta : std::string());
     event.text = std::move(out.text);
     if (out.stopped) {
       event.matched_stop = std::move(out.matched);

@@ -20,12 +20,12 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
-#include "coordinator/detokenizer.h"
 #include "coordinator/engine.h"
 #include "coordinator/metrics.h"
 #include "coordinator/scheduler.h"
-#include "coordinator/stop_conditions.h"
-#include "coordinator/tokenizer.h"
+#include "text/detokenizer.h"
+#include "text/stop_conditions.h"
+#include "text/tokenizer.h"
 
 namespace gemmaserve::coordinator {
 
@@ -61,7 +61,7 @@ class EngineLoop final : public Engine {
  public:
   // `tokenizer` (may be null: then events carry ids only), `observer` (may be null) and whatever
   // `step` calls must outlive the loop. `ready` reports whether the workers can take steps.
-  EngineLoop(EngineOptions options, const Tokenizer* tokenizer, StepFunction step,
+  EngineLoop(EngineOptions options, const text::Tokenizer* tokenizer, StepFunction step,
              std::function<bool()> ready, EngineObserver* observer = nullptr);
   ~EngineLoop() override;
 
@@ -95,7 +95,7 @@ class EngineLoop final : public Engine {
   void PublishLoad();
 
   const EngineOptions options_;
-  const Tokenizer* tokenizer_;
+  const text::Tokenizer* tokenizer_;
   const StepFunction step_;
   const std::function<bool()> ready_;
   EngineObserver* observer_;

@@ -37,12 +37,13 @@ absl::Status ChatMessagesBuilder::Add(MessageInput message, const std::string& f
     }
     ASSIGN_OR_RETURN(Json response,
                      ParseOrString(message.content, absl::StrCat(field, ".content")));
-    if (!last_is_tool_results_) messages_.push_back(ChatMessage{.role = "model"});
+    if (!last_is_tool_results_) messages_.push_back(text::ChatMessage{.role = "model"});
     messages_.back().tool_responses.push_back({std::move(name), std::move(response)});
     last_is_tool_results_ = true;
     return absl::OkStatus();
   }
-  ChatMessage converted{.role = std::move(message.role), .content = std::move(message.content)};
+  text::ChatMessage converted{.role = std::move(message.role),
+                              .content = std::move(message.content)};
   for (size_t i = 0; i < message.tool_calls.size(); ++i) {
     ToolCallInput& call = message.tool_calls[i];
     const std::string call_field = absl::StrCat(field, ".tool_calls[", i, "]");

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <utility>
 
-#include "coordinator/output_parser.h"
+#include "text/output_parser.h"
 
 namespace gemmaserve::coordinator::api {
 namespace {
@@ -48,7 +48,7 @@ std::vector<ChatPiece> ChatOutputSplitter::Finish() {
 
 void ChatOutputSplitter::EmitToolCall(std::string_view body, std::vector<ChatPiece>* out) {
   const std::string raw = std::string(kCallStart).append(body).append(kCallEnd);
-  absl::StatusOr<ParsedOutput> parsed = ParseModelOutput(raw);
+  absl::StatusOr<text::ParsedOutput> parsed = text::ParseModelOutput(raw);
   if (!parsed.ok() || parsed->tool_calls.size() != 1) {
     Append(ChatPiece::Kind::kContent, raw, out);
     return;

@@ -120,7 +120,7 @@ v1::FinishReason FinishReasonToProto(FinishReason reason) {
 
 namespace {
 
-void SetLogprob(const internal::v1::TokenLogprob& from, const Tokenizer& tokenizer,
+void SetLogprob(const internal::v1::TokenLogprob& from, const text::Tokenizer& tokenizer,
                 v1::TokenLogprob* to) {
   to->set_token_id(from.token_id());
   to->set_logprob(from.logprob());
@@ -129,7 +129,7 @@ void SetLogprob(const internal::v1::TokenLogprob& from, const Tokenizer& tokeniz
 }
 
 void AddTopLogprobs(const std::vector<std::vector<internal::v1::TokenLogprob>>& positions,
-                    const Tokenizer& tokenizer,
+                    const text::Tokenizer& tokenizer,
                     google::protobuf::RepeatedPtrField<v1::TopLogprobs>* to) {
   for (const auto& alternatives : positions) {
     v1::TopLogprobs* top = to->Add();
@@ -141,7 +141,7 @@ void AddTopLogprobs(const std::vector<std::vector<internal::v1::TokenLogprob>>& 
 
 }  // namespace
 
-v1::Delta DeltaFromEvent(const Event& event, const Tokenizer& tokenizer) {
+v1::Delta DeltaFromEvent(const Event& event, const text::Tokenizer& tokenizer) {
   v1::Delta delta;
   delta.set_text(event.text);
   delta.mutable_token_ids()->Add(event.token_ids.begin(), event.token_ids.end());

@@ -323,7 +323,7 @@ TEST(ChatOutputSplitterTest, SplitsReasoningContentAndToolCallsAcrossDeltas) {
   for (size_t cut = 0; cut <= text.size(); ++cut) {
     ChatOutputSplitter splitter;
     std::string content, reasoning;
-    std::vector<ToolCall> calls;
+    std::vector<text::ToolCall> calls;
     auto take = [&](const std::vector<ChatPiece>& pieces) {
       for (const ChatPiece& piece : pieces) {
         if (piece.kind == ChatPiece::Kind::kContent) content += piece.text;
@@ -365,7 +365,7 @@ TEST(ChatOutputSplitterTest, BrokenOrOpenToolCallsBecomeContent) {
   EXPECT_EQ(content, "<|tool_call>call:f{oops<tool_call|>x<|tool_call>");
 }
 
-ResponseContext Context(OpenAiEndpoint endpoint, const Tokenizer* tokenizer) {
+ResponseContext Context(OpenAiEndpoint endpoint, const text::Tokenizer* tokenizer) {
   return ResponseContext{.request_id = "r1", .created_s = 100, .model = "tiny",
                          .endpoint = endpoint, .tokenizer = tokenizer};
 }
@@ -476,7 +476,7 @@ Event EchoedFirstEvent() {
   return event;
 }
 
-ResponseContext EchoContext(const Tokenizer* tokenizer) {
+ResponseContext EchoContext(const text::Tokenizer* tokenizer) {
   ResponseContext context = Context(OpenAiEndpoint::kCompletions, tokenizer);
   context.logprobs = true;
   context.echo = true;
@@ -485,7 +485,7 @@ ResponseContext EchoContext(const Tokenizer* tokenizer) {
 }
 
 TEST_F(OpenAiApiTest, EchoedCompletionStartsWithThePromptAndItsLogprobs) {
-  const Tokenizer& tokenizer = model_->tokenizer();
+  const text::Tokenizer& tokenizer = model_->tokenizer();
   GenerationResult result;
   result.Add(EchoedFirstEvent());
   result.Add(Final(FinishReason::kLength));
@@ -507,7 +507,7 @@ TEST_F(OpenAiApiTest, EchoedCompletionStartsWithThePromptAndItsLogprobs) {
 }
 
 TEST_F(OpenAiApiTest, EchoedStreamSendsThePromptInItsOwnFirstChunk) {
-  const Tokenizer& tokenizer = model_->tokenizer();
+  const text::Tokenizer& tokenizer = model_->tokenizer();
   OpenAiStreamFormatter formatter(EchoContext(&tokenizer));
   std::string sse = formatter.Format(EchoedFirstEvent());
   Event next;

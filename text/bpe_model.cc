@@ -1,13 +1,13 @@
-#include "coordinator/bpe_model.h"
+#include "text/bpe_model.h"
 
 #include <algorithm>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "coordinator/utf8.h"
+#include "text/utf8.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 namespace {
 
 constexpr std::string_view kWordMarker = "\u2581";  // "▁", what the normalizer makes of a space
@@ -341,4 +341,4 @@ void BpeModel::MergeChunk(std::string_view chunk, Workspace* workspace,
   }
 }
 
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

@@ -2,12 +2,12 @@
 // tokens at the Gemma 4 ids, encodes ordinary text compactly and round-trips any text.
 #include <string>
 
-#include "coordinator/chat_template.h"
-#include "coordinator/tokenizer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 namespace {
 
 TEST(TinyTokenizerTest, BothCheckpointsLoadWithChatTokensAtGemma4Ids) {
@@ -37,4 +37,4 @@ TEST(TinyTokenizerTest, EncodesEnglishCompactlyAndRoundTripsAnything) {
 }
 
 }  // namespace
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

@@ -1,4 +1,4 @@
-#include "coordinator/stop_conditions.h"
+#include "text/stop_conditions.h"
 
 #include <algorithm>
 #include <utility>
@@ -7,10 +7,10 @@
 #include "common/json_limits.h"
 #include "common/mapped_file.h"
 #include "common/status_macros.h"
-#include "coordinator/utf8.h"
 #include "nlohmann/json.hpp"
+#include "text/utf8.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 namespace {
 
 using Json = nlohmann::json;
@@ -125,4 +125,4 @@ size_t StopStringMatcher::PartialMatchLength() const {
   return longest;
 }
 
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

@@ -2,7 +2,7 @@
 // mixed text, mostly ordinary English generated deterministically from a word list, plus the
 // reference strings (code, many scripts, emoji, byte fallback). Not a ctest test; run from the
 // repository root after scripts/fetch_tokenizer.sh:
-//   build/tests/coordinator/tokenizer_bench
+//   build/tests/text/tokenizer_bench
 #include <chrono>
 #include <cstdint>
 #include <fstream>
@@ -13,9 +13,9 @@
 
 #include "benchmark/benchmark.h"
 #include "nlohmann/json.hpp"
-#include "tests/coordinator/reference_tokenizer.h"
+#include "tests/text/reference_tokenizer.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 namespace {
 
 constexpr size_t kEnglishBytes = 4 << 20;
@@ -124,6 +124,6 @@ void BM_Decode(benchmark::State& state) {
 BENCHMARK(BM_Decode)->Unit(benchmark::kMillisecond);
 
 }  // namespace
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text
 
 BENCHMARK_MAIN();

@@ -1,9 +1,9 @@
-#include "coordinator/output_parser.h"
+#include "text/output_parser.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 namespace {
 
 using Json = nlohmann::json;
@@ -85,4 +85,4 @@ TEST(OutputParserTest, DeepNestingIsAnErrorNotACrash) {
 }
 
 }  // namespace
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

@@ -1,11 +1,11 @@
-#include "coordinator/tokenizer.h"
+#include "text/tokenizer.h"
 
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "coordinator/utf8.h"
+#include "text/utf8.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 namespace {
 
 void ReplaceAll(const std::string& pattern, const std::string& content, std::string* text) {
@@ -194,4 +194,4 @@ std::optional<uint8_t> ParseByteToken(std::string_view token) {
   return value;
 }
 
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

@@ -22,10 +22,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "coordinator/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "text/tokenizer.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 
 // The two template variants, which differ only in the generation prompt with thinking off.
 enum class ChatVariant {
@@ -96,4 +96,4 @@ class ChatTemplate {
   Tokens tokens_;
 };
 
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "coordinator/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace gemmaserve::testing {
 
@@ -15,11 +15,11 @@ namespace gemmaserve::testing {
 absl::StatusOr<std::string> ReferenceTokenizerPath();
 
 // The Gemma 3 tokenizer, or the load error.
-absl::StatusOr<const Tokenizer*> Gemma3Tokenizer();
+absl::StatusOr<const text::Tokenizer*> Gemma3Tokenizer();
 
 // The Gemma 3 tokenizer with the chat tokens renamed as GEMMA4.md §4 lists them (<|turn>=105,
 // <turn|>=106, <|tool>=46 ... <|"|>=52, <|think|>=98, <|channel>=100, <channel|>=101), all
 // marked special: the ids and names the Gemma 4 chat format uses.
-absl::StatusOr<const Tokenizer*> Gemma4StyleTokenizer();
+absl::StatusOr<const text::Tokenizer*> Gemma4StyleTokenizer();
 
 }  // namespace gemmaserve::testing

@@ -1,16 +1,16 @@
 // The streaming detokenizer's contract on the real Gemma 3 vocabulary: every delta is valid
 // UTF-8 and the deltas concatenate to Decode(ids), for random id sequences rich in byte tokens.
-#include "coordinator/detokenizer.h"
+#include "text/detokenizer.h"
 
 #include <random>
 #include <string>
 #include <vector>
 
-#include "coordinator/utf8.h"
 #include "gtest/gtest.h"
-#include "tests/coordinator/reference_tokenizer.h"
+#include "tests/text/reference_tokenizer.h"
+#include "text/utf8.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 namespace {
 
 class DetokenizerTest : public ::testing::Test {
@@ -82,4 +82,4 @@ TEST_F(DetokenizerTest, UnknownIdIsAnError) {
 }
 
 }  // namespace
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

@@ -1,4 +1,4 @@
-#include "coordinator/prompt_builder.h"
+#include "text/prompt_builder.h"
 
 #include <algorithm>
 #include <utility>
@@ -6,7 +6,7 @@
 
 #include "absl/strings/ascii.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 namespace {
 
 using Json = nlohmann::json;
@@ -294,4 +294,4 @@ void PromptBuilder::ArrayItems(const Json& items) {
   }
 }
 
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

@@ -1,4 +1,4 @@
-#include "coordinator/stop_conditions.h"
+#include "text/stop_conditions.h"
 
 #include <cstdlib>
 #include <filesystem>
@@ -8,7 +8,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 namespace {
 
 using ::testing::ElementsAre;
@@ -94,4 +94,4 @@ TEST(StopStringMatcherTest, NoStopStringsPassesEverything) {
 }
 
 }  // namespace
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

@@ -31,7 +31,7 @@
 #include "absl/synchronization/mutex.h"
 #include "nlohmann/json.hpp"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 
 // The vocab and merges of tokenizer.json's `model`, collected either from a parsed document or
 // while parsing (tokenizer_loader.cc streams them, so the 33 MB file never becomes a DOM).
@@ -110,4 +110,4 @@ class BpeModel {
       ABSL_GUARDED_BY(cache_mutex_);
 };
 
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

@@ -12,11 +12,11 @@
 #include <string_view>
 
 #include "absl/status/status.h"
-#include "coordinator/chat_template.h"
-#include "coordinator/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 
 class PromptBuilder {
  public:
@@ -53,4 +53,4 @@ class PromptBuilder {
   absl::Status status_;
 };
 
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

@@ -1,4 +1,4 @@
-#include "coordinator/output_parser.h"
+#include "text/output_parser.h"
 
 #include <utility>
 
@@ -6,7 +6,7 @@
 #include "common/json_limits.h"
 #include "common/status_macros.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 namespace {
 
 using Json = nlohmann::json;
@@ -177,4 +177,4 @@ absl::StatusOr<ParsedOutput> ParseModelOutput(std::string_view text) {
   return output;
 }
 
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

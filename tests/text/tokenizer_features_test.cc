@@ -4,11 +4,11 @@
 #include <string>
 #include <vector>
 
-#include "coordinator/tokenizer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "text/tokenizer.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 namespace {
 
 using Json = nlohmann::json;
@@ -150,4 +150,4 @@ TEST(TokenizerFeaturesTest, RejectsMalformedFiles) {
 }
 
 }  // namespace
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

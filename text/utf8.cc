@@ -1,6 +1,6 @@
-#include "coordinator/utf8.h"
+#include "text/utf8.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 namespace {
 
 bool IsContinuation(unsigned char byte) { return (byte & 0xC0) == 0x80; }
@@ -38,4 +38,4 @@ size_t FindInvalidUtf8(std::string_view text) {
   return text.size();
 }
 
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

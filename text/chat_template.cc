@@ -1,4 +1,4 @@
-#include "coordinator/chat_template.h"
+#include "text/chat_template.h"
 
 #include <algorithm>
 #include <utility>
@@ -7,9 +7,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/json_limits.h"
 #include "common/status_macros.h"
-#include "coordinator/prompt_builder.h"
+#include "text/prompt_builder.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 namespace {
 
 using Json = nlohmann::json;
@@ -179,4 +179,4 @@ absl::StatusOr<RenderedPrompt> ChatTemplate::Render(absl::Span<const ChatMessage
   return prompt.Finish();
 }
 
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

@@ -16,9 +16,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "coordinator/tokenizer.h"
+#include "text/tokenizer.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 
 class StreamingDetokenizer {
  public:
@@ -37,4 +37,4 @@ class StreamingDetokenizer {
   std::vector<int32_t> pending_;  // an open run of byte tokens
 };
 
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

@@ -1,11 +1,11 @@
-#include "coordinator/added_vocabulary.h"
+#include "text/added_vocabulary.h"
 
 #include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 namespace {
 
 uint64_t EdgeKey(int32_t node, unsigned char byte) {
@@ -81,4 +81,4 @@ void AddedVocabulary::Split(std::string_view text, bool split_special_tokens,
   if (text_begin < text.size()) out->push_back({text.substr(text_begin), -1});
 }
 
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

@@ -20,7 +20,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 
 struct AddedToken {
   std::string content;
@@ -64,4 +64,4 @@ class AddedVocabulary {
   bool can_start_[256];              // whether some token starts with this byte
 };
 
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

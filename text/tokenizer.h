@@ -33,10 +33,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "coordinator/added_vocabulary.h"
-#include "coordinator/bpe_model.h"
+#include "text/added_vocabulary.h"
+#include "text/bpe_model.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 
 struct EncodeOptions {
   // Apply the post-processor's template (for Gemma: one <bos> in front). HF: add_special_tokens.
@@ -110,4 +110,4 @@ class Tokenizer {
   std::vector<int32_t> suffix_ids_;  // post-processor: after the sequence
 };
 
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

@@ -16,9 +16,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "coordinator/chat_template.h"
+#include "text/chat_template.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 
 struct ParsedOutput {
   std::string reasoning;
@@ -28,4 +28,4 @@ struct ParsedOutput {
 
 absl::StatusOr<ParsedOutput> ParseModelOutput(std::string_view text);
 
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

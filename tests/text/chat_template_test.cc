@@ -1,7 +1,7 @@
 // The Gemma 4 chat format, on the Gemma-4-style fixture tokenizer (reference_tokenizer.h).
 // Expected strings follow the official template (GEMMA4.md §4); ids are checked to equal the
 // encoding of that text wherever the text holds no forged markers.
-#include "coordinator/chat_template.h"
+#include "text/chat_template.h"
 
 #include <string>
 #include <utility>
@@ -11,9 +11,9 @@
 #include "common/json_limits.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/coordinator/reference_tokenizer.h"
+#include "tests/text/reference_tokenizer.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 namespace {
 
 using Json = nlohmann::json;
@@ -212,4 +212,4 @@ TEST_F(ChatTemplateTest, RejectsBadRolesAndNonGemma4Tokenizers) {
 }
 
 }  // namespace
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

@@ -21,7 +21,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 
 class EosTokenIds {
  public:
@@ -64,4 +64,4 @@ class StopStringMatcher {
   bool stopped_ = false;
 };
 
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

@@ -1,4 +1,4 @@
-#include "tests/coordinator/reference_tokenizer.h"
+#include "tests/text/reference_tokenizer.h"
 
 #include <cstdlib>
 #include <filesystem>
@@ -49,15 +49,15 @@ absl::Status RenameChatTokens(Json* root) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGemma4Style() {
+absl::StatusOr<std::unique_ptr<text::Tokenizer>> LoadGemma4Style() {
   ASSIGN_OR_RETURN(Json root, ReadReferenceJson());
   RETURN_IF_ERROR(RenameChatTokens(&root));
-  return Tokenizer::LoadFromJsonValue(root);
+  return text::Tokenizer::LoadFromJsonValue(root);
 }
 
 template <typename Load>
-absl::StatusOr<const Tokenizer*> LoadOnce(const Load& load) {
-  static const auto* const loaded = new absl::StatusOr<std::unique_ptr<Tokenizer>>(load());
+absl::StatusOr<const text::Tokenizer*> LoadOnce(const Load& load) {
+  static const auto* const loaded = new absl::StatusOr<std::unique_ptr<text::Tokenizer>>(load());
   if (!loaded->ok()) return loaded->status();
   return loaded->value().get();
 }
@@ -83,14 +83,14 @@ absl::StatusOr<std::string> ReferenceTokenizerPath() {
   return path;
 }
 
-absl::StatusOr<const Tokenizer*> Gemma3Tokenizer() {
-  return LoadOnce([]() -> absl::StatusOr<std::unique_ptr<Tokenizer>> {
+absl::StatusOr<const text::Tokenizer*> Gemma3Tokenizer() {
+  return LoadOnce([]() -> absl::StatusOr<std::unique_ptr<text::Tokenizer>> {
     ASSIGN_OR_RETURN(const std::string path, ReferenceTokenizerPath());
-    return Tokenizer::LoadFile(path);
+    return text::Tokenizer::LoadFile(path);
   });
 }
 
-absl::StatusOr<const Tokenizer*> Gemma4StyleTokenizer() {
+absl::StatusOr<const text::Tokenizer*> Gemma4StyleTokenizer() {
   return LoadOnce([] { return LoadGemma4Style(); });
 }
 

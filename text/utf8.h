@@ -5,7 +5,7 @@
 #include <cstddef>
 #include <string_view>
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 
 // Length in bytes of the UTF-8 sequence that starts with `lead`, or 0 when `lead` cannot start
 // one (a continuation byte or 0xF8..0xFF). Says nothing about whether the sequence is complete.
@@ -17,4 +17,4 @@ size_t FindInvalidUtf8(std::string_view text);
 
 inline bool IsValidUtf8(std::string_view text) { return FindInvalidUtf8(text) == text.size(); }
 
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

@@ -1,7 +1,7 @@
 // The tokenizer against reference encodings of the real Gemma 3 tokenizer.json
 // (tests/data/tokenizer/gemma3_visible.jsonl, made by an independent implementation and
 // cross-checked with HF tokenizers; see ../shared/golden/tokenizer/README.md).
-#include "coordinator/tokenizer.h"
+#include "text/tokenizer.h"
 
 #include <fstream>
 #include <string>
@@ -10,9 +10,9 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "tests/coordinator/reference_tokenizer.h"
+#include "tests/text/reference_tokenizer.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 namespace {
 
 using ::testing::ElementsAre;
@@ -116,4 +116,4 @@ TEST(TokenizerGoldenTest, InvalidUtf8AndUnknownIdsAreErrors) {
 }
 
 }  // namespace
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

@@ -8,9 +8,9 @@
 #include "common/json_limits.h"
 #include "common/mapped_file.h"
 #include "common/status_macros.h"
-#include "coordinator/tokenizer.h"
+#include "text/tokenizer.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 namespace {
 
 using Json = nlohmann::json;
@@ -366,4 +366,4 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::LoadFromModelDir(const std
   return LoadFile(absl::StrCat(dir, "/tokenizer.json"));
 }
 
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text

@@ -1,11 +1,11 @@
-#include "coordinator/detokenizer.h"
+#include "text/detokenizer.h"
 
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/check.h"
 
-namespace gemmaserve {
+namespace gemmaserve::text {
 
 StreamingDetokenizer::StreamingDetokenizer(const Tokenizer* tokenizer, bool skip_special_tokens)
     : tokenizer_(tokenizer), skip_special_tokens_(skip_special_tokens) {}
@@ -31,4 +31,4 @@ std::string StreamingDetokenizer::Finish() {
   return *std::move(text);
 }
 
-}  // namespace gemmaserve
+}  // namespace gemmaserve::text
