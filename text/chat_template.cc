@@ -1,12 +1,15 @@
 #include "text/chat_template.h"
 
 #include <algorithm>
+#include <string>
+#include <string_view>
 #include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/json_limits.h"
 #include "common/status_macros.h"
+#include "text/chat_markers.h"
 #include "text/prompt_builder.h"
 
 namespace gemmaserve::text {
@@ -27,11 +30,11 @@ std::string StripThinking(std::string_view text) {
   std::string result;
   size_t start = 0;
   while (start <= text.size()) {
-    size_t end = text.find("<channel|>", start);
+    size_t end = text.find(marker::kChannelEnd, start);
     if (end == std::string_view::npos) end = text.size();
     const std::string_view part = text.substr(start, end - start);
-    result.append(part.substr(0, part.find("<|channel>")));
-    start = end + std::string_view("<channel|>").size();
+    result.append(part.substr(0, part.find(marker::kChannelStart)));
+    start = end + marker::kChannelEnd.size();
   }
   return Trim(result);
 }
@@ -79,15 +82,16 @@ absl::Status CheckJsonDepths(absl::Span<const ChatMessage> messages, const ChatO
   return absl::OkStatus();
 }
 
-absl::StatusOr<int32_t> SpecialTokenId(const Tokenizer& tokenizer, const char* name) {
+absl::StatusOr<int32_t> SpecialTokenId(const Tokenizer& tokenizer, std::string_view name) {
   const std::optional<int32_t> id = tokenizer.TokenToId(name);
   if (!id) {
     return absl::FailedPreconditionError(
-        absl::StrCat("the tokenizer has no ", name, " token; it is not a Gemma 4 tokenizer"));
+        absl::StrCat("the tokenizer has no ", std::string(name),
+                     " token; it is not a Gemma 4 tokenizer"));
   }
   if (!tokenizer.IsSpecial(*id)) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "the tokenizer does not mark ", name, " (id ", *id,
+        "the tokenizer does not mark ", std::string(name), " (id ", *id,
         ") as a special added token, so user text could forge it"));
   }
   return *id;
@@ -102,20 +106,20 @@ ChatVariant ChatVariantForModel(int64_t hidden_size_per_layer_input) {
 absl::StatusOr<ChatTemplate> ChatTemplate::Create(const Tokenizer* tokenizer,
                                                   ChatVariant variant) {
   Tokens t;
-  const std::pair<int32_t*, const char*> wanted[] = {
-      {&t.bos, "<bos>"},
-      {&t.turn_start, "<|turn>"},
-      {&t.turn_end, "<turn|>"},
-      {&t.think, "<|think|>"},
-      {&t.channel_start, "<|channel>"},
-      {&t.channel_end, "<channel|>"},
-      {&t.tool_start, "<|tool>"},
-      {&t.tool_end, "<tool|>"},
-      {&t.call_start, "<|tool_call>"},
-      {&t.call_end, "<tool_call|>"},
-      {&t.response_start, "<|tool_response>"},
-      {&t.response_end, "<tool_response|>"},
-      {&t.quote, "<|\"|>"},
+  const std::pair<int32_t*, std::string_view> wanted[] = {
+      {&t.bos, marker::kBos},
+      {&t.turn_start, marker::kTurnStart},
+      {&t.turn_end, marker::kTurnEnd},
+      {&t.think, marker::kThink},
+      {&t.channel_start, marker::kChannelStart},
+      {&t.channel_end, marker::kChannelEnd},
+      {&t.tool_start, marker::kToolStart},
+      {&t.tool_end, marker::kToolEnd},
+      {&t.call_start, marker::kToolCallStart},
+      {&t.call_end, marker::kToolCallEnd},
+      {&t.response_start, marker::kToolResponseStart},
+      {&t.response_end, marker::kToolResponseEnd},
+      {&t.quote, marker::kQuote},
   };
   for (const auto& [id, name] : wanted) {
     ASSIGN_OR_RETURN(*id, SpecialTokenId(*tokenizer, name));
@@ -172,7 +176,7 @@ absl::StatusOr<RenderedPrompt> ChatTemplate::Render(absl::Span<const ChatMessage
     }
     if (!options.enable_thinking && variant_ == ChatVariant::kLarge) {
       prompt.Token(tokens_.channel_start);
-      prompt.Text("thought\n");
+      prompt.Text(marker::kThought);
       prompt.Token(tokens_.channel_end);
     }
   }

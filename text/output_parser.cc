@@ -5,18 +5,12 @@
 #include "absl/strings/str_cat.h"
 #include "common/json_limits.h"
 #include "common/status_macros.h"
+#include "text/chat_markers.h"
 
 namespace gemmaserve::text {
 namespace {
 
 using Json = nlohmann::json;
-
-constexpr std::string_view kChannelStart = "<|channel>";
-constexpr std::string_view kChannelEnd = "<channel|>";
-constexpr std::string_view kThought = "thought\n";
-constexpr std::string_view kCallStart = "<|tool_call>";
-constexpr std::string_view kCallEnd = "<tool_call|>";
-constexpr std::string_view kQuote = "<|\"|>";
 
 // Recursive-descent parser for one call's arguments. Errors name the offset into `text_`. `depth`
 // counts the enclosing containers; nesting is capped at kMaxJsonDepth, like every JSON the server
@@ -50,15 +44,17 @@ class ArgumentParser {
   }
 
   absl::StatusOr<std::string> ParseQuoted() {
-    const size_t end = text_.find(kQuote, pos_);
-    if (end == std::string_view::npos) return Error("unterminated <|\"|> string");
+    const size_t end = text_.find(marker::kQuote, pos_);
+    if (end == std::string_view::npos) {
+      return Error(absl::StrCat("unterminated ", std::string(marker::kQuote), " string"));
+    }
     std::string value(text_.substr(pos_, end - pos_));
-    pos_ = end + kQuote.size();
+    pos_ = end + marker::kQuote.size();
     return value;
   }
 
   absl::StatusOr<std::string> ParseKey() {
-    if (Consume(kQuote)) return ParseQuoted();
+    if (Consume(marker::kQuote)) return ParseQuoted();
     const size_t end = text_.find_first_of(":{}[],", pos_);
     if (end == std::string_view::npos || text_[end] != ':' || end == pos_) {
       return Error("expected a key followed by ':'");
@@ -97,7 +93,7 @@ class ArgumentParser {
 
   absl::StatusOr<Json> ParseValue(int depth) {
     SkipSpace();
-    if (Consume(kQuote)) return ParseQuoted();
+    if (Consume(marker::kQuote)) return ParseQuoted();
     if (text_.substr(pos_).starts_with("{")) return ParseObject(depth);
     if (Consume("[")) return ParseArray(depth);
     if (Consume("true")) return Json(true);
@@ -149,29 +145,30 @@ absl::StatusOr<ParsedOutput> ParseModelOutput(std::string_view text) {
   ParsedOutput output;
   size_t pos = 0;
   while (pos < text.size()) {
-    const size_t channel = text.find(kChannelStart, pos);
-    const size_t call = text.find(kCallStart, pos);
+    const size_t channel = text.find(marker::kChannelStart, pos);
+    const size_t call = text.find(marker::kToolCallStart, pos);
     const size_t next = std::min(channel, call);
     output.content.append(text.substr(pos, next - pos));
     if (next == std::string_view::npos) break;
     if (next == channel) {
-      size_t begin = channel + kChannelStart.size();
-      if (text.substr(begin).starts_with(kThought)) begin += kThought.size();
-      const size_t end = text.find(kChannelEnd, begin);
+      size_t begin = channel + marker::kChannelStart.size();
+      if (text.substr(begin).starts_with(marker::kThought)) begin += marker::kThought.size();
+      const size_t end = text.find(marker::kChannelEnd, begin);
       output.reasoning.append(text.substr(begin, end - begin));
       if (end == std::string_view::npos) break;
-      pos = end + kChannelEnd.size();
+      pos = end + marker::kChannelEnd.size();
     } else {
-      const size_t begin = call + kCallStart.size();
-      const size_t end = text.find(kCallEnd, begin);
+      const size_t begin = call + marker::kToolCallStart.size();
+      const size_t end = text.find(marker::kToolCallEnd, begin);
       if (end == std::string_view::npos) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "tool call ", output.tool_calls.size(), ": not closed with <tool_call|>"));
+            "tool call ", output.tool_calls.size(), ": not closed with ",
+                         std::string(marker::kToolCallEnd)));
       }
       ASSIGN_OR_RETURN(ToolCall parsed,
                        ParseCall(text.substr(begin, end - begin), output.tool_calls.size()));
       output.tool_calls.push_back(std::move(parsed));
-      pos = end + kCallEnd.size();
+      pos = end + marker::kToolCallEnd.size();
     }
   }
   return output;

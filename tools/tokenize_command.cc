@@ -150,7 +150,7 @@ int TokenizeMain(int argc, char** argv) {
   FlagSet flags("tokenize", "Read UTF-8 text from stdin and print {\"ids\": [...]}.");
   AddSourceFlags(&flags, &config);
   flags.Bool("add-special-tokens", &config.add_special_tokens,
-             "add the post-processor's tokens (<bos>), as HF add_special_tokens");
+             "add the post-processor's tokens (Gemma's BOS), as HF add_special_tokens");
   flags.Bool("split-special-tokens", &config.split_special_tokens,
              "encode special-token text as plain characters, as HF split_special_tokens");
   const absl::Status parsed = flags.Parse(argc, argv);

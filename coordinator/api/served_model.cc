@@ -32,11 +32,10 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(
     model::GenerationDefaults defaults, std::vector<int32_t> eos_token_ids) {
   ASSIGN_OR_RETURN(text::ChatTemplate chat_template,
                    text::ChatTemplate::Create(tokenizer.get(), variant));
-  const std::optional<int32_t> turn_end = tokenizer->TokenToId("<turn|>");
-  if (!turn_end) return absl::FailedPreconditionError("the tokenizer has no <turn|> token");
+  const int32_t turn_end = chat_template.tokens().turn_end;
   return std::unique_ptr<ServedModel>(new ServedModel(std::move(name), std::move(tokenizer),
                                                       std::move(chat_template), defaults,
-                                                      std::move(eos_token_ids), *turn_end));
+                                                      std::move(eos_token_ids), turn_end));
 }
 
 ServedModel::ServedModel(std::string name, std::unique_ptr<text::Tokenizer> tokenizer,
