@@ -9,7 +9,11 @@ namespace gemmaserve {
 Workspace::Workspace(int64_t capacity_bytes, Device device)
     : device_(device), capacity_bytes_(BytesFor(DType::kI32, {capacity_bytes / 4})) {
   CHECK_GE(capacity_bytes, 0);
-  buffer_ = Tensor::Empty(DType::kI32, {capacity_bytes_ / 4}, device);
+  // One alignment unit more than the capacity, so that the first tensor can start aligned
+  // whatever alignment the allocator gives (64 bytes on the CPU).
+  buffer_ = Tensor::Empty(DType::kI32, {(capacity_bytes_ + kAlignment) / 4}, device);
+  const uintptr_t address = reinterpret_cast<uintptr_t>(buffer_.raw_data());
+  base_ = static_cast<char*>(buffer_.raw_data()) + (kAlignment - address % kAlignment) % kAlignment;
 }
 
 int64_t Workspace::BytesFor(DType dtype, const Shape& shape) {
@@ -27,7 +31,7 @@ Tensor Workspace::Take(DType dtype, Shape shape) {
     overflow_.push_back(Tensor::Empty(dtype, std::move(shape), device_));
     return overflow_.back();
   }
-  char* data = static_cast<char*>(buffer_.raw_data()) + offset_;
+  char* data = base_ + offset_;
   offset_ += bytes;
   high_water_bytes_ = std::max(high_water_bytes_, offset_);
   return Tensor::Borrow(data, dtype, std::move(shape), buffer_.storage(), device_);

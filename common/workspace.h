@@ -70,6 +70,7 @@ class Workspace {
   const Device device_;
   const int64_t capacity_bytes_;
   Tensor buffer_;  // the whole capacity (typed i32 only to have a dtype)
+  char* base_ = nullptr;  // the first aligned byte of buffer_
   int64_t offset_ = 0;
   int64_t high_water_bytes_ = 0;
   int64_t num_overflows_ = 0;

@@ -3,8 +3,8 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "coordinator/detokenizer.h"
-#include "coordinator/stop_conditions.h"
+#include "text/detokenizer.h"
+#include "text/stop_conditions.h"
 #include "spdlog/spdlog.h"
 
 namespace gemmaserve::coordinator {
@@ -28,8 +28,8 @@ double MillisecondsBetween(absl::Time from, absl::Time to) {
 // tokens and their counts): where its events go, what turns its tokens into text, and the times
 // its latencies are measured from.
 struct EngineLoop::RequestOutput {
-  RequestOutput(std::shared_ptr<RequestStream> out, const Tokenizer* tokenizer,
-                StopStringMatcher matcher, absl::Time arrived)
+  RequestOutput(std::shared_ptr<RequestStream> out, const text::Tokenizer* tokenizer,
+                text::StopStringMatcher matcher, absl::Time arrived)
       : stream(std::move(out)), stop(std::move(matcher)), arrival(arrived) {
     // Special tokens keep their text: the API layer parses reasoning and tool calls out of it.
     if (tokenizer != nullptr) detokenizer.emplace(tokenizer, /*skip_special_tokens=*/false);
@@ -42,8 +42,8 @@ struct EngineLoop::RequestOutput {
   }
 
   std::shared_ptr<RequestStream> stream;
-  std::optional<StreamingDetokenizer> detokenizer;  // none without a tokenizer: ids only
-  StopStringMatcher stop;
+  std::optional<text::StreamingDetokenizer> detokenizer;  // none without a tokenizer: ids only
+  text::StopStringMatcher stop;
   absl::Time arrival;                               // Submit
   absl::Time first_scheduled = absl::InfinitePast();
   absl::Time first_token = absl::InfinitePast();
@@ -56,8 +56,9 @@ struct EngineLoop::Output {
   std::optional<FinishReason> finish;  // set when this step ended the sequence
 };
 
-EngineLoop::EngineLoop(EngineOptions options, const Tokenizer* tokenizer, StepFunction step,
-                       std::function<bool()> ready, const Clock& clock, EngineObserver* observer)
+EngineLoop::EngineLoop(EngineOptions options, const text::Tokenizer* tokenizer,
+                       StepFunction step, std::function<bool()> ready, const Clock& clock,
+                       EngineObserver* observer)
     : options_(std::move(options)),
       tokenizer_(tokenizer),
       step_(std::move(step)),
@@ -196,8 +197,8 @@ void EngineLoop::DrainInbox() {
 
 void EngineLoop::Admit(Pending pending) {
   const std::string request_id = pending.request.request_id;
-  absl::StatusOr<StopStringMatcher> matcher =
-      StopStringMatcher::Create(pending.request.stop_strings);
+  absl::StatusOr<text::StopStringMatcher> matcher =
+      text::StopStringMatcher::Create(pending.request.stop_strings);
   absl::Status status = matcher.status();
   const uint64_t id = next_sequence_id_++;
   if (status.ok()) {
@@ -295,10 +296,10 @@ std::optional<FinishReason> EngineLoop::AddText(const Sequence& seq, RequestOutp
   }
   if (out.detokenizer) {
     absl::StatusOr<std::string> delta = out.detokenizer->Add(token);
-    StopStringMatcher::Output text = out.stop.Add(delta.ok() ? *delta : std::string());
-    event.text = std::move(text.text);
-    if (text.stopped) {
-      event.matched_stop = std::move(text.matched);
+    text::StopStringMatcher::Output checked = out.stop.Add(delta.ok() ? *delta : std::string());
+    event.text = std::move(checked.text);
+    if (checked.stopped) {
+      event.matched_stop = std::move(checked.matched);
       return FinishReason::kStop;
     }
   }

@@ -31,7 +31,7 @@
 #include "coordinator/engine.h"
 #include "coordinator/metrics.h"
 #include "coordinator/scheduler.h"
-#include "coordinator/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace gemmaserve::coordinator {
 
@@ -70,7 +70,7 @@ class EngineLoop final : public Engine {
   // `tokenizer` (may be null: then events carry ids only), `clock`, `observer` (may be null) and
   // whatever `step` calls must outlive the loop. `ready` reports whether the workers can take
   // steps.
-  EngineLoop(EngineOptions options, const Tokenizer* tokenizer, StepFunction step,
+  EngineLoop(EngineOptions options, const text::Tokenizer* tokenizer, StepFunction step,
              std::function<bool()> ready, const Clock& clock, EngineObserver* observer = nullptr);
   ~EngineLoop() override;
 
@@ -128,7 +128,7 @@ class EngineLoop final : public Engine {
   void AbortSequence(uint64_t sequence_id, FinishReason reason, const std::string& error);
 
   const EngineOptions options_;
-  const Tokenizer* tokenizer_;
+  const text::Tokenizer* tokenizer_;
   const StepFunction step_;
   const std::function<bool()> ready_;
   const Clock& clock_;

@@ -132,7 +132,7 @@ int GenerateMain(int argc, char** argv) {
   SamplingFlags sampling;
   FlagSet flags("generate", "Stream a completion of a prompt from a gemmaserve server (gRPC).");
   flags.String("server", &server, "the server's gRPC address, HOST:PORT");
-  flags.String("prompt", &prompt, "prompt text (a <bos> is added)");
+  flags.String("prompt", &prompt, "prompt text (the server puts the BOS token in front)");
   flags.IntList("prompt-ids", &prompt_ids, "prompt token ids, used as given");
   sampling.Declare(&flags);
   const absl::Status parsed = flags.Parse(argc, argv);

@@ -11,10 +11,10 @@
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
-#include "coordinator/chat_template.h"
-#include "coordinator/tokenizer.h"
 #include "model/generation_config.h"
 #include "nlohmann/json.hpp"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
 #include "tools/model_session.h"
@@ -73,7 +73,7 @@ absl::StatusOr<internal::v1::SamplingParams> ResolveSampling(const RunConfig& co
 // back) and the extra stop ids of a chat turn.
 struct Prompt {
   std::vector<int32_t> ids;
-  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<text::Tokenizer> tokenizer;
   std::vector<int64_t> stop_ids;
 };
 
@@ -88,7 +88,7 @@ absl::StatusOr<Prompt> BuildPrompt(const RunConfig& config, const model::Gemma4C
     ASSIGN_OR_RETURN(prompt.ids, ToTokenIds(config.prompt_ids, model.vocab_size, "prompt-ids"));
     return prompt;
   }
-  ASSIGN_OR_RETURN(prompt.tokenizer, Tokenizer::LoadFromModelDir(config.session.model_dir));
+  ASSIGN_OR_RETURN(prompt.tokenizer, text::Tokenizer::LoadFromModelDir(config.session.model_dir));
   if (!config.prompt.empty()) {
     ASSIGN_OR_RETURN(prompt.ids, prompt.tokenizer->Encode(config.prompt, {.add_special_tokens = true}));
     // Exactly one <bos> starts a sequence, whatever the tokenizer's post-processor does.
@@ -97,12 +97,14 @@ absl::StatusOr<Prompt> BuildPrompt(const RunConfig& config, const model::Gemma4C
     }
     return prompt;
   }
-  ASSIGN_OR_RETURN(ChatTemplate chat, ChatTemplate::Create(prompt.tokenizer.get(),
-                                                           ChatVariantForModel(model.hidden_size_per_layer_input)));
-  ChatOptions options;
+  ASSIGN_OR_RETURN(
+      text::ChatTemplate chat,
+      text::ChatTemplate::Create(prompt.tokenizer.get(),
+                                 text::ChatVariantForModel(model.hidden_size_per_layer_input)));
+  text::ChatOptions options;
   options.enable_thinking = config.thinking;
-  const std::vector<ChatMessage> messages = {{"user", config.chat}};
-  ASSIGN_OR_RETURN(RenderedPrompt rendered, chat.Render(messages, options));
+  const std::vector<text::ChatMessage> messages = {{"user", config.chat}};
+  ASSIGN_OR_RETURN(text::RenderedPrompt rendered, chat.Render(messages, options));
   prompt.ids = std::move(rendered.ids);
   // A chat answer ends with the model turn's end token, whatever the checkpoint lists as EOS.
   prompt.stop_ids.push_back(chat.tokens().turn_end);

@@ -16,9 +16,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/json_limits.h"
 #include "common/status_macros.h"
-#include "coordinator/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "text/tokenizer.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
 
@@ -42,12 +43,12 @@ void AddSourceFlags(FlagSet* flags, TokenizeConfig* config) {
   flags->Bool("jsonl", &config->jsonl, "one JSON request per stdin line, one answer per line");
 }
 
-absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const TokenizeConfig& config) {
+absl::StatusOr<std::unique_ptr<text::Tokenizer>> LoadTokenizer(const TokenizeConfig& config) {
   if (config.tokenizer_path.empty() == config.model_dir.empty()) {
     return absl::InvalidArgumentError("give exactly one of --tokenizer FILE and --model DIR");
   }
-  if (!config.model_dir.empty()) return Tokenizer::LoadFromModelDir(config.model_dir);
-  return Tokenizer::LoadFile(config.tokenizer_path);
+  if (!config.model_dir.empty()) return text::Tokenizer::LoadFromModelDir(config.model_dir);
+  return text::Tokenizer::LoadFile(config.tokenizer_path);
 }
 
 void PrintJson(const Json& json) {
@@ -55,15 +56,15 @@ void PrintJson(const Json& json) {
   std::cout << json.dump(-1, ' ', false, Json::error_handler_t::replace) << "\n" << std::flush;
 }
 
-absl::StatusOr<Json> ParseJson(const std::string& text) {
-  try {
-    return Json::parse(text);
-  } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("input is not JSON: ", e.what()));
-  }
+// One request: a line of --jsonl, or all of stdin.
+absl::StatusOr<Json> ParseRequest(const std::string& text) {
+  constexpr JsonLimits kRequestLimits{.max_bytes = size_t{1} << 30};
+  absl::StatusOr<Json> json = ParseJson(text, kRequestLimits);
+  if (json.ok()) return json;
+  return absl::InvalidArgumentError(absl::StrCat("input: ", json.status().message()));
 }
 
-absl::StatusOr<Json> Tokenize(const Tokenizer& tokenizer, const std::string& text,
+absl::StatusOr<Json> Tokenize(const text::Tokenizer& tokenizer, const std::string& text,
                               const TokenizeConfig& config) {
   ASSIGN_OR_RETURN(std::vector<int32_t> ids,
                    tokenizer.Encode(text, {.add_special_tokens = config.add_special_tokens,
@@ -71,7 +72,7 @@ absl::StatusOr<Json> Tokenize(const Tokenizer& tokenizer, const std::string& tex
   return Json{{"ids", ids}};
 }
 
-absl::StatusOr<Json> Detokenize(const Tokenizer& tokenizer, const Json& request,
+absl::StatusOr<Json> Detokenize(const text::Tokenizer& tokenizer, const Json& request,
                                 const TokenizeConfig& config) {
   const auto ids_field = request.is_object() ? request.find("ids") : request.end();
   if (!request.is_object() || ids_field == request.end() || !ids_field->is_array()) {
@@ -89,9 +90,9 @@ absl::StatusOr<Json> Detokenize(const Tokenizer& tokenizer, const Json& request,
 }
 
 // One --jsonl line of tokenize: {"text": "..."}.
-absl::StatusOr<Json> TokenizeLine(const Tokenizer& tokenizer, const std::string& line,
+absl::StatusOr<Json> TokenizeLine(const text::Tokenizer& tokenizer, const std::string& line,
                                   const TokenizeConfig& config) {
-  ASSIGN_OR_RETURN(const Json request, ParseJson(line));
+  ASSIGN_OR_RETURN(const Json request, ParseRequest(line));
   const auto text = request.is_object() ? request.find("text") : request.end();
   if (!request.is_object() || text == request.end() || !text->is_string()) {
     return absl::InvalidArgumentError("expected {\"text\": \"...\"}");
@@ -99,9 +100,9 @@ absl::StatusOr<Json> TokenizeLine(const Tokenizer& tokenizer, const std::string&
   return Tokenize(tokenizer, text->get<std::string>(), config);
 }
 
-absl::StatusOr<Json> DetokenizeLine(const Tokenizer& tokenizer, const std::string& line,
+absl::StatusOr<Json> DetokenizeLine(const text::Tokenizer& tokenizer, const std::string& line,
                                     const TokenizeConfig& config) {
-  ASSIGN_OR_RETURN(const Json request, ParseJson(line));
+  ASSIGN_OR_RETURN(const Json request, ParseRequest(line));
   return Detokenize(tokenizer, request, config);
 }
 
@@ -120,7 +121,7 @@ std::string ReadStdin() {
 }
 
 absl::Status RunTokenize(const TokenizeConfig& config) {
-  ASSIGN_OR_RETURN(const std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(config));
+  ASSIGN_OR_RETURN(const std::unique_ptr<text::Tokenizer> tokenizer, LoadTokenizer(config));
   if (config.jsonl) {
     ServeLines([&](const std::string& line) { return TokenizeLine(*tokenizer, line, config); });
     return absl::OkStatus();
@@ -131,12 +132,12 @@ absl::Status RunTokenize(const TokenizeConfig& config) {
 }
 
 absl::Status RunDetokenize(const TokenizeConfig& config) {
-  ASSIGN_OR_RETURN(const std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(config));
+  ASSIGN_OR_RETURN(const std::unique_ptr<text::Tokenizer> tokenizer, LoadTokenizer(config));
   if (config.jsonl) {
     ServeLines([&](const std::string& line) { return DetokenizeLine(*tokenizer, line, config); });
     return absl::OkStatus();
   }
-  ASSIGN_OR_RETURN(const Json request, ParseJson(ReadStdin()));
+  ASSIGN_OR_RETURN(const Json request, ParseRequest(ReadStdin()));
   ASSIGN_OR_RETURN(const Json answer, Detokenize(*tokenizer, request, config));
   PrintJson(answer);
   return absl::OkStatus();
@@ -149,7 +150,7 @@ int TokenizeMain(int argc, char** argv) {
   FlagSet flags("tokenize", "Read UTF-8 text from stdin and print {\"ids\": [...]}.");
   AddSourceFlags(&flags, &config);
   flags.Bool("add-special-tokens", &config.add_special_tokens,
-             "add the post-processor's tokens (<bos>), as HF add_special_tokens");
+             "add the post-processor's tokens (Gemma's BOS), as HF add_special_tokens");
   flags.Bool("split-special-tokens", &config.split_special_tokens,
              "encode special-token text as plain characters, as HF split_special_tokens");
   const absl::Status parsed = flags.Parse(argc, argv);

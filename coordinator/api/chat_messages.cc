@@ -3,7 +3,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "coordinator/api/api_error.h"
+#include "coordinator/api/json_fields.h"
 #include "nlohmann/json.hpp"
 
 namespace gemmaserve::coordinator::api {
@@ -11,9 +13,12 @@ namespace {
 
 using Json = nlohmann::json;
 
-Json ParseOrString(const std::string& text) {
-  Json value = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-  return value.is_discarded() ? Json(text) : value;
+// A tool result that is JSON, as JSON; any other text as a string. JSON beyond the limits is
+// refused rather than passed as a string, so that the limits never change how a result renders.
+absl::StatusOr<Json> ParseOrString(const std::string& text, const std::string& field) {
+  absl::StatusOr<Json> value = ParseEmbeddedJson(text, field);
+  if (value.ok() || Json::accept(text)) return value;
+  return Json(text);
 }
 
 }  // namespace
@@ -30,12 +35,15 @@ absl::Status ChatMessagesBuilder::Add(MessageInput message, const std::string& f
       }
       name = it->second;
     }
-    if (!last_is_tool_results_) messages_.push_back(ChatMessage{.role = "model"});
-    messages_.back().tool_responses.push_back({std::move(name), ParseOrString(message.content)});
+    ASSIGN_OR_RETURN(Json response,
+                     ParseOrString(message.content, absl::StrCat(field, ".content")));
+    if (!last_is_tool_results_) messages_.push_back(text::ChatMessage{.role = "model"});
+    messages_.back().tool_responses.push_back({std::move(name), std::move(response)});
     last_is_tool_results_ = true;
     return absl::OkStatus();
   }
-  ChatMessage converted{.role = std::move(message.role), .content = std::move(message.content)};
+  text::ChatMessage converted{.role = std::move(message.role),
+                              .content = std::move(message.content)};
   for (size_t i = 0; i < message.tool_calls.size(); ++i) {
     ToolCallInput& call = message.tool_calls[i];
     const std::string call_field = absl::StrCat(field, ".tool_calls[", i, "]");
@@ -45,12 +53,13 @@ absl::Status ChatMessagesBuilder::Add(MessageInput message, const std::string& f
     if (call.name.empty()) {
       return InvalidField(absl::StrCat(call_field, ".function.name"), "must not be empty");
     }
-    Json arguments = call.arguments_json.empty()
-                         ? Json::object()
-                         : Json::parse(call.arguments_json, nullptr, /*allow_exceptions=*/false);
-    if (arguments.is_discarded() || !arguments.is_object()) {
-      return InvalidField(absl::StrCat(call_field, ".function.arguments"),
-                          "must be a JSON object as text");
+    const std::string arguments_field = absl::StrCat(call_field, ".function.arguments");
+    Json arguments = Json::object();
+    if (!call.arguments_json.empty()) {
+      ASSIGN_OR_RETURN(arguments, ParseEmbeddedJson(call.arguments_json, arguments_field));
+    }
+    if (!arguments.is_object()) {
+      return InvalidField(arguments_field, "must be a JSON object as text");
     }
     if (!call.id.empty()) tool_name_of_call_id_[call.id] = call.name;
     converted.tool_calls.push_back({std::move(call.name), std::move(arguments)});

@@ -7,6 +7,8 @@
 // turn. Consecutive tool messages therefore become one model ChatMessage carrying their
 // responses; the function name comes from the message's `name` or from the earlier assistant
 // tool call with the same id. A result that parses as JSON is passed as JSON, else as a string.
+// JSON text (arguments, results) is parsed within kEmbeddedJsonLimits; beyond them the request is
+// refused naming the field.
 //
 // One builder per request; not thread-safe.
 #pragma once
@@ -16,7 +18,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
-#include "coordinator/chat_template.h"
+#include "text/chat_template.h"
 
 namespace gemmaserve::coordinator::api {
 
@@ -38,10 +40,10 @@ class ChatMessagesBuilder {
  public:
   // `field` names the message in errors, e.g. "messages[2]".
   absl::Status Add(MessageInput message, const std::string& field);
-  std::vector<ChatMessage> Finish() { return std::move(messages_); }
+  std::vector<text::ChatMessage> Finish() { return std::move(messages_); }
 
  private:
-  std::vector<ChatMessage> messages_;
+  std::vector<text::ChatMessage> messages_;
   bool last_is_tool_results_ = false;
   absl::flat_hash_map<std::string, std::string> tool_name_of_call_id_;
 };

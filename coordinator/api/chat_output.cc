@@ -3,16 +3,13 @@
 #include <algorithm>
 #include <utility>
 
-#include "coordinator/output_parser.h"
+#include "text/chat_markers.h"
+#include "text/output_parser.h"
 
 namespace gemmaserve::coordinator::api {
 namespace {
 
-constexpr std::string_view kChannelStart = "<|channel>";
-constexpr std::string_view kChannelEnd = "<channel|>";
-constexpr std::string_view kThoughtLabel = "thought\n";
-constexpr std::string_view kCallStart = "<|tool_call>";
-constexpr std::string_view kCallEnd = "<tool_call|>";
+namespace marker = text::marker;
 
 void Append(ChatPiece::Kind kind, std::string_view text, std::vector<ChatPiece>* out) {
   if (text.empty()) return;
@@ -47,8 +44,9 @@ std::vector<ChatPiece> ChatOutputSplitter::Finish() {
 }
 
 void ChatOutputSplitter::EmitToolCall(std::string_view body, std::vector<ChatPiece>* out) {
-  const std::string raw = std::string(kCallStart).append(body).append(kCallEnd);
-  absl::StatusOr<ParsedOutput> parsed = ParseModelOutput(raw);
+  const std::string raw =
+      std::string(marker::kToolCallStart).append(body).append(marker::kToolCallEnd);
+  absl::StatusOr<text::ParsedOutput> parsed = text::ParseModelOutput(raw);
   if (!parsed.ok() || parsed->tool_calls.size() != 1) {
     Append(ChatPiece::Kind::kContent, raw, out);
     return;
@@ -63,54 +61,56 @@ void ChatOutputSplitter::Process(bool final, std::vector<ChatPiece>* out) {
     const std::string_view text = pending_;
     switch (state_) {
       case State::kContent: {
-        const size_t channel = text.find(kChannelStart);
-        const size_t call = text.find(kCallStart);
+        const size_t channel = text.find(marker::kChannelStart);
+        const size_t call = text.find(marker::kToolCallStart);
         const size_t next = std::min(channel, call);
         if (next == std::string_view::npos) {
-          const size_t keep =
-              final ? 0 : std::max(PartialMarker(text, kChannelStart), PartialMarker(text, kCallStart));
+          const size_t keep = final ? 0
+                                    : std::max(PartialMarker(text, marker::kChannelStart),
+                                               PartialMarker(text, marker::kToolCallStart));
           Append(ChatPiece::Kind::kContent, text.substr(0, text.size() - keep), out);
           pending_.erase(0, text.size() - keep);
           return;
         }
         Append(ChatPiece::Kind::kContent, text.substr(0, next), out);
         const bool is_channel = next == channel;
-        pending_.erase(0, next + (is_channel ? kChannelStart : kCallStart).size());
+        const std::string_view opener = is_channel ? marker::kChannelStart : marker::kToolCallStart;
+        pending_.erase(0, next + opener.size());
         state_ = is_channel ? State::kThoughtLabel : State::kToolCall;
         break;
       }
       case State::kThoughtLabel:
-        if (text.starts_with(kThoughtLabel)) {
-          pending_.erase(0, kThoughtLabel.size());
-        } else if (!final && kThoughtLabel.starts_with(text)) {
+        if (text.starts_with(marker::kThought)) {
+          pending_.erase(0, marker::kThought.size());
+        } else if (!final && marker::kThought.starts_with(text)) {
           return;  // too short to tell yet
         }
         state_ = State::kReasoning;
         break;
       case State::kReasoning: {
-        const size_t end = text.find(kChannelEnd);
+        const size_t end = text.find(marker::kChannelEnd);
         if (end == std::string_view::npos) {
-          const size_t keep = final ? 0 : PartialMarker(text, kChannelEnd);
+          const size_t keep = final ? 0 : PartialMarker(text, marker::kChannelEnd);
           Append(ChatPiece::Kind::kReasoning, text.substr(0, text.size() - keep), out);
           pending_.erase(0, text.size() - keep);
           return;
         }
         Append(ChatPiece::Kind::kReasoning, text.substr(0, end), out);
-        pending_.erase(0, end + kChannelEnd.size());
+        pending_.erase(0, end + marker::kChannelEnd.size());
         state_ = State::kContent;
         break;
       }
       case State::kToolCall: {
-        const size_t end = text.find(kCallEnd);
+        const size_t end = text.find(marker::kToolCallEnd);
         if (end == std::string_view::npos) {
           if (!final) return;
-          Append(ChatPiece::Kind::kContent, std::string(kCallStart).append(text), out);
+          Append(ChatPiece::Kind::kContent, std::string(marker::kToolCallStart).append(text), out);
           pending_.clear();
           state_ = State::kContent;
           return;
         }
         EmitToolCall(text.substr(0, end), out);
-        pending_.erase(0, end + kCallEnd.size());
+        pending_.erase(0, end + marker::kToolCallEnd.size());
         state_ = State::kContent;
         break;
       }

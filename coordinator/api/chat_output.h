@@ -19,7 +19,7 @@
 #include <string_view>
 #include <vector>
 
-#include "coordinator/chat_template.h"
+#include "text/chat_template.h"
 
 namespace gemmaserve::coordinator::api {
 
@@ -27,7 +27,7 @@ struct ChatPiece {
   enum class Kind { kContent, kReasoning, kToolCall };
   Kind kind = Kind::kContent;
   std::string text;    // kContent, kReasoning
-  ToolCall tool_call;  // kToolCall
+  text::ToolCall tool_call;  // kToolCall
 };
 
 class ChatOutputSplitter {

@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "coordinator/api/api_error.h"
-#include "coordinator/utf8.h"
+#include "text/utf8.h"
 
 namespace gemmaserve::coordinator::api {
 namespace {
@@ -25,7 +25,7 @@ absl::Status CheckRange(const std::string& field, const std::optional<double>& v
   return InvalidField(field, absl::StrCat("must be ", range, ", got ", *value));
 }
 
-absl::Status CheckTokenId(const Tokenizer& tokenizer, const std::string& field, int64_t id) {
+absl::Status CheckTokenId(const text::Tokenizer& tokenizer, const std::string& field, int64_t id) {
   if (id >= 0 && id < tokenizer.id_limit() && tokenizer.IsValidId(static_cast<int32_t>(id))) {
     return absl::OkStatus();
   }
@@ -52,7 +52,7 @@ absl::Status CheckSampling(const GenerateParams& p) {
                                                            "], got ", p.top_logprobs));
   }
   for (size_t i = 0; i < p.stop.size(); ++i) {
-    if (!IsValidUtf8(p.stop[i])) {
+    if (!text::IsValidUtf8(p.stop[i])) {
       return InvalidField("stop", absl::StrCat("stop string ", i, " is not valid UTF-8"));
     }
   }
@@ -93,7 +93,7 @@ absl::Status NameInputField(const absl::Status& status, const std::string& field
 
 absl::StatusOr<std::vector<int32_t>> PromptIds(const GenerateParams& params,
                                                const ServedModel& model) {
-  const Tokenizer& tokenizer = model.tokenizer();
+  const text::Tokenizer& tokenizer = model.tokenizer();
   const std::string& field = params.input_param;
   if (const auto* text = std::get_if<TextInput>(&params.input)) {
     absl::StatusOr<std::vector<int32_t>> ids =
@@ -113,10 +113,11 @@ absl::StatusOr<std::vector<int32_t>> PromptIds(const GenerateParams& params,
   }
   const auto& chat = std::get<ChatInput>(params.input);
   if (chat.messages.empty()) return InvalidField(field, "must not be empty");
-  ChatOptions options;
+  text::ChatOptions options;
   options.enable_thinking = chat.enable_thinking;
   options.tools = chat.tools;
-  absl::StatusOr<RenderedPrompt> prompt = model.chat_template().Render(chat.messages, options);
+  absl::StatusOr<text::RenderedPrompt> prompt =
+      model.chat_template().Render(chat.messages, options);
   if (!prompt.ok()) return NameInputField(prompt.status(), field);
   return std::move(prompt->ids);
 }

@@ -17,9 +17,9 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "coordinator/api/served_model.h"
-#include "coordinator/chat_template.h"
 #include "coordinator/request.h"
 #include "nlohmann/json.hpp"
+#include "text/chat_template.h"
 
 namespace gemmaserve::coordinator::api {
 
@@ -33,7 +33,7 @@ struct TokenInput {
 };
 // A conversation for the chat template.
 struct ChatInput {
-  std::vector<ChatMessage> messages;
+  std::vector<text::ChatMessage> messages;
   std::vector<nlohmann::json> tools;  // OpenAI function declarations
   bool enable_thinking = false;
 };

@@ -1,6 +1,7 @@
 #include "coordinator/api/json_fields.h"
 
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -11,11 +12,18 @@ namespace {
 
 using Json = nlohmann::json;
 
-// Tracks where the parser is (the path of the value being read) through nlohmann's callback.
+// Tracks where the parser is (the path of the value being read) through nlohmann's callback, and
+// where the body first went deeper than the limit. Values dropped for their depth report only
+// starts and keys, so events beyond the limit are not tracked.
 class PathTracker {
  public:
-  bool OnEvent(int depth, Json::parse_event_t event, const Json& parsed) {
-    max_depth_ = std::max(max_depth_, depth);
+  explicit PathTracker(int max_depth) : max_depth_(max_depth) {}
+
+  void OnEvent(int depth, Json::parse_event_t event, const Json& parsed) {
+    if (IsBeyondJsonDepth(depth, event, max_depth_)) {
+      if (!too_deep_path_) too_deep_path_ = Path();
+      return;
+    }
     switch (event) {
       case Json::parse_event_t::object_start:
         frames_.push_back({false, 0, ""});
@@ -35,9 +43,9 @@ class PathTracker {
         if (!frames_.empty() && frames_.back().is_array) ++frames_.back().index;
         break;
     }
-    return true;
   }
 
+  // The path of the value being read; "" at the top level.
   std::string Path() const {
     std::string path;
     for (const Frame& frame : frames_) {
@@ -50,7 +58,8 @@ class PathTracker {
     return path;
   }
 
-  int max_depth() const { return max_depth_; }
+  // The path of the container holding the first value beyond the depth limit, if any.
+  const std::optional<std::string>& too_deep_path() const { return too_deep_path_; }
 
  private:
   struct Frame {
@@ -58,8 +67,9 @@ class PathTracker {
     size_t index;
     std::string key;
   };
+  int max_depth_;
   std::vector<Frame> frames_;
-  int max_depth_ = 0;
+  std::optional<std::string> too_deep_path_;
 };
 
 }  // namespace
@@ -75,32 +85,22 @@ const char* JsonTypeName(const Json& value) {
 }
 
 absl::StatusOr<Json> ParseJsonBody(std::string_view body) {
-  PathTracker tracker;
-  Json::parser_callback_t callback = [&tracker](int depth, Json::parse_event_t event,
-                                                Json& parsed) {
-    return tracker.OnEvent(depth, event, parsed);
-  };
-  Json json;
-  try {
-    json = Json::parse(body.begin(), body.end(), callback);
-  } catch (const Json::exception& e) {
-    // nlohmann's messages read "[json.exception.parse_error.101] parse error at ...: DETAIL".
-    std::string_view detail = e.what();
-    if (const size_t colon = detail.rfind(": "); colon != std::string_view::npos) {
-      detail.remove_prefix(colon + 2);
-    }
-    const std::string path = tracker.Path();
-    const auto* parse_error = dynamic_cast<const Json::parse_error*>(&e);
-    const std::string message = absl::StrCat(
-        "malformed JSON", parse_error ? absl::StrCat(" at byte ", parse_error->byte) : "",
-        path.empty() ? "" : absl::StrCat(" (in ", path, ")"), ": ", std::string(detail));
-    if (path.empty()) return absl::InvalidArgumentError(message);
-    return WithParam(absl::InvalidArgumentError(message), path);
-  }
-  if (tracker.max_depth() > kMaxJsonDepth) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("JSON nested deeper than ", kMaxJsonDepth, " levels"));
-  }
+  PathTracker tracker(kRequestBodyJsonLimits.max_depth);
+  absl::StatusOr<Json> json = ParseJson(
+      body, kRequestBodyJsonLimits, [&tracker](int depth, Json::parse_event_t event, Json& parsed) {
+        tracker.OnEvent(depth, event, parsed);
+        return true;
+      });
+  if (json.ok()) return json;
+  // ParseJson reports nesting first; a syntax error stops the parser where the tracker is.
+  const std::string path = tracker.too_deep_path().value_or(tracker.Path());
+  if (path.empty()) return json.status();
+  return InvalidField(path, std::string(json.status().message()));
+}
+
+absl::StatusOr<Json> ParseEmbeddedJson(std::string_view text, const std::string& field) {
+  absl::StatusOr<Json> json = ParseJson(text, kEmbeddedJsonLimits);
+  if (!json.ok()) return InvalidField(field, std::string(json.status().message()));
   return json;
 }
 

@@ -1,10 +1,11 @@
 // Reading untrusted JSON request bodies without exceptions escaping and with every error naming
 // its field.
 //
-// ParseJsonBody parses a whole body; a syntax error or invalid UTF-8 is INVALID_ARGUMENT giving
-// the byte offset and the path of the value being read ("messages[0].content"), which is also the
-// error's param. Nesting deeper than kMaxJsonDepth is refused, since later stages (tool schemas)
-// walk values recursively.
+// ParseJsonBody parses a whole body within kRequestBodyJsonLimits (common/json_limits.h): a syntax
+// error, invalid UTF-8 or nesting deeper than kMaxJsonDepth is INVALID_ARGUMENT naming the path of
+// the value being read ("messages[0].content"), which is also the error's param. ParseEmbeddedJson
+// does the same for JSON text carried inside a string field (tool-call arguments, a tool result,
+// gRPC tools_json), naming that field.
 //
 // JsonFields reads the fields of one object with type checks: an absent field or JSON null is
 // nullopt; a value of the wrong type is INVALID_ARGUMENT naming the field and the type it has.
@@ -17,13 +18,21 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "common/json_limits.h"
 #include "nlohmann/json.hpp"
 
 namespace gemmaserve::coordinator::api {
 
-inline constexpr int kMaxJsonDepth = 64;
+// Whole request bodies. The HTTP server refuses a body over its max_body_bytes (413) before this.
+inline constexpr JsonLimits kRequestBodyJsonLimits{.max_bytes = size_t{16} << 20};
+// JSON text inside a request's strings; 4 MiB is more text than any Gemma 4 context holds.
+inline constexpr JsonLimits kEmbeddedJsonLimits{.max_bytes = size_t{4} << 20};
 
 absl::StatusOr<nlohmann::json> ParseJsonBody(std::string_view body);
+
+// The JSON in string field `field` (e.g. "messages[1].tool_calls[0].function.arguments"); errors
+// are InvalidField(field, ...).
+absl::StatusOr<nlohmann::json> ParseEmbeddedJson(std::string_view text, const std::string& field);
 
 // "string", "integer", "number", "boolean", "object", "array" or "null".
 const char* JsonTypeName(const nlohmann::json& value);

@@ -175,7 +175,7 @@ absl::StatusOr<std::vector<ToolCallInput>> MessageToolCalls(const JsonFields& m)
   return calls;
 }
 
-absl::StatusOr<std::vector<ChatMessage>> ParseMessages(const JsonFields& f) {
+absl::StatusOr<std::vector<text::ChatMessage>> ParseMessages(const JsonFields& f) {
   const Json* messages = f.Find("messages");
   if (messages == nullptr) return InvalidField("messages", "is required");
   if (!messages->is_array()) {

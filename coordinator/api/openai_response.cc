@@ -11,17 +11,17 @@ namespace {
 using Json = nlohmann::json;
 using internal::v1::TokenLogprob;
 
-std::string TokenText(const Tokenizer& tokenizer, int32_t id) {
+std::string TokenText(const text::Tokenizer& tokenizer, int32_t id) {
   absl::StatusOr<std::string> text = tokenizer.Decode({id});
   return text.ok() ? *std::move(text) : std::string();
 }
 
 // The raw bytes of a token: the byte of a <0xNN> token, else its text's bytes.
-Json TokenBytes(const Tokenizer& tokenizer, int32_t id, const std::string& text) {
+Json TokenBytes(const text::Tokenizer& tokenizer, int32_t id, const std::string& text) {
   Json bytes = Json::array();
   const std::optional<std::string_view> token = tokenizer.IdToToken(id);
   if (tokenizer.IsByteToken(id) && token) {
-    if (const std::optional<uint8_t> byte = ParseByteToken(*token)) {
+    if (const std::optional<uint8_t> byte = text::ParseByteToken(*token)) {
       bytes.push_back(*byte);
       return bytes;
     }
@@ -40,7 +40,7 @@ Json EmptyCompletionLogprobs() {
 
 // Appends one token to completions logprobs; a null logprob (the first prompt token) has null
 // alternatives too.
-void AppendCompletionToken(const Tokenizer& tokenizer, int32_t token_id,
+void AppendCompletionToken(const text::Tokenizer& tokenizer, int32_t token_id,
                            const TokenLogprob* logprob,
                            const std::vector<TokenLogprob>* alternatives, int64_t* text_offset,
                            Json* out) {
@@ -63,7 +63,7 @@ void AppendCompletionToken(const Tokenizer& tokenizer, int32_t token_id,
   (*out)["top_logprobs"].push_back(std::move(top));
 }
 
-void AppendCompletionLogprobs(const Tokenizer& tokenizer,
+void AppendCompletionLogprobs(const text::Tokenizer& tokenizer,
                               const std::vector<TokenLogprob>& logprobs,
                               const std::vector<std::vector<TokenLogprob>>& top_logprobs,
                               int64_t* text_offset, Json* out) {
@@ -74,7 +74,7 @@ void AppendCompletionLogprobs(const Tokenizer& tokenizer,
 }
 
 // The echoed prompt's tokens: the first has no logprob; token j's is prompt_logprobs[j − 1].
-void AppendPromptLogprobs(const Tokenizer& tokenizer, const std::vector<int32_t>& prompt_ids,
+void AppendPromptLogprobs(const text::Tokenizer& tokenizer, const std::vector<int32_t>& prompt_ids,
                           const std::vector<TokenLogprob>& logprobs,
                           const std::vector<std::vector<TokenLogprob>>& top_logprobs,
                           int64_t* text_offset, Json* out) {
@@ -86,14 +86,14 @@ void AppendPromptLogprobs(const Tokenizer& tokenizer, const std::vector<int32_t>
   }
 }
 
-Json ChatTokenLogprob(const Tokenizer& tokenizer, const TokenLogprob& logprob) {
+Json ChatTokenLogprob(const text::Tokenizer& tokenizer, const TokenLogprob& logprob) {
   std::string text = TokenText(tokenizer, logprob.token_id());
   Json bytes = TokenBytes(tokenizer, logprob.token_id(), text);
   return {{"token", std::move(text)}, {"logprob", logprob.logprob()}, {"bytes", std::move(bytes)}};
 }
 
 // Chat logprobs: {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}.
-Json ChatLogprobs(const Tokenizer& tokenizer, const std::vector<TokenLogprob>& logprobs,
+Json ChatLogprobs(const text::Tokenizer& tokenizer, const std::vector<TokenLogprob>& logprobs,
                   const std::vector<std::vector<TokenLogprob>>& top_logprobs) {
   Json content = Json::array();
   for (size_t i = 0; i < logprobs.size(); ++i) {
@@ -110,7 +110,7 @@ Json ChatLogprobs(const Tokenizer& tokenizer, const std::vector<TokenLogprob>& l
   return {{"content", std::move(content)}};
 }
 
-Json ToolCallJson(const ToolCall& call, const std::string& id, int index) {
+Json ToolCallJson(const text::ToolCall& call, const std::string& id, int index) {
   return {{"index", index},
           {"id", id},
           {"type", "function"},

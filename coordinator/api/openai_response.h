@@ -22,8 +22,8 @@
 #include "coordinator/api/chat_output.h"
 #include "coordinator/api/openai_request.h"
 #include "coordinator/request.h"
-#include "coordinator/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "text/tokenizer.h"
 
 namespace gemmaserve::coordinator::api {
 
@@ -38,7 +38,7 @@ struct ResponseContext {
   // Completions: the prompt's text (and, with logprobs, its tokens' logprobs) comes first.
   bool echo = false;
   std::vector<int32_t> prompt_ids = {};  // with echo
-  const Tokenizer* tokenizer = nullptr;
+  const text::Tokenizer* tokenizer = nullptr;
 
   // The echoed prompt: its tokens' text, special tokens such as <bos> included, so that it
   // agrees with the logprobs' tokens and text offsets.

@@ -7,6 +7,7 @@
 #include "coordinator/api/api_error.h"
 #include "coordinator/api/chat_messages.h"
 #include "coordinator/api/chat_output.h"
+#include "coordinator/api/json_fields.h"
 #include "nlohmann/json.hpp"
 
 namespace gemmaserve::coordinator::api {
@@ -19,8 +20,8 @@ absl::StatusOr<ChatInput> ChatFromProto(const v1::ChatInput& chat, bool thinking
   ChatInput input;
   input.enable_thinking = thinking;
   if (!tools_json.empty()) {
-    Json tools = Json::parse(tools_json, nullptr, /*allow_exceptions=*/false);
-    if (tools.is_discarded() || !tools.is_array()) {
+    ASSIGN_OR_RETURN(const Json tools, ParseEmbeddedJson(tools_json, "tools_json"));
+    if (!tools.is_array()) {
       return InvalidField("tools_json", "must be a JSON array of function declarations");
     }
     for (size_t i = 0; i < tools.size(); ++i) {
@@ -119,7 +120,7 @@ v1::FinishReason FinishReasonToProto(FinishReason reason) {
 
 namespace {
 
-void SetLogprob(const internal::v1::TokenLogprob& from, const Tokenizer& tokenizer,
+void SetLogprob(const internal::v1::TokenLogprob& from, const text::Tokenizer& tokenizer,
                 v1::TokenLogprob* to) {
   to->set_token_id(from.token_id());
   to->set_logprob(from.logprob());
@@ -128,7 +129,7 @@ void SetLogprob(const internal::v1::TokenLogprob& from, const Tokenizer& tokeniz
 }
 
 void AddTopLogprobs(const std::vector<std::vector<internal::v1::TokenLogprob>>& positions,
-                    const Tokenizer& tokenizer,
+                    const text::Tokenizer& tokenizer,
                     google::protobuf::RepeatedPtrField<v1::TopLogprobs>* to) {
   for (const auto& alternatives : positions) {
     v1::TopLogprobs* top = to->Add();
@@ -140,7 +141,7 @@ void AddTopLogprobs(const std::vector<std::vector<internal::v1::TokenLogprob>>& 
 
 }  // namespace
 
-v1::Delta DeltaFromEvent(const Event& event, const Tokenizer& tokenizer) {
+v1::Delta DeltaFromEvent(const Event& event, const text::Tokenizer& tokenizer) {
   v1::Delta delta;
   delta.set_text(event.text);
   delta.mutable_token_ids()->Add(event.token_ids.begin(), event.token_ids.end());

@@ -11,8 +11,8 @@
 #include "coordinator/api/generate_params.h"
 #include "coordinator/engine.h"
 #include "coordinator/request.h"
-#include "coordinator/tokenizer.h"
 #include "gemmaserve/v1/inference.pb.h"
+#include "text/tokenizer.h"
 
 namespace gemmaserve::coordinator::api {
 
@@ -23,7 +23,7 @@ absl::StatusOr<GenerateParams> ParamsFromProto(const v1::TokenizeRequest& reques
 v1::FinishReason FinishReasonToProto(FinishReason reason);
 
 // The delta of an event: new text, ids and logprobs (token strings from `tokenizer`).
-v1::Delta DeltaFromEvent(const Event& event, const Tokenizer& tokenizer);
+v1::Delta DeltaFromEvent(const Event& event, const text::Tokenizer& tokenizer);
 // The final message of a finished event. `chat_text` is the whole output text of a chat request
 // (split into reasoning, content and tool calls), or nullptr for other inputs.
 v1::Final FinalFromEvent(const Event& event, const std::string* chat_text,

@@ -16,28 +16,30 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Load(const std::string
     name = std::filesystem::path(model_dir).lexically_normal().filename().string();
     if (name.empty()) name = std::filesystem::path(model_dir).parent_path().filename().string();
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Tokenizer::LoadFromModelDir(model_dir));
+  ASSIGN_OR_RETURN(std::unique_ptr<text::Tokenizer> tokenizer,
+                   text::Tokenizer::LoadFromModelDir(model_dir));
   ASSIGN_OR_RETURN(const model::Gemma4Config config, model::Gemma4Config::FromModelDir(model_dir));
   ASSIGN_OR_RETURN(model::GenerationDefaults defaults,
                    model::GenerationDefaults::FromModelDir(model_dir));
   std::vector<int32_t> eos(config.eos_token_ids.begin(), config.eos_token_ids.end());
   return Create(std::move(name), std::move(tokenizer),
-                ChatVariantForModel(config.hidden_size_per_layer_input), defaults, std::move(eos));
+                text::ChatVariantForModel(config.hidden_size_per_layer_input), defaults,
+                std::move(eos));
 }
 
 absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(
-    std::string name, std::unique_ptr<Tokenizer> tokenizer, ChatVariant variant,
+    std::string name, std::unique_ptr<text::Tokenizer> tokenizer, text::ChatVariant variant,
     model::GenerationDefaults defaults, std::vector<int32_t> eos_token_ids) {
-  ASSIGN_OR_RETURN(ChatTemplate chat_template, ChatTemplate::Create(tokenizer.get(), variant));
-  const std::optional<int32_t> turn_end = tokenizer->TokenToId("<turn|>");
-  if (!turn_end) return absl::FailedPreconditionError("the tokenizer has no <turn|> token");
+  ASSIGN_OR_RETURN(text::ChatTemplate chat_template,
+                   text::ChatTemplate::Create(tokenizer.get(), variant));
+  const int32_t turn_end = chat_template.tokens().turn_end;
   return std::unique_ptr<ServedModel>(new ServedModel(std::move(name), std::move(tokenizer),
                                                       std::move(chat_template), defaults,
-                                                      std::move(eos_token_ids), *turn_end));
+                                                      std::move(eos_token_ids), turn_end));
 }
 
-ServedModel::ServedModel(std::string name, std::unique_ptr<Tokenizer> tokenizer,
-                         ChatTemplate chat_template, model::GenerationDefaults defaults,
+ServedModel::ServedModel(std::string name, std::unique_ptr<text::Tokenizer> tokenizer,
+                         text::ChatTemplate chat_template, model::GenerationDefaults defaults,
                          std::vector<int32_t> eos_token_ids, int32_t turn_end_id)
     : name_(std::move(name)),
       tokenizer_(std::move(tokenizer)),

@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "coordinator/chat_template.h"
-#include "coordinator/tokenizer.h"
 #include "model/generation_config.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
 
 namespace gemmaserve::coordinator::api {
 
@@ -26,12 +26,12 @@ class ServedModel {
                                                            std::string name);
   // FAILED_PRECONDITION when the tokenizer lacks the Gemma 4 chat tokens.
   static absl::StatusOr<std::unique_ptr<ServedModel>> Create(
-      std::string name, std::unique_ptr<Tokenizer> tokenizer, ChatVariant variant,
+      std::string name, std::unique_ptr<text::Tokenizer> tokenizer, text::ChatVariant variant,
       model::GenerationDefaults defaults, std::vector<int32_t> eos_token_ids);
 
   const std::string& name() const { return name_; }
-  const Tokenizer& tokenizer() const { return *tokenizer_; }
-  const ChatTemplate& chat_template() const { return chat_template_; }
+  const text::Tokenizer& tokenizer() const { return *tokenizer_; }
+  const text::ChatTemplate& chat_template() const { return chat_template_; }
   const model::GenerationDefaults& defaults() const { return defaults_; }
   const std::vector<int32_t>& eos_token_ids() const { return eos_token_ids_; }
   // <turn|>: ends a model turn, so chat requests stop on it.
@@ -40,13 +40,13 @@ class ServedModel {
   int64_t created_s() const { return created_s_; }
 
  private:
-  ServedModel(std::string name, std::unique_ptr<Tokenizer> tokenizer, ChatTemplate chat_template,
-              model::GenerationDefaults defaults, std::vector<int32_t> eos_token_ids,
-              int32_t turn_end_id);
+  ServedModel(std::string name, std::unique_ptr<text::Tokenizer> tokenizer,
+              text::ChatTemplate chat_template, model::GenerationDefaults defaults,
+              std::vector<int32_t> eos_token_ids, int32_t turn_end_id);
 
   std::string name_;
-  std::unique_ptr<Tokenizer> tokenizer_;
-  ChatTemplate chat_template_;
+  std::unique_ptr<text::Tokenizer> tokenizer_;
+  text::ChatTemplate chat_template_;
   model::GenerationDefaults defaults_;
   std::vector<int32_t> eos_token_ids_;
   int32_t turn_end_id_;

@@ -14,13 +14,13 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "coordinator/engine.h"
-#include "coordinator/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace gemmaserve::coordinator {
 
 class FakeEngine : public Engine {
  public:
-  explicit FakeEngine(const Tokenizer* tokenizer) : tokenizer_(tokenizer) {}
+  explicit FakeEngine(const text::Tokenizer* tokenizer) : tokenizer_(tokenizer) {}
   ~FakeEngine() override {
     for (std::thread& thread : threads_) thread.join();
   }
@@ -129,7 +129,7 @@ class FakeEngine : public Engine {
     stream.Push(std::move(final));
   }
 
-  const Tokenizer* tokenizer_;
+  const text::Tokenizer* tokenizer_;
   mutable absl::Mutex mu_;
   bool ready_ ABSL_GUARDED_BY(mu_) = true;
   bool hold_ ABSL_GUARDED_BY(mu_) = false;

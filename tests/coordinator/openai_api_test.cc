@@ -7,8 +7,10 @@
 #include "coordinator/api/api_error.h"
 #include "coordinator/api/chat_output.h"
 #include "coordinator/api/generate_params.h"
+#include "coordinator/api/json_fields.h"
 #include "coordinator/api/openai_request.h"
 #include "coordinator/api/openai_response.h"
+#include "coordinator/api/proto_convert.h"
 #include "coordinator/api/served_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -19,6 +21,7 @@ namespace {
 using Json = nlohmann::json;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::StartsWith;
 
 constexpr int64_t kMaxModelLen = 256;
 
@@ -151,6 +154,79 @@ TEST_F(OpenAiApiTest, MalformedJsonIsRefused) {
   ExpectBadField(Completion(R"([1, 2])"), "body");
 }
 
+// "[[...]]", `depth` levels deep.
+std::string NestedArrays(int depth) {
+  const size_t n = static_cast<size_t>(depth);
+  return std::string(n, '[') + std::string(n, ']');
+}
+
+// A chat body whose second message is `second`.
+std::string ChatWith(const Json& second) {
+  return Json{{"messages", {{{"role", "user"}, {"content", "Hi"}}, second}}}.dump();
+}
+
+Json AssistantCalling(const std::string& arguments) {
+  const Json function = {{"name", "f"}, {"arguments", arguments}};
+  return {{"role", "assistant"}, {"tool_calls", {{{"id", "c1"}, {"function", function}}}}};
+}
+
+TEST_F(OpenAiApiTest, JsonNestedDeeperThanTheLimitNamesTheField) {
+  // In the body: the param is the path where the body went too deep.
+  const absl::Status body = Chat(
+      R"({"messages": [{"role": "user", "content": "Hi"}], "tools": [{"type": "function",
+          "function": {"name": "f", "parameters": )" + NestedArrays(200000) + "}}]}");
+  EXPECT_EQ(body.code(), absl::StatusCode::kInvalidArgument) << body;
+  EXPECT_THAT(ParamOf(body), StartsWith("tools[0].function.parameters[0][0]"));
+  EXPECT_THAT(std::string(body.message()), HasSubstr(": JSON nested deeper than 64 levels"));
+  EXPECT_EQ(Chat(R"({"messages": )" + NestedArrays(65) + "}").message().substr(0, 9),
+            "messages[");
+  // JSON text inside strings: tool-call arguments and a tool message's content.
+  const std::string deep_object = R"({"a": )" + NestedArrays(200000) + "}";
+  ExpectBadField(Chat(ChatWith(AssistantCalling(deep_object))),
+                 "messages[1].tool_calls[0].function.arguments");
+  ExpectBadField(Chat(ChatWith({{"role", "tool"}, {"name", "f"}, {"content", deep_object}})),
+                 "messages[1].content");
+  // Exactly at the limit is accepted.
+  EXPECT_TRUE(Chat(ChatWith(AssistantCalling(R"({"a": )" + NestedArrays(63) + "}"))).ok());
+  EXPECT_TRUE(
+      Chat(ChatWith({{"role", "tool"}, {"name", "f"}, {"content", NestedArrays(64)}})).ok());
+}
+
+TEST_F(OpenAiApiTest, EmbeddedJsonLongerThanTheLimitIsRefusedAndOtherTextStaysText) {
+  const std::string long_json =
+      R"({"a": ")" + std::string(kEmbeddedJsonLimits.max_bytes, 'x') + R"("})";
+  const absl::Status arguments = Chat(ChatWith(AssistantCalling(long_json)));
+  ExpectBadField(arguments, "messages[1].tool_calls[0].function.arguments");
+  EXPECT_THAT(std::string(arguments.message()), HasSubstr("longer than the limit"));
+  ExpectBadField(Chat(ChatWith({{"role", "tool"}, {"name", "f"}, {"content", long_json}})),
+                 "messages[1].content");
+  // A tool result that is not JSON, even if it looks like it, is a string.
+  absl::StatusOr<Request> request = Build(
+      OpenAiEndpoint::kChatCompletions,
+      ChatWith({{"role", "tool"}, {"name", "f"}, {"content", "[[[" + NestedArrays(100)}}));
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_THAT(*model_->tokenizer().Decode(request->prompt_ids),
+              HasSubstr("response:f{value:<|\"|>[[[[[["));
+}
+
+TEST_F(OpenAiApiTest, GrpcToolsJsonAndArgumentsNestedTooDeepNameTheField) {
+  v1::GenerateRequest request;
+  v1::ChatMessage* user = request.mutable_chat()->add_messages();
+  user->set_role("user");
+  user->set_content("Hi");
+  request.set_tools_json(R"([{"type": "function", "function": {"name": "f", "parameters": )" +
+                         NestedArrays(200000) + "}}]");
+  ExpectBadField(ParamsFromProto(request).status(), "tools_json");
+  request.clear_tools_json();
+  v1::ChatMessage* assistant = request.mutable_chat()->add_messages();
+  assistant->set_role("assistant");
+  v1::ToolCall* call = assistant->add_tool_calls();
+  call->set_name("f");
+  call->set_arguments_json(R"({"a": )" + NestedArrays(200000) + "}");
+  ExpectBadField(ParamsFromProto(request).status(),
+                 "chat.messages[1].tool_calls[0].function.arguments");
+}
+
 TEST_F(OpenAiApiTest, InvalidUtf8NamesTheField) {
   ExpectBadField(Chat("{\"messages\": [{\"role\": \"user\", \"content\": \"a\xff\"}]}"),
                  "messages[0].content");
@@ -247,7 +323,7 @@ TEST(ChatOutputSplitterTest, SplitsReasoningContentAndToolCallsAcrossDeltas) {
   for (size_t cut = 0; cut <= text.size(); ++cut) {
     ChatOutputSplitter splitter;
     std::string content, reasoning;
-    std::vector<ToolCall> calls;
+    std::vector<text::ToolCall> calls;
     auto take = [&](const std::vector<ChatPiece>& pieces) {
       for (const ChatPiece& piece : pieces) {
         if (piece.kind == ChatPiece::Kind::kContent) content += piece.text;
@@ -289,7 +365,7 @@ TEST(ChatOutputSplitterTest, BrokenOrOpenToolCallsBecomeContent) {
   EXPECT_EQ(content, "<|tool_call>call:f{oops<tool_call|>x<|tool_call>");
 }
 
-ResponseContext Context(OpenAiEndpoint endpoint, const Tokenizer* tokenizer) {
+ResponseContext Context(OpenAiEndpoint endpoint, const text::Tokenizer* tokenizer) {
   return ResponseContext{.request_id = "r1", .created_s = 100, .model = "tiny",
                          .endpoint = endpoint, .tokenizer = tokenizer};
 }
@@ -400,7 +476,7 @@ Event EchoedFirstEvent() {
   return event;
 }
 
-ResponseContext EchoContext(const Tokenizer* tokenizer) {
+ResponseContext EchoContext(const text::Tokenizer* tokenizer) {
   ResponseContext context = Context(OpenAiEndpoint::kCompletions, tokenizer);
   context.logprobs = true;
   context.echo = true;
@@ -409,7 +485,7 @@ ResponseContext EchoContext(const Tokenizer* tokenizer) {
 }
 
 TEST_F(OpenAiApiTest, EchoedCompletionStartsWithThePromptAndItsLogprobs) {
-  const Tokenizer& tokenizer = model_->tokenizer();
+  const text::Tokenizer& tokenizer = model_->tokenizer();
   GenerationResult result;
   result.Add(EchoedFirstEvent());
   result.Add(Final(FinishReason::kLength));
@@ -431,7 +507,7 @@ TEST_F(OpenAiApiTest, EchoedCompletionStartsWithThePromptAndItsLogprobs) {
 }
 
 TEST_F(OpenAiApiTest, EchoedStreamSendsThePromptInItsOwnFirstChunk) {
-  const Tokenizer& tokenizer = model_->tokenizer();
+  const text::Tokenizer& tokenizer = model_->tokenizer();
   OpenAiStreamFormatter formatter(EchoContext(&tokenizer));
   std::string sse = formatter.Format(EchoedFirstEvent());
   Event next;

@@ -67,6 +67,9 @@ class ServeProcess {
     return false;
   }
 
+  // The server's pid (−1 before Start).
+  pid_t pid() const { return child_ ? child_->pid() : -1; }
+
   // The pids of the server's direct children (its workers).
   std::vector<pid_t> Children() const {
     return child_ ? ChildrenOf(child_->pid()) : std::vector<pid_t>();
