@@ -81,6 +81,7 @@ grpc::Status WorkerGroup::GetClusterConfig(grpc::ServerContext*, const pb::GetCl
   response->set_block_size(spec_.block_size);
   response->set_session_id(session_id_);
   response->set_max_tokens_per_step(spec_.max_tokens_per_step);
+  response->set_kv_cache_dtype(spec_.kv_cache_dtype);
   return grpc::Status::OK;
 }
 

@@ -31,6 +31,7 @@ struct ClusterSpec {
   parallel::ParallelLayout layout;  // ranks, and how the experts are split over them
   int block_size = 16;              // KV slots per block
   int max_tokens_per_step = 8192;
+  std::string kv_cache_dtype = "auto";  // --kv-cache-dtype, resolved by each worker
   absl::Duration join_timeout = absl::Seconds(120);  // registration waits this long for all ranks
   absl::Duration step_timeout = absl::Seconds(600);  // a step answered later fails
 };

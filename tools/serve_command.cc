@@ -24,6 +24,7 @@
 #include "coordinator/engine_metrics.h"
 #include "coordinator/metrics.h"
 #include "coordinator/local_cluster.h"
+#include "model/kv_cache.h"
 #include "spdlog/spdlog.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
@@ -42,6 +43,7 @@ struct ServeConfig {
   std::string served_model_name;
   int64_t threads = 1;
   int64_t kv_cache_mb = 512;
+  std::string kv_cache_dtype = "auto";
   int64_t worker_metrics_port = 9400;
   int64_t block_size = 16;
   int64_t max_num_seqs = 256;
@@ -70,6 +72,8 @@ void AddFlags(FlagSet& flags, ServeConfig& c, bool local_workers) {
               "worker r serves /metrics on this port + r; 0 = free ports, -1 = off");
   }
   flags.Int("block-size", &c.block_size, "KV slots per block");
+  flags.String("kv-cache-dtype", &c.kv_cache_dtype,
+               "auto (f32 on the CPU), f32, or bf16 (half the KV memory)");
   flags.Int("max-num-seqs", &c.max_num_seqs, "sequences running at once");
   flags.Int("max-tokens-per-step", &c.max_tokens_per_step, "token budget of one step (chunked prefill)");
   flags.Int("max-waiting", &c.max_waiting, "queued requests before RESOURCE_EXHAUSTED / HTTP 429");
@@ -105,6 +109,8 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
   cluster_options.spec.layout = layout;
   cluster_options.spec.block_size = static_cast<int>(c.block_size);
   cluster_options.spec.max_tokens_per_step = static_cast<int>(c.max_tokens_per_step);
+  RETURN_IF_ERROR(model::ResolveKvCacheDType(c.kv_cache_dtype, Device::Cpu()).status());
+  cluster_options.spec.kv_cache_dtype = c.kv_cache_dtype;
   cluster_options.spec.step_timeout = absl::Seconds(c.step_timeout_s);
   cluster_options.internal_address =
       absl::StrCat(local_workers ? "127.0.0.1" : c.host, ":", c.internal_port);

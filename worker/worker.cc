@@ -212,6 +212,10 @@ absl::Status RunWorker(const WorkerOptions& options) {
   ASSIGN_OR_RETURN(LoadedShard loaded, LoadShard(cluster.model_dir(), plan));
 
   ShardOptions shard_options;
+  ASSIGN_OR_RETURN(shard_options.kv_cache_dtype,
+                   model::ResolveKvCacheDType(
+                       cluster.kv_cache_dtype().empty() ? "auto" : cluster.kv_cache_dtype(),
+                       loaded.weights.device));
   if (cluster.max_tokens_per_step() > 0) {
     shard_options.step_limits.max_tokens = cluster.max_tokens_per_step();
   }
