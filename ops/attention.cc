@@ -9,6 +9,10 @@
 
 #include "ops/ops_util.h"
 
+#ifdef GEMMASERVE_HAVE_CUDA
+#include "kernels/attention.h"
+#endif
+
 namespace gemmaserve::ops {
 namespace {
 
@@ -136,6 +140,9 @@ void CheckMetadata(const AttentionMetadata& m, int64_t num_tokens, const Tensor&
 
 void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache,
                   Tensor& v_cache) {
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (k.device().is_cuda()) return kernels::WriteKvCache(k, v, slots, k_cache, v_cache);
+#endif
   CheckCpuF32(k, "WriteKvCache k");
   CheckCpuF32(v, "WriteKvCache v");
   CheckCpuI32(slots, "WriteKvCache slots");
@@ -161,6 +168,11 @@ void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor&
 void PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                     const AttentionMetadata& metadata, int64_t sliding_window, float scale,
                     Tensor& out) {
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (q.device().is_cuda()) {
+    return kernels::PagedAttention(q, k_cache, v_cache, metadata, sliding_window, scale, out);
+  }
+#endif
   CheckCpuF32(q, "PagedAttention q");
   CheckKvCache(k_cache, "PagedAttention k_cache");
   CheckKvCache(v_cache, "PagedAttention v_cache");

@@ -9,6 +9,10 @@
 #include "ops/ops_util.h"
 #include "ops/panel_kernel.h"
 
+#ifdef GEMMASERVE_HAVE_CUDA
+#include "kernels/linear.h"
+#endif
+
 namespace gemmaserve::ops {
 
 Tensor PackLinearWeight(const Tensor& w) {
@@ -62,6 +66,9 @@ void CopyLinearWeightRow(const Tensor& w, int64_t row, float* out) {
 }
 
 void Linear(const Tensor& x, const Tensor& w, Tensor& y) {
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (x.device().is_cuda()) return kernels::Linear(x, w, y);
+#endif
   CheckCpuF32(x, "Linear x");
   CheckCpuF32(w, "Linear w");
   CheckCpuF32(y, "Linear y");
