@@ -24,11 +24,13 @@ struct SessionOptions {
   ParallelFlags parallel;       // world size 1: the model runs in this process
   int64_t threads = 2;          // compute threads (per worker with --tp/--ep)
   std::string kv_cache_dtype = "auto";
+  std::string device = "cpu";     // cpu, cuda or cuda:N
+  std::string precision = "f32";  // f32 (exact), or bf16 matrices and KV (GPU only)
   int64_t max_context = 0;      // tokens per sequence the KV cache must hold
   int64_t max_sequences = 1;
   std::string log_level = "warn";  // passed on to worker processes
 
-  // Declares --model, --tp, --ep, --threads and --kv-cache-dtype.
+  // Declares --model, --tp, --ep, --threads, --kv-cache-dtype, --device and --precision.
   void AddFlags(FlagSet& flags);
 };
 

@@ -179,16 +179,12 @@ absl::Status ServeSteps(pb::Coordinator::Stub& stub, ModelShard& shard,
 }  // namespace
 
 absl::Status RunWorker(const WorkerOptions& options) {
-  if (options.device != "cpu") {
-    int ordinal = -1;
-    if (options.device.rfind("cuda:", 0) != 0 ||
-        !absl::SimpleAtoi(options.device.substr(5), &ordinal)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--device \"", options.device, "\": expected cpu or cuda:N"));
-    }
-    RETURN_IF_ERROR(kernels::CheckCudaDevice(ordinal));
-    return absl::UnimplementedError(absl::StrCat(
-        "--device ", options.device, ": the CUDA forward pass is not written yet; use --device cpu"));
+  ASSIGN_OR_RETURN(const Device device, kernels::ParseDevice(options.device));
+  if (!device.is_cpu()) {
+    // The CUDA forward pass runs in `gemmaserve run` and `logits` (--device cuda); workers on GPUs
+    // need NCCL between ranks and the KV cache sized from GPU memory first.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--device ", options.device, ": workers run on the CPU so far; use --device cpu"));
   }
   if (options.rank < 0 || options.rank >= options.world_size) {
     return absl::InvalidArgumentError(absl::StrCat("--rank ", options.rank,

@@ -21,7 +21,7 @@ struct WorkerOptions {
   std::string coordinator;         // HOST:PORT of the coordinator's internal port
   int rank = 0;
   int world_size = 1;
-  std::string device = "cpu";      // "cpu" (CUDA workers need kernels that do not exist yet)
+  std::string device = "cpu";      // "cpu" (workers on GPUs come with NCCL between ranks)
   int threads = 1;                 // compute threads
   int64_t kv_cache_mb = 256;       // memory budget of the KV cache
   int metrics_port = 9400;         // Prometheus /metrics and /health; 0 = any free port, −1 = off
