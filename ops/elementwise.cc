@@ -97,7 +97,8 @@ void EmbeddingLookup(const Tensor& table, const Tensor& ids, float scale, Tensor
 #ifdef GEMMASERVE_HAVE_CUDA
   if (out.device().is_cuda()) return kernels::EmbeddingLookup(table, ids, scale, out, first_row);
 #endif
-  CheckCpuF32(table, "EmbeddingLookup table");
+  CHECK(table.device().is_cpu() && (table.dtype() == DType::kF32 || table.dtype() == DType::kBF16))
+      << "EmbeddingLookup table: " << table.DebugString();
   CheckCpuI32(ids, "EmbeddingLookup ids");
   CheckCpuF32(out, "EmbeddingLookup out");
   CHECK(table.rank() == 2 || IsPackedLinearWeight(table)) << table.DebugString();

@@ -15,15 +15,32 @@
 
 namespace gemmaserve::ops {
 
-Tensor PackLinearWeight(const Tensor& w) {
+namespace {
+
+// Stores panel p (16 consecutive rows of `in` weights, widened into `rows`) k-major at `dst`.
+void StorePanel(const std::vector<float>& rows, int64_t in, float* dst) {
+  for (int64_t lane = 0; lane < kPanelRows; ++lane) {
+    for (int64_t k = 0; k < in; ++k) dst[k * kPanelRows + lane] = rows[lane * in + k];
+  }
+}
+void StorePanel(const std::vector<float>& rows, int64_t in, uint16_t* dst) {
+  for (int64_t lane = 0; lane < kPanelRows; ++lane) {
+    for (int64_t k = 0; k < in; ++k) dst[k * kPanelRows + lane] = F32ToBf16(rows[lane * in + k]);
+  }
+}
+
+}  // namespace
+
+Tensor PackLinearWeight(const Tensor& w, DType panel_dtype) {
   CHECK(w.device().is_cpu()) << "PackLinearWeight: " << w.DebugString();
   CHECK_GE(w.rank(), 2) << "PackLinearWeight: " << w.DebugString();
+  CHECK(panel_dtype == DType::kF32 || panel_dtype == DType::kBF16) << DTypeName(panel_dtype);
   const int64_t out = w.dim(w.rank() - 2);
   const int64_t in = w.dim(w.rank() - 1);
   if (out % kPanelRows != 0) return w.dtype() == DType::kF32 ? w : w.ToF32();
   Shape shape(w.shape().begin(), w.shape().end() - 2);
   shape.insert(shape.end(), {out / kPanelRows, in, kPanelRows});
-  Tensor packed = Tensor::Empty(DType::kF32, shape);
+  Tensor packed = Tensor::Empty(panel_dtype, shape);
   const int64_t num_panels = w.numel() / (kPanelRows * in);  // over every matrix of the stack
   const size_t element = DTypeSize(w.dtype());
   const char* src = static_cast<const char*>(w.raw_data());
@@ -32,11 +49,13 @@ Tensor PackLinearWeight(const Tensor& w) {
     std::vector<float> rows(static_cast<size_t>(kPanelRows * in));
 #pragma omp for
     for (int64_t p = 0; p < num_panels; ++p) {
-      // A panel's 16 rows are consecutive rows of its matrix; widen them, then store k-major.
+      // A panel's 16 rows are consecutive rows of its matrix; widen them, then store k-major
+      // (bf16 → f32 → bf16 gives back the same bits).
       ConvertToF32(w.dtype(), src + p * kPanelRows * in * element, rows.data(), rows.size());
-      float* dst = packed.data<float>() + p * in * kPanelRows;
-      for (int64_t lane = 0; lane < kPanelRows; ++lane) {
-        for (int64_t k = 0; k < in; ++k) dst[k * kPanelRows + lane] = rows[lane * in + k];
+      if (panel_dtype == DType::kF32) {
+        StorePanel(rows, in, packed.data<float>() + p * in * kPanelRows);
+      } else {
+        StorePanel(rows, in, packed.data<uint16_t>() + p * in * kPanelRows);
       }
     }
   }
@@ -56,12 +75,18 @@ int64_t LinearInFeatures(const Tensor& w) { return w.dim(1); }
 void CopyLinearWeightRow(const Tensor& w, int64_t row, float* out) {
   const int64_t in = LinearInFeatures(w);
   CHECK(row >= 0 && row < LinearOutFeatures(w)) << "row " << row << " of " << w.DebugString();
-  const float* data = w.data<float>();
   if (!IsPackedLinearWeight(w)) {
-    std::copy(data + row * in, data + (row + 1) * in, out);
+    ConvertToF32(w.dtype(), static_cast<const char*>(w.raw_data()) + row * in * DTypeSize(w.dtype()),
+                 out, static_cast<size_t>(in));
     return;
   }
-  const float* panel = data + (row / kPanelRows) * in * kPanelRows + row % kPanelRows;
+  const int64_t first = (row / kPanelRows) * in * kPanelRows + row % kPanelRows;
+  if (w.dtype() == DType::kBF16) {
+    const uint16_t* panel = w.data<uint16_t>() + first;
+    for (int64_t k = 0; k < in; ++k) out[k] = Bf16ToF32(panel[k * kPanelRows]);
+    return;
+  }
+  const float* panel = w.data<float>() + first;
   for (int64_t k = 0; k < in; ++k) out[k] = panel[k * kPanelRows];
 }
 
@@ -70,8 +95,10 @@ void Linear(const Tensor& x, const Tensor& w, Tensor& y) {
   if (x.device().is_cuda()) return kernels::Linear(x, w, y);
 #endif
   CheckCpuF32(x, "Linear x");
-  CheckCpuF32(w, "Linear w");
   CheckCpuF32(y, "Linear y");
+  CHECK(w.device().is_cpu() && (w.dtype() == DType::kF32 ||
+                                (w.dtype() == DType::kBF16 && IsPackedLinearWeight(w))))
+      << "Linear w: " << w.DebugString() << " (f32, or bf16 packed, on the CPU)";
   CHECK_EQ(x.rank(), 2);
   CHECK(w.rank() == 2 || IsPackedLinearWeight(w)) << "Linear w: " << w.DebugString();
   const int64_t rows = x.dim(0);
@@ -82,8 +109,8 @@ void Linear(const Tensor& x, const Tensor& w, Tensor& y) {
   CheckShape(y, {rows, out}, "Linear y");
   if (rows == 0 || out == 0) return;
   if (IsPackedLinearWeight(w)) {
-    internal::PackedMatmul(internal::BestPanelKernel(), x.data<float>(), rows, in,
-                           w.data<float>(), w.dim(0), y.data<float>(), out);
+    internal::PackedMatmul(internal::BestPanelKernel(), x.data<float>(), rows, in, w.raw_data(),
+                           w.dtype(), w.dim(0), y.data<float>(), out);
     return;
   }
   if (rows == 1) {

@@ -8,7 +8,7 @@
 //     in cache while every row of x passes over it, so a step of many sequences reads each weight
 //     from memory once. A BLAS cannot do that: it packs W anew on every call, which for the few
 //     rows of a decode step costs more than the arithmetic (see README, "Performance").
-// Weights with a leading expert dimension ([E, out, in] → [E, out / 16, in, 16]) pack per expert.
+// Packed panels are f32 or bf16 (widened in registers, exactly). Weights with a leading expert dimension ([E, out, in] → [E, out / 16, in, 16]) pack per expert.
 // Both layouts give the same sums up to f32 rounding (the order of the k loop differs).
 //
 // Thread-safety: calls may run concurrently on distinct outputs; each uses the process's thread
@@ -26,10 +26,11 @@ namespace gemmaserve::ops {
 // Output rows per panel of a packed weight.
 inline constexpr int64_t kPanelRows = 16;
 
-// w: [..., out, in] row-major, f32, bf16 or f16 in host memory. Returns it as f32 packed,
-// [..., out / 16, in, 16], when out is a multiple of kPanelRows; otherwise as f32 row-major (small
-// odd shapes such as a router): w itself when it is f32 already, else widened.
-Tensor PackLinearWeight(const Tensor& w);
+// w: [..., out, in] row-major, f32, bf16 or f16 in host memory. Returns it packed as
+// `panel_dtype` (f32, or bf16: half the bytes to stream, and the same sums when w's values are
+// bf16 already), [..., out / 16, in, 16], when out is a multiple of kPanelRows; otherwise as f32
+// row-major (small odd shapes such as a router): w itself when it is f32 already, else widened.
+Tensor PackLinearWeight(const Tensor& w, DType panel_dtype = DType::kF32);
 
 // True for a packed weight: rank 3 with a last dimension of kPanelRows.
 bool IsPackedLinearWeight(const Tensor& w);

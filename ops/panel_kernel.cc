@@ -71,11 +71,19 @@ void PackTiles(const float* x, int64_t rows, int64_t depth, int max_tile_rows,
 
 }  // namespace
 
-void PanelTilePortable(const float* x, int rows, const float* panel, int64_t depth, float* y,
-                       int64_t ldy, bool accumulate, const float* /*prefetch*/, int /*step*/) {
+namespace {
+
+inline float Widen(float w) { return w; }
+inline float Widen(uint16_t w) { return Bf16ToF32(w); }
+
+template <typename W>
+void PortableTile(const float* x, int rows, const void* panel_bytes, int64_t depth, float* y,
+                  int64_t ldy, bool accumulate) {
+  const W* panel = static_cast<const W*>(panel_bytes);
   float acc[kMaxTileRows][16] = {};
   for (int64_t k = 0; k < depth; ++k) {
-    const float* w = panel + 16 * k;
+    float w[16];
+    for (int j = 0; j < 16; ++j) w[j] = Widen(panel[16 * k + j]);
     for (int m = 0; m < rows; ++m) {
       const float xv = x[k * rows + m];
       for (int j = 0; j < 16; ++j) acc[m][j] += xv * w[j];
@@ -86,6 +94,18 @@ void PanelTilePortable(const float* x, int rows, const float* panel, int64_t dep
       y[m * ldy + j] = (accumulate ? y[m * ldy + j] : 0.0f) + acc[m][j];
     }
   }
+}
+
+}  // namespace
+
+void PanelTilePortable(const float* x, int rows, const void* panel, int64_t depth, float* y,
+                       int64_t ldy, bool accumulate, const void* /*prefetch*/, int /*step*/) {
+  PortableTile<float>(x, rows, panel, depth, y, ldy, accumulate);
+}
+
+void PanelTilePortableBf16(const float* x, int rows, const void* panel, int64_t depth, float* y,
+                           int64_t ldy, bool accumulate, const void* /*prefetch*/, int /*step*/) {
+  PortableTile<uint16_t>(x, rows, panel, depth, y, ldy, accumulate);
 }
 
 bool CpuHasAvx2Fma() {
@@ -134,8 +154,10 @@ void SetPanelKernel(const PanelKernel& kernel) {
 }
 
 void PackedMatmul(const PanelKernel& kernel, const float* x, int64_t rows, int64_t depth,
-                  const float* panels, int64_t num_panels, float* y, int64_t ldy) {
+                  const void* panels, DType panel_dtype, int64_t num_panels, float* y,
+                  int64_t ldy) {
   CHECK(kernel.max_rows >= 1 && kernel.max_rows <= kMaxTileRows) << kernel.name;
+  CHECK(panel_dtype == DType::kF32 || panel_dtype == DType::kBF16) << DTypeName(panel_dtype);
   // Reused across calls on this thread: the hot path allocates only when a step is larger.
   thread_local std::vector<float> packed_x;
   thread_local std::vector<XTile> x_tiles;
@@ -144,23 +166,29 @@ void PackedMatmul(const PanelKernel& kernel, const float* x, int64_t rows, int64
   const std::vector<XTile>& tiles = x_tiles;
   const std::vector<size_t>& starts = tile_starts;
   PackTiles(x, rows, depth, kernel.max_rows, packed_x, x_tiles, tile_starts);
-  const PanelTileFn tile = kernel.tile;
+  const PanelTileFn tile = panel_dtype == DType::kF32 ? kernel.tile_f32 : kernel.tile_bf16;
+  const int64_t element = static_cast<int64_t>(DTypeSize(panel_dtype));
+  const char* base = static_cast<const char*>(panels);
+  constexpr int64_t kLine = 64;
   // Each thread owns a contiguous run of panels (output columns): no two write the same y.
   ParallelRanges(num_panels, /*parallel=*/true, [&](int64_t first, int64_t last) {
     for (size_t block = 0; block + 1 < starts.size(); ++block) {
       for (int64_t k0 = 0; k0 < depth; k0 += kDepthBlock) {
         const int64_t block_depth = std::min(kDepthBlock, depth - k0);
+        const int num_tiles = static_cast<int>(starts[block + 1] - starts[block]);
+        // Tile i of n fetches lines [i·ceil(lines/n), (i+1)·ceil(lines/n)) of the next chunk,
+        // one every step·n steps of k, where a line holds `step` steps of the panel.
+        const int64_t chunk_bytes = block_depth * 16 * element;
+        const int64_t lines_per_tile = (chunk_bytes / kLine + num_tiles - 1) / num_tiles;
+        const int prefetch_step = static_cast<int>(kLine / (16 * element)) * num_tiles;
         for (int64_t p = first; p < last; ++p) {
-          const float* chunk = panels + (p * depth + k0) * 16;
-          const float* next = p + 1 < last ? panels + ((p + 1) * depth + k0) * 16 : nullptr;
-          // Tile i of n fetches lines [i·ceil(depth/n), (i+1)·ceil(depth/n)) of the next chunk.
-          const int num_tiles = static_cast<int>(starts[block + 1] - starts[block]);
-          const int64_t lines_per_tile = (block_depth + num_tiles - 1) / num_tiles;
+          const char* chunk = base + (p * depth + k0) * 16 * element;
+          const char* next = p + 1 < last ? base + ((p + 1) * depth + k0) * 16 * element : nullptr;
           for (int i = 0; i < num_tiles; ++i) {
             const XTile& x_tile = tiles[starts[block] + i];
             tile(x_tile.packed + k0 * x_tile.rows, x_tile.rows, chunk, block_depth,
                  y + x_tile.first_row * ldy + p * 16, ldy, /*accumulate=*/k0 > 0,
-                 next == nullptr ? nullptr : next + 16 * i * lines_per_tile, num_tiles);
+                 next == nullptr ? nullptr : next + kLine * i * lines_per_tile, prefetch_step);
           }
         }
       }

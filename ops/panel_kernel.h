@@ -1,5 +1,7 @@
 // The micro-kernel behind the packed Linear (linear.h): one tile of up to a kernel's max_rows rows
-// of x times one chunk of one 16-row weight panel. Three implementations keep the same contract:
+// of x times one chunk of one 16-row weight panel, whose weights are f32 or bf16 (widened to f32
+// in registers, which is exact: a bf16 panel gives the same sums as the f32 panel of its values,
+// reading half the bytes). Three implementations keep the same contract:
 // AVX-512F (panel_kernel_avx512.cc), AVX2 + FMA (panel_kernel_avx2.cc), each compiled for its
 // instructions and used when the CPU has them, and portable C++ (the reference, and the fallback
 // elsewhere). Every one sums each output in the same order (k ascending, one fused or separate
@@ -14,6 +16,7 @@
 #include <utility>
 
 #include "absl/status/statusor.h"
+#include "common/dtype.h"
 
 namespace gemmaserve::ops::internal {
 
@@ -27,21 +30,25 @@ inline constexpr int kMaxTileRows = 16;
 // For m < rows (1 … the kernel's max_rows) and j < 16, with x packed k-major ([depth][rows]:
 // x[k·rows + m] is row m's element k, so the broadcasts read one contiguous stream):
 //   y[m·ldy + j] = (accumulate ? y[m·ldy + j] : 0) + Σ_{k < depth} x[k·rows + m] · panel[16·k + j]
-// `prefetch`, when not null, points into the next panel chunk: the tile fetches one of its
-// 16-float cache lines every `prefetch_step` steps of k, from there on, so that the next tile does
-// not wait for memory. The tiles that share a chunk split the prefetching of the next one (each
-// its slice, `prefetch_step` = their number), which spreads it over all their work. A slice may
-// run a few lines past the chunk; prefetches never fault.
-using PanelTileFn = void (*)(const float* x, int rows, const float* panel, int64_t depth,
-                             float* y, int64_t ldy, bool accumulate, const float* prefetch,
+// with `panel` f32 or bf16 (one function per element type). `prefetch`, when not null, points
+// into the next panel chunk: the tile fetches one 64-byte cache line every `prefetch_step` steps
+// of k, from there on, so that the next tile does not wait for memory. The tiles that share a
+// chunk split the prefetching of the next one (each its slice), which spreads it over all their
+// work. A slice may run a few lines past the chunk; prefetches never fault.
+using PanelTileFn = void (*)(const float* x, int rows, const void* panel, int64_t depth,
+                             float* y, int64_t ldy, bool accumulate, const void* prefetch,
                              int prefetch_step);
 
-void PanelTilePortable(const float* x, int rows, const float* panel, int64_t depth, float* y,
-                       int64_t ldy, bool accumulate, const float* prefetch, int prefetch_step);
-void PanelTileAvx2(const float* x, int rows, const float* panel, int64_t depth, float* y,
-                   int64_t ldy, bool accumulate, const float* prefetch, int prefetch_step);
-void PanelTileAvx512(const float* x, int rows, const float* panel, int64_t depth, float* y,
-                     int64_t ldy, bool accumulate, const float* prefetch, int prefetch_step);
+#define GS_DECLARE_PANEL_TILE(name)                                                              \
+  void name(const float* x, int rows, const void* panel, int64_t depth, float* y, int64_t ldy,  \
+            bool accumulate, const void* prefetch, int prefetch_step)
+GS_DECLARE_PANEL_TILE(PanelTilePortable);
+GS_DECLARE_PANEL_TILE(PanelTilePortableBf16);
+GS_DECLARE_PANEL_TILE(PanelTileAvx2);
+GS_DECLARE_PANEL_TILE(PanelTileAvx2Bf16);
+GS_DECLARE_PANEL_TILE(PanelTileAvx512);
+GS_DECLARE_PANEL_TILE(PanelTileAvx512Bf16);
+#undef GS_DECLARE_PANEL_TILE
 
 // For a tile template: {tile_of(1), …, tile_of(kMaxRows)}, with tile_of(std::integral_constant
 // <int, R>) giving &Tile<R>; the table a kernel's PanelTileFn indexes by rows - 1.
@@ -56,13 +63,16 @@ constexpr std::array<PanelTileFn, kMaxRows> TileTable(TileOf tile_of) {
 }
 
 struct PanelKernel {
-  PanelTileFn tile;
+  PanelTileFn tile_f32;   // f32 panels
+  PanelTileFn tile_bf16;  // bf16 panels
   int max_rows;
   const char* name;
 };
-inline constexpr PanelKernel kPortableKernel{PanelTilePortable, kTileRows, "portable"};
-inline constexpr PanelKernel kAvx2Kernel{PanelTileAvx2, kTileRows, "avx2"};
-inline constexpr PanelKernel kAvx512Kernel{PanelTileAvx512, kAvx512TileRows, "avx512"};
+inline constexpr PanelKernel kPortableKernel{PanelTilePortable, PanelTilePortableBf16, kTileRows,
+                                             "portable"};
+inline constexpr PanelKernel kAvx2Kernel{PanelTileAvx2, PanelTileAvx2Bf16, kTileRows, "avx2"};
+inline constexpr PanelKernel kAvx512Kernel{PanelTileAvx512, PanelTileAvx512Bf16, kAvx512TileRows,
+                                           "avx512"};
 
 // The CPU (and the OS, for AVX-512's register state) runs these instructions.
 bool CpuHasAvx2Fma();
@@ -79,9 +89,10 @@ const PanelKernel& BestPanelKernel();
 void SetPanelKernel(const PanelKernel& kernel);
 
 // y[r, p·16 + j] = Σ_k x[r, k] · panels[p][k][j] for r < rows, p < num_panels, j < 16, with x
-// [rows, depth] row-major and y [rows, ldy]. Packs x into tiles, then runs the tiles blocked for
-// the caches, panels split over threads. Not reentrant on one thread (a per-thread buffer).
+// [rows, depth] row-major, panels of `panel_dtype` (f32 or bf16) and y [rows, ldy]. Packs x into
+// tiles, then runs the tiles blocked for the caches, panels split over threads. Not reentrant on
+// one thread (a per-thread buffer).
 void PackedMatmul(const PanelKernel& kernel, const float* x, int64_t rows, int64_t depth,
-                  const float* panels, int64_t num_panels, float* y, int64_t ldy);
+                  const void* panels, DType panel_dtype, int64_t num_panels, float* y, int64_t ldy);
 
 }  // namespace gemmaserve::ops::internal

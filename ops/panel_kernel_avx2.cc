@@ -12,20 +12,37 @@
 namespace gemmaserve::ops::internal {
 namespace {
 
-template <int kRows>
-void Tile(const float* x, int /*rows*/, const float* panel, int64_t depth, float* y,
-          int64_t ldy, bool accumulate, const float* prefetch, int prefetch_step) {
+// One panel row (16 weights) as two vectors of 8 floats; bf16 widened exactly (zero-extend each
+// 16-bit pattern, shift it into the top half of a float).
+inline void LoadPanelRow(const float* p, __m256& w0, __m256& w1) {
+  w0 = _mm256_loadu_ps(p);
+  w1 = _mm256_loadu_ps(p + 8);
+}
+inline __m256 Widen8(const uint16_t* p) {
+  const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+}
+inline void LoadPanelRow(const uint16_t* p, __m256& w0, __m256& w1) {
+  w0 = Widen8(p);
+  w1 = Widen8(p + 8);
+}
+
+template <int kRows, typename W>
+void Tile(const float* x, int /*rows*/, const void* panel_bytes, int64_t depth, float* y,
+          int64_t ldy, bool accumulate, const void* prefetch_bytes, int prefetch_step) {
   static_assert(kRows >= 1 && kRows <= kTileRows);
+  const W* panel = static_cast<const W*>(panel_bytes);
+  const char* prefetch = static_cast<const char*>(prefetch_bytes);
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
          c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   int until_prefetch = 1;
 #pragma GCC unroll 4
   for (int64_t k = 0; k < depth; ++k) {
-    const __m256 w0 = _mm256_loadu_ps(panel + 16 * k);
-    const __m256 w1 = _mm256_loadu_ps(panel + 16 * k + 8);
+    __m256 w0, w1;
+    LoadPanelRow(panel + 16 * k, w0, w1);
     if (prefetch != nullptr && --until_prefetch == 0) {
-      _mm_prefetch(reinterpret_cast<const char*>(prefetch), _MM_HINT_T0);
-      prefetch += 16;
+      _mm_prefetch(prefetch, _MM_HINT_T0);
+      prefetch += 64;
       until_prefetch = prefetch_step;
     }
     __m256 b;
@@ -53,13 +70,20 @@ void Tile(const float* x, int /*rows*/, const float* panel, int64_t depth, float
 #undef GS_TILE_STORE
 }
 
-constexpr auto kTiles = TileTable<kTileRows>([](auto rows) { return &Tile<rows()>; });
+constexpr auto kTiles = TileTable<kTileRows>([](auto rows) { return &Tile<rows(), float>; });
+constexpr auto kBf16Tiles =
+    TileTable<kTileRows>([](auto rows) { return &Tile<rows(), uint16_t>; });
 
 }  // namespace
 
-void PanelTileAvx2(const float* x, int rows, const float* panel, int64_t depth, float* y,
-                   int64_t ldy, bool accumulate, const float* prefetch, int prefetch_step) {
+void PanelTileAvx2(const float* x, int rows, const void* panel, int64_t depth, float* y,
+                   int64_t ldy, bool accumulate, const void* prefetch, int prefetch_step) {
   kTiles[rows - 1](x, rows, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+}
+
+void PanelTileAvx2Bf16(const float* x, int rows, const void* panel, int64_t depth, float* y,
+                       int64_t ldy, bool accumulate, const void* prefetch, int prefetch_step) {
+  kBf16Tiles[rows - 1](x, rows, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
 }
 
 }  // namespace gemmaserve::ops::internal

@@ -13,19 +13,29 @@
 namespace gemmaserve::ops::internal {
 namespace {
 
-template <int kRows>
-void Tile(const float* x, int /*rows*/, const float* panel, int64_t depth, float* y,
-          int64_t ldy, bool accumulate, const float* prefetch, int prefetch_step) {
+// One panel row (16 weights) as 16 floats: a load, or for bf16 a 32-byte load widened exactly
+// (zero-extend each 16-bit pattern, shift it into the top half of a float).
+inline __m512 LoadPanelRow(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 LoadPanelRow(const uint16_t* p) {
+  const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+
+template <int kRows, typename W>
+void Tile(const float* x, int /*rows*/, const void* panel_bytes, int64_t depth, float* y,
+          int64_t ldy, bool accumulate, const void* prefetch_bytes, int prefetch_step) {
   static_assert(kRows >= 1 && kRows <= kAvx512TileRows);
+  const W* panel = static_cast<const W*>(panel_bytes);
+  const char* prefetch = static_cast<const char*>(prefetch_bytes);
   __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
          c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0, c12 = c0, c13 = c0, c14 = c0, c15 = c0;
   int until_prefetch = 1;
 #pragma GCC unroll 2
   for (int64_t k = 0; k < depth; ++k) {
-    const __m512 w = _mm512_loadu_ps(panel + 16 * k);
+    const __m512 w = LoadPanelRow(panel + 16 * k);
     if (prefetch != nullptr && --until_prefetch == 0) {
-      _mm_prefetch(reinterpret_cast<const char*>(prefetch), _MM_HINT_T0);
-      prefetch += 16;
+      _mm_prefetch(prefetch, _MM_HINT_T0);
+      prefetch += 64;
       until_prefetch = prefetch_step;
     }
     const float* xk = x + k * kRows;
@@ -49,13 +59,21 @@ void Tile(const float* x, int /*rows*/, const float* panel, int64_t depth, float
 #undef GS_TILE_STORE
 }
 
-constexpr auto kTiles = TileTable<kAvx512TileRows>([](auto rows) { return &Tile<rows()>; });
+constexpr auto kTiles =
+    TileTable<kAvx512TileRows>([](auto rows) { return &Tile<rows(), float>; });
+constexpr auto kBf16Tiles =
+    TileTable<kAvx512TileRows>([](auto rows) { return &Tile<rows(), uint16_t>; });
 
 }  // namespace
 
-void PanelTileAvx512(const float* x, int rows, const float* panel, int64_t depth, float* y,
-                     int64_t ldy, bool accumulate, const float* prefetch, int prefetch_step) {
+void PanelTileAvx512(const float* x, int rows, const void* panel, int64_t depth, float* y,
+                     int64_t ldy, bool accumulate, const void* prefetch, int prefetch_step) {
   kTiles[rows - 1](x, rows, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+}
+
+void PanelTileAvx512Bf16(const float* x, int rows, const void* panel, int64_t depth, float* y,
+                         int64_t ldy, bool accumulate, const void* prefetch, int prefetch_step) {
+  kBf16Tiles[rows - 1](x, rows, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
 }
 
 }  // namespace gemmaserve::ops::internal

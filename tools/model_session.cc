@@ -54,14 +54,7 @@ absl::StatusOr<ops::WeightFormat> FormatFor(const SessionOptions& options,
 // RESOURCE_EXHAUSTED naming both numbers when the weights do not fit the GPU's free memory.
 absl::Status CheckFitsOnGpu(const std::string& model_dir, const ops::WeightFormat& format) {
   ASSIGN_OR_RETURN(model::Checkpoint checkpoint, model::Checkpoint::Open(model_dir));
-  ASSIGN_OR_RETURN(std::string prefix, model::TextWeightPrefix(checkpoint));
-  int64_t elements = 0;
-  for (const std::string& name : checkpoint.TensorNames()) {
-    if (name.rfind(prefix, 0) != 0) continue;
-    ASSIGN_OR_RETURN(model::TensorInfo info, checkpoint.Info(name));
-    elements += NumElements(info.shape);
-  }
-  const int64_t needed = ops::PreparedWeightBytes(elements, format);
+  ASSIGN_OR_RETURN(const int64_t needed, model::PreparedShardBytes(checkpoint, format));
   ASSIGN_OR_RETURN(const int64_t free_bytes, kernels::FreeCudaMemory(format.device.ordinal));
   if (needed > free_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(

@@ -96,24 +96,10 @@ int64_t AvailableMemoryBytes() {
   return 0;
 }
 
-// Bytes this rank's shard will take once the backend has prepared it: the checkpoint's text
-// weights split over the ranks (replicated norms and router weights are small next to that).
-absl::StatusOr<int64_t> EstimateShardBytes(const std::string& model_dir, int world_size,
-                                           const ops::WeightFormat& format) {
-  ASSIGN_OR_RETURN(model::Checkpoint checkpoint, model::Checkpoint::Open(model_dir));
-  ASSIGN_OR_RETURN(std::string prefix, model::TextWeightPrefix(checkpoint));
-  int64_t elements = 0;
-  for (const std::string& name : checkpoint.TensorNames()) {
-    if (name.rfind(prefix, 0) != 0) continue;
-    ASSIGN_OR_RETURN(model::TensorInfo info, checkpoint.Info(name));
-    elements += NumElements(info.shape);
-  }
-  return ops::PreparedWeightBytes(elements, format) / world_size;
-}
-
 absl::Status CheckShardFits(const std::string& model_dir, const WorkerOptions& options) {
-  ASSIGN_OR_RETURN(int64_t weight_bytes,
-                   EstimateShardBytes(model_dir, options.world_size, ops::WeightFormat{}));
+  ASSIGN_OR_RETURN(model::Checkpoint checkpoint, model::Checkpoint::Open(model_dir));
+  ASSIGN_OR_RETURN(const int64_t weight_bytes,
+                   model::PreparedShardBytes(checkpoint, ops::WeightFormat{}, options.world_size));
   const int64_t needed = weight_bytes + (options.kv_cache_mb << 20);
   const int64_t available = AvailableMemoryBytes();
   if (available > 0 && needed > available) {

@@ -180,9 +180,9 @@ void ExpectKernelMatchesPortable(const internal::PanelKernel& kernel) {
     Tensor x = RandomTensor({rows, 530}, rng);
     Tensor portable = NanTensor({rows, 32});
     Tensor tiled = NanTensor({rows, 32});
-    internal::PackedMatmul(internal::kPortableKernel, x.data<float>(), rows, 530, w.data<float>(),
-                           2, portable.data<float>(), 32);
-    internal::PackedMatmul(kernel, x.data<float>(), rows, 530, w.data<float>(), 2,
+    internal::PackedMatmul(internal::kPortableKernel, x.data<float>(), rows, 530, w.raw_data(),
+                           w.dtype(), 2, portable.data<float>(), 32);
+    internal::PackedMatmul(kernel, x.data<float>(), rows, 530, w.raw_data(), w.dtype(), 2,
                            tiled.data<float>(), 32);
     std::vector<double> expected(portable.data<float>(), portable.data<float>() + portable.numel());
     SCOPED_TRACE(::testing::Message() << kernel.name << ", " << rows << " rows");
@@ -210,13 +210,63 @@ TEST(PackedLinearTest, Avx2AndAvx512GiveBitwiseTheSameOutputs) {
   Tensor x = RandomTensor({33, 2100}, rng);
   Tensor avx2 = NanTensor({33, 64});
   Tensor avx512 = NanTensor({33, 64});
-  internal::PackedMatmul(internal::kAvx2Kernel, x.data<float>(), 33, 2100, w.data<float>(), 4,
-                         avx2.data<float>(), 64);
-  internal::PackedMatmul(internal::kAvx512Kernel, x.data<float>(), 33, 2100, w.data<float>(), 4,
-                         avx512.data<float>(), 64);
+  internal::PackedMatmul(internal::kAvx2Kernel, x.data<float>(), 33, 2100, w.raw_data(),
+                         w.dtype(), 4, avx2.data<float>(), 64);
+  internal::PackedMatmul(internal::kAvx512Kernel, x.data<float>(), 33, 2100, w.raw_data(),
+                         w.dtype(), 4, avx512.data<float>(), 64);
   for (int64_t i = 0; i < avx2.numel(); ++i) {
     ASSERT_EQ(avx2.data<float>()[i], avx512.data<float>()[i]) << "element " << i;
   }
+}
+
+// bf16 panels are widened exactly, so every kernel gives bitwise the outputs it gives on the f32
+// panels of the same (bf16-valued) weights, on every row count and across depth blocks.
+TEST(PackedLinearTest, Bf16PanelsGiveBitwiseTheOutputsOfF32PanelsOnEveryKernel) {
+  std::mt19937 rng(39);
+  Tensor weights = RandomTensor({48, 2100}, rng);
+  for (int64_t i = 0; i < weights.numel(); ++i) {
+    weights.data<float>()[i] = RoundToBf16(weights.data<float>()[i]);
+  }
+  const Tensor f32 = PackLinearWeight(weights);
+  const Tensor bf16 = PackLinearWeight(weights, DType::kBF16);
+  ASSERT_EQ(bf16.dtype(), DType::kBF16);
+  ASSERT_EQ(bf16.shape(), f32.shape());
+  std::vector<const internal::PanelKernel*> kernels = {&internal::kPortableKernel};
+  if (internal::CpuHasAvx2Fma()) kernels.push_back(&internal::kAvx2Kernel);
+  if (internal::CpuHasAvx512f()) kernels.push_back(&internal::kAvx512Kernel);
+  for (const internal::PanelKernel* kernel : kernels) {
+    for (int64_t rows : {1, 5, 16, 37}) {
+      Tensor x = RandomTensor({rows, 2100}, rng);
+      Tensor from_f32 = NanTensor({rows, 48});
+      Tensor from_bf16 = NanTensor({rows, 48});
+      internal::PackedMatmul(*kernel, x.data<float>(), rows, 2100, f32.raw_data(), DType::kF32, 3,
+                             from_f32.data<float>(), 48);
+      internal::PackedMatmul(*kernel, x.data<float>(), rows, 2100, bf16.raw_data(), DType::kBF16,
+                             3, from_bf16.data<float>(), 48);
+      for (int64_t i = 0; i < from_f32.numel(); ++i) {
+        ASSERT_EQ(from_bf16.data<float>()[i], from_f32.data<float>()[i])
+            << kernel->name << ", " << rows << " rows, element " << i;
+      }
+    }
+  }
+}
+
+TEST(PackedLinearTest, ABf16PackedWeightThroughLinearAndItsRowsReadBack) {
+  std::mt19937 rng(40);
+  Tensor weights = RandomTensor({32, 24}, rng);
+  for (int64_t i = 0; i < weights.numel(); ++i) {
+    weights.data<float>()[i] = RoundToBf16(weights.data<float>()[i]);
+  }
+  const Tensor bf16 = PackLinearWeight(weights, DType::kBF16);
+  EXPECT_TRUE(IsPackedLinearWeight(bf16));
+  EXPECT_EQ(bf16.nbytes() * 2, PackLinearWeight(weights).nbytes());
+  Tensor x = RandomTensor({3, 24}, rng);
+  Tensor y = NanTensor({3, 32});
+  Linear(x, bf16, y);
+  ExpectAllNear(y, ReferenceLinear(x, weights), 1e-5);
+  std::vector<float> row(24);
+  CopyLinearWeightRow(bf16, 17, row.data());
+  for (int64_t k = 0; k < 24; ++k) EXPECT_EQ(row[k], weights.data<float>()[17 * 24 + k]);
 }
 
 TEST(PackedLinearTest, MaxCpuIsaCapsTheKernelAndRejectsUnknownNames) {
