@@ -167,6 +167,7 @@ void PackedMatmul(const PanelKernel& kernel, const float* x, int64_t rows, int64
   const std::vector<size_t>& starts = tile_starts;
   PackTiles(x, rows, depth, kernel.max_rows, packed_x, x_tiles, tile_starts);
   const PanelTileFn tile = panel_dtype == DType::kF32 ? kernel.tile_f32 : kernel.tile_bf16;
+  const RowTileFn row_tile = panel_dtype == DType::kF32 ? kernel.row_f32 : kernel.row_bf16;
   const int64_t element = static_cast<int64_t>(DTypeSize(panel_dtype));
   const char* base = static_cast<const char*>(panels);
   constexpr int64_t kLine = 64;
@@ -181,7 +182,16 @@ void PackedMatmul(const PanelKernel& kernel, const float* x, int64_t rows, int64
         const int64_t chunk_bytes = block_depth * 16 * element;
         const int64_t lines_per_tile = (chunk_bytes / kLine + num_tiles - 1) / num_tiles;
         const int prefetch_step = static_cast<int>(kLine / (16 * element)) * num_tiles;
-        for (int64_t p = first; p < last; ++p) {
+        int64_t p = first;
+        if (row_tile != nullptr && num_tiles == 1 && tiles[starts[block]].rows == 1) {
+          // One row: kRowPanels panels at a time, their sums independent.
+          const float* x_row = tiles[starts[block]].packed + k0;
+          for (; p + kRowPanels <= last; p += kRowPanels) {
+            row_tile(x_row, base + (p * depth + k0) * 16 * element, depth * 16 * element,
+                     block_depth, y + tiles[starts[block]].first_row * ldy + p * 16, k0 > 0);
+          }
+        }
+        for (; p < last; ++p) {
           const char* chunk = base + (p * depth + k0) * 16 * element;
           const char* next = p + 1 < last ? base + ((p + 1) * depth + k0) * 16 * element : nullptr;
           for (int i = 0; i < num_tiles; ++i) {

@@ -62,17 +62,38 @@ constexpr std::array<PanelTileFn, kMaxRows> TileTable(TileOf tile_of) {
   return TileTable<kMaxRows>(tile_of, std::make_index_sequence<kMaxRows>());
 }
 
+// One row of x against kRowPanels consecutive panels at once, for decode steps of one sequence:
+//   y[p·16 + j] = (accumulate ? y[p·16 + j] : 0) + Σ_{k < depth} x[k] · panel_p[16·k + j]
+// for p < kRowPanels, with panel p at `panel` + p · panel_stride bytes. Each output is summed in
+// the same order as by the tiles (so bitwise the same); the panels' sums are independent chains,
+// which a single-row tile's one accumulator chain is not: its multiply-add latency, not memory,
+// would bound a one-row step.
+inline constexpr int kRowPanels = 4;
+using RowTileFn = void (*)(const float* x, const void* panel, int64_t panel_stride, int64_t depth,
+                           float* y, bool accumulate);
+void RowTileAvx2(const float* x, const void* panel, int64_t panel_stride, int64_t depth, float* y,
+                 bool accumulate);
+void RowTileAvx2Bf16(const float* x, const void* panel, int64_t panel_stride, int64_t depth,
+                     float* y, bool accumulate);
+void RowTileAvx512(const float* x, const void* panel, int64_t panel_stride, int64_t depth,
+                   float* y, bool accumulate);
+void RowTileAvx512Bf16(const float* x, const void* panel, int64_t panel_stride, int64_t depth,
+                       float* y, bool accumulate);
+
 struct PanelKernel {
   PanelTileFn tile_f32;   // f32 panels
   PanelTileFn tile_bf16;  // bf16 panels
+  RowTileFn row_f32;      // one row × kRowPanels f32 panels; null: the tiles do one row too
+  RowTileFn row_bf16;
   int max_rows;
   const char* name;
 };
-inline constexpr PanelKernel kPortableKernel{PanelTilePortable, PanelTilePortableBf16, kTileRows,
-                                             "portable"};
-inline constexpr PanelKernel kAvx2Kernel{PanelTileAvx2, PanelTileAvx2Bf16, kTileRows, "avx2"};
-inline constexpr PanelKernel kAvx512Kernel{PanelTileAvx512, PanelTileAvx512Bf16, kAvx512TileRows,
-                                           "avx512"};
+inline constexpr PanelKernel kPortableKernel{PanelTilePortable, PanelTilePortableBf16, nullptr,
+                                             nullptr, kTileRows, "portable"};
+inline constexpr PanelKernel kAvx2Kernel{PanelTileAvx2, PanelTileAvx2Bf16, RowTileAvx2,
+                                         RowTileAvx2Bf16, kTileRows, "avx2"};
+inline constexpr PanelKernel kAvx512Kernel{PanelTileAvx512, PanelTileAvx512Bf16, RowTileAvx512,
+                                           RowTileAvx512Bf16, kAvx512TileRows, "avx512"};
 
 // The CPU (and the OS, for AVX-512's register state) runs these instructions.
 bool CpuHasAvx2Fma();

@@ -70,6 +70,45 @@ void Tile(const float* x, int /*rows*/, const void* panel_bytes, int64_t depth, 
 #undef GS_TILE_STORE
 }
 
+template <typename W>
+void RowTile(const float* x, const void* panel_bytes, int64_t panel_stride, int64_t depth,
+             float* y, bool accumulate) {
+  const char* base = static_cast<const char*>(panel_bytes);
+  const W* panels[kRowPanels];
+  for (int p = 0; p < kRowPanels; ++p) panels[p] = reinterpret_cast<const W*>(base + p * panel_stride);
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+         c30 = c00, c31 = c00;
+  // Each stream fetches a cache line kAhead bytes ahead of where it reads, one per line it reads.
+  constexpr int64_t kAhead = 1024;
+  constexpr int64_t kStepsPerLine = 64 / (16 * sizeof(W));
+#pragma GCC unroll 2
+  for (int64_t k = 0; k < depth; ++k) {
+    if (k % kStepsPerLine == 0) {
+      const int64_t ahead = (16 * k) * static_cast<int64_t>(sizeof(W)) + kAhead;
+      for (int p = 0; p < kRowPanels; ++p) {
+        _mm_prefetch(reinterpret_cast<const char*>(panels[p]) + ahead, _MM_HINT_T0);
+      }
+    }
+    const __m256 xk = _mm256_broadcast_ss(x + k);
+    __m256 w0, w1;
+#define GS_ROW_PANEL(p)                                   \
+  LoadPanelRow(panels[p] + 16 * k, w0, w1);               \
+  c##p##0 = _mm256_fmadd_ps(xk, w0, c##p##0);             \
+  c##p##1 = _mm256_fmadd_ps(xk, w1, c##p##1);
+    GS_ROW_PANEL(0) GS_ROW_PANEL(1) GS_ROW_PANEL(2) GS_ROW_PANEL(3)
+#undef GS_ROW_PANEL
+  }
+#define GS_ROW_STORE(p)                                                      \
+  if (accumulate) {                                                          \
+    c##p##0 = _mm256_add_ps(c##p##0, _mm256_loadu_ps(y + 16 * p));           \
+    c##p##1 = _mm256_add_ps(c##p##1, _mm256_loadu_ps(y + 16 * p + 8));       \
+  }                                                                          \
+  _mm256_storeu_ps(y + 16 * p, c##p##0);                                     \
+  _mm256_storeu_ps(y + 16 * p + 8, c##p##1);
+  GS_ROW_STORE(0) GS_ROW_STORE(1) GS_ROW_STORE(2) GS_ROW_STORE(3)
+#undef GS_ROW_STORE
+}
+
 constexpr auto kTiles = TileTable<kTileRows>([](auto rows) { return &Tile<rows(), float>; });
 constexpr auto kBf16Tiles =
     TileTable<kTileRows>([](auto rows) { return &Tile<rows(), uint16_t>; });
@@ -79,6 +118,16 @@ constexpr auto kBf16Tiles =
 void PanelTileAvx2(const float* x, int rows, const void* panel, int64_t depth, float* y,
                    int64_t ldy, bool accumulate, const void* prefetch, int prefetch_step) {
   kTiles[rows - 1](x, rows, panel, depth, y, ldy, accumulate, prefetch, prefetch_step);
+}
+
+void RowTileAvx2(const float* x, const void* panel, int64_t panel_stride, int64_t depth, float* y,
+                 bool accumulate) {
+  RowTile<float>(x, panel, panel_stride, depth, y, accumulate);
+}
+
+void RowTileAvx2Bf16(const float* x, const void* panel, int64_t panel_stride, int64_t depth,
+                     float* y, bool accumulate) {
+  RowTile<uint16_t>(x, panel, panel_stride, depth, y, accumulate);
 }
 
 void PanelTileAvx2Bf16(const float* x, int rows, const void* panel, int64_t depth, float* y,

@@ -251,6 +251,38 @@ TEST(PackedLinearTest, Bf16PanelsGiveBitwiseTheOutputsOfF32PanelsOnEveryKernel) 
   }
 }
 
+// A one-row step runs kRowPanels panels at a time (independent sums, for decode speed); every
+// output must still be bitwise what the same row gives inside a batch, remainder panels and depth
+// blocks (2100 > 2048) included, on f32 and bf16 panels.
+TEST(PackedLinearTest, OneRowOverManyPanelsEqualsItsRowInABatchBitwise) {
+  std::mt19937 rng(41);
+  Tensor weights = RandomTensor({16 * 10, 2100}, rng);
+  for (int64_t i = 0; i < weights.numel(); ++i) {
+    weights.data<float>()[i] = RoundToBf16(weights.data<float>()[i]);
+  }
+  std::vector<const internal::PanelKernel*> kernels = {&internal::kPortableKernel};
+  if (internal::CpuHasAvx2Fma()) kernels.push_back(&internal::kAvx2Kernel);
+  if (internal::CpuHasAvx512f()) kernels.push_back(&internal::kAvx512Kernel);
+  Tensor x = RandomTensor({9, 2100}, rng);
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    const Tensor w = PackLinearWeight(weights, dtype);
+    for (const internal::PanelKernel* kernel : kernels) {
+      Tensor batch = NanTensor({9, 160});
+      internal::PackedMatmul(*kernel, x.data<float>(), 9, 2100, w.raw_data(), dtype, 10,
+                             batch.data<float>(), 160);
+      for (int64_t r : {0, 8}) {
+        Tensor alone = NanTensor({1, 160});
+        internal::PackedMatmul(*kernel, x.data<float>() + r * 2100, 1, 2100, w.raw_data(), dtype,
+                               10, alone.data<float>(), 160);
+        for (int64_t j = 0; j < 160; ++j) {
+          ASSERT_EQ(alone.data<float>()[j], batch.data<float>()[r * 160 + j])
+              << kernel->name << " " << DTypeName(dtype) << ", row " << r << ", output " << j;
+        }
+      }
+    }
+  }
+}
+
 TEST(PackedLinearTest, ABf16PackedWeightThroughLinearAndItsRowsReadBack) {
   std::mt19937 rng(40);
   Tensor weights = RandomTensor({32, 24}, rng);
