@@ -23,9 +23,12 @@ void StorePanel(const std::vector<float>& rows, int64_t in, float* dst) {
     for (int64_t k = 0; k < in; ++k) dst[k * kPanelRows + lane] = rows[lane * in + k];
   }
 }
+// bf16 panels pair k: weight (k, lane) at 32·(k/2) + 2·lane + k%2 (panel_kernel.h).
 void StorePanel(const std::vector<float>& rows, int64_t in, uint16_t* dst) {
   for (int64_t lane = 0; lane < kPanelRows; ++lane) {
-    for (int64_t k = 0; k < in; ++k) dst[k * kPanelRows + lane] = F32ToBf16(rows[lane * in + k]);
+    for (int64_t k = 0; k < in; ++k) {
+      dst[2 * kPanelRows * (k / 2) + 2 * lane + k % 2] = F32ToBf16(rows[lane * in + k]);
+    }
   }
 }
 
@@ -38,6 +41,7 @@ Tensor PackLinearWeight(const Tensor& w, DType panel_dtype) {
   const int64_t out = w.dim(w.rank() - 2);
   const int64_t in = w.dim(w.rank() - 1);
   if (out % kPanelRows != 0) return w.dtype() == DType::kF32 ? w : w.ToF32();
+  if (in % 2 != 0) panel_dtype = DType::kF32;  // bf16 panels pair k
   Shape shape(w.shape().begin(), w.shape().end() - 2);
   shape.insert(shape.end(), {out / kPanelRows, in, kPanelRows});
   Tensor packed = Tensor::Empty(panel_dtype, shape);
@@ -82,8 +86,11 @@ void CopyLinearWeightRow(const Tensor& w, int64_t row, float* out) {
   }
   const int64_t first = (row / kPanelRows) * in * kPanelRows + row % kPanelRows;
   if (w.dtype() == DType::kBF16) {
-    const uint16_t* panel = w.data<uint16_t>() + first;
-    for (int64_t k = 0; k < in; ++k) out[k] = Bf16ToF32(panel[k * kPanelRows]);
+    const uint16_t* panel = w.data<uint16_t>() + (row / kPanelRows) * in * kPanelRows;
+    const int64_t lane = row % kPanelRows;
+    for (int64_t k = 0; k < in; ++k) {
+      out[k] = Bf16ToF32(panel[2 * kPanelRows * (k / 2) + 2 * lane + k % 2]);
+    }
     return;
   }
   const float* panel = w.data<float>() + first;

@@ -28,8 +28,9 @@ inline constexpr int64_t kPanelRows = 16;
 
 // w: [..., out, in] row-major, f32, bf16 or f16 in host memory. Returns it packed as
 // `panel_dtype` (f32, or bf16: half the bytes to stream, and the same sums when w's values are
-// bf16 already), [..., out / 16, in, 16], when out is a multiple of kPanelRows; otherwise as f32
-// row-major (small odd shapes such as a router): w itself when it is f32 already, else widened.
+// bf16 already; its k come in pairs, panel_kernel.h, so an odd `in` packs f32),
+// [..., out / 16, in, 16], when out is a multiple of kPanelRows; otherwise as f32 row-major
+// (small odd shapes such as a router): w itself when it is f32 already, else widened.
 Tensor PackLinearWeight(const Tensor& w, DType panel_dtype = DType::kF32);
 
 // True for a packed weight: rank 3 with a last dimension of kPanelRows.

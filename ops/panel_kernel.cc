@@ -73,8 +73,12 @@ void PackTiles(const float* x, int64_t rows, int64_t depth, int max_tile_rows,
 
 namespace {
 
-inline float Widen(float w) { return w; }
-inline float Widen(uint16_t w) { return Bf16ToF32(w); }
+// Panel weight (k, j): f32 panels hold 16 per k; bf16 panels hold k in pairs, 32 per pair with
+// k's in the even and k + 1's in the odd positions (panel_kernel.h).
+inline float PanelWeight(const float* panel, int64_t k, int j) { return panel[16 * k + j]; }
+inline float PanelWeight(const uint16_t* panel, int64_t k, int j) {
+  return Bf16ToF32(panel[32 * (k / 2) + 2 * j + k % 2]);
+}
 
 template <typename W>
 void PortableTile(const float* x, int rows, const void* panel_bytes, int64_t depth, float* y,
@@ -83,7 +87,7 @@ void PortableTile(const float* x, int rows, const void* panel_bytes, int64_t dep
   float acc[kMaxTileRows][16] = {};
   for (int64_t k = 0; k < depth; ++k) {
     float w[16];
-    for (int j = 0; j < 16; ++j) w[j] = Widen(panel[16 * k + j]);
+    for (int j = 0; j < 16; ++j) w[j] = PanelWeight(panel, k, j);
     for (int m = 0; m < rows; ++m) {
       const float xv = x[k * rows + m];
       for (int j = 0; j < 16; ++j) acc[m][j] += xv * w[j];
@@ -178,10 +182,10 @@ void PackedMatmul(const PanelKernel& kernel, const float* x, int64_t rows, int64
         const int64_t block_depth = std::min(kDepthBlock, depth - k0);
         const int num_tiles = static_cast<int>(starts[block + 1] - starts[block]);
         // Tile i of n fetches lines [i·ceil(lines/n), (i+1)·ceil(lines/n)) of the next chunk,
-        // one every step·n steps of k, where a line holds `step` steps of the panel.
+        // one for every n lines of its own chunk it reads.
         const int64_t chunk_bytes = block_depth * 16 * element;
         const int64_t lines_per_tile = (chunk_bytes / kLine + num_tiles - 1) / num_tiles;
-        const int prefetch_step = static_cast<int>(kLine / (16 * element)) * num_tiles;
+        const int prefetch_step = num_tiles;
         int64_t p = first;
         if (row_tile != nullptr && num_tiles == 1 && tiles[starts[block]].rows == 1) {
           // One row: kRowPanels panels at a time, their sums independent.

@@ -30,9 +30,12 @@ inline constexpr int kMaxTileRows = 16;
 // For m < rows (1 … the kernel's max_rows) and j < 16, with x packed k-major ([depth][rows]:
 // x[k·rows + m] is row m's element k, so the broadcasts read one contiguous stream):
 //   y[m·ldy + j] = (accumulate ? y[m·ldy + j] : 0) + Σ_{k < depth} x[k·rows + m] · panel[16·k + j]
-// with `panel` f32 or bf16 (one function per element type). `prefetch`, when not null, points
-// into the next panel chunk: the tile fetches one 64-byte cache line every `prefetch_step` steps
-// of k, from there on, so that the next tile does not wait for memory. The tiles that share a
+// with `panel` f32 or bf16 (one function per element type). An f32 panel holds 16 weights per k
+// (panel[16·k + j]); a bf16 panel holds k in pairs, 32 weights per pair with k's at the even
+// positions and k + 1's at the odd ones (panel[32·(k/2) + 2·j + k%2], the pairing the bf16
+// dot-product and matrix instructions read), so depth is even. `prefetch`, when not null, points
+// into the next panel chunk: the tile fetches one 64-byte cache line for every `prefetch_step`
+// lines of its own panel it reads, from there on, so that the next tile does not wait for memory. The tiles that share a
 // chunk split the prefetching of the next one (each its slice), which spreads it over all their
 // work. A slice may run a few lines past the chunk; prefetches never fault.
 using PanelTileFn = void (*)(const float* x, int rows, const void* panel, int64_t depth,
