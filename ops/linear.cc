@@ -4,8 +4,10 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "ops/ops_util.h"
 #include "ops/panel_kernel.h"
 
@@ -14,6 +16,13 @@
 #endif
 
 namespace gemmaserve::ops {
+
+namespace {
+
+// --cpu-precision bf16 (SetCpuPrecision): large steps on bf16 panels compute in bf16.
+std::atomic<bool> g_bf16_compute{false};
+
+}  // namespace
 
 namespace {
 
@@ -116,6 +125,13 @@ void Linear(const Tensor& x, const Tensor& w, Tensor& y) {
   CheckShape(y, {rows, out}, "Linear y");
   if (rows == 0 || out == 0) return;
   if (IsPackedLinearWeight(w)) {
+    const internal::Bf16Engine engine = internal::BestBf16Engine();
+    if (w.dtype() == DType::kBF16 && rows >= kBf16MinRows && in % internal::kBf16TileDepth == 0 &&
+        engine != internal::Bf16Engine::kNone && g_bf16_compute.load(std::memory_order_relaxed)) {
+      internal::PackedMatmulBf16(engine, x.data<float>(), rows, in, w.raw_data(), w.dim(0),
+                                 y.data<float>(), out);
+      return;
+    }
     internal::PackedMatmul(internal::BestPanelKernel(), x.data<float>(), rows, in, w.raw_data(),
                            w.dtype(), w.dim(0), y.data<float>(), out);
     return;
@@ -132,14 +148,32 @@ void Linear(const Tensor& x, const Tensor& w, Tensor& y) {
               y.data<float>(), static_cast<blasint>(out));
 }
 
+absl::Status SetCpuPrecision(DType precision) {
+  if (precision != DType::kF32 && precision != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CPU precision ", std::string(DTypeName(precision)), ": expected f32 or bf16"));
+  }
+  g_bf16_compute.store(precision == DType::kBF16, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::Status SetCpuPrecision(const std::string& name) {
+  if (name == "f32") return SetCpuPrecision(DType::kF32);
+  if (name == "bf16") return SetCpuPrecision(DType::kBF16);
+  return absl::InvalidArgumentError(
+      absl::StrCat("--cpu-precision \"", name, "\": expected f32 or bf16"));
+}
+
 absl::Status SetMaxCpuIsa(const std::string& max_isa) {
   absl::StatusOr<const internal::PanelKernel*> kernel = internal::PanelKernelFor(max_isa.c_str());
   if (!kernel.ok()) return kernel.status();
-  internal::SetPanelKernel(**kernel);
+  internal::SetPanelKernel(**kernel, *internal::Bf16EngineFor(max_isa.c_str()));
   return absl::OkStatus();
 }
 
 const char* CpuKernelName() { return internal::BestPanelKernel().name; }
+
+const char* CpuBf16EngineName() { return internal::Bf16EngineName(internal::BestBf16Engine()); }
 
 void SetNumThreads(int num_threads) {
   openblas_set_num_threads(num_threads);

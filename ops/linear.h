@@ -48,14 +48,27 @@ void CopyLinearWeightRow(const Tensor& w, int64_t row, float* out);
 // x and y must not alias.
 void Linear(const Tensor& x, const Tensor& w, Tensor& y);
 
-// Caps the instruction set of the packed Linear's kernel for every later call in this process:
-// "avx512", "avx2", "portable", or empty for no cap (the fastest this CPU runs). The cap starts
-// as $GEMMASERVE_MAX_CPU_ISA. All kernels give bitwise the same results; this chooses speed, or
-// lets a test compare them. INVALID_ARGUMENT naming the accepted values for another name. Must
+// Caps the instruction set of the packed Linear's kernels for every later call in this process:
+// "amx", "avx512bf16", "avx512", "avx2", "portable" (fastest first), or empty for no cap (the
+// fastest this CPU runs). The cap starts as $GEMMASERVE_MAX_CPU_ISA. The exact tiles all give
+// bitwise the same results; this chooses speed, or lets a test compare them. INVALID_ARGUMENT naming the accepted values for another name. Must
 // not run while a Linear does.
 absl::Status SetMaxCpuIsa(const std::string& max_isa);
-// The name of the kernel in use: "avx512", "avx2" or "portable".
+// The name of the exact tiles in use: "avx512", "avx2" or "portable".
 const char* CpuKernelName();
+// The name of the bf16 engine --cpu-precision bf16 uses: "amx", "avx512bf16" or "none".
+const char* CpuBf16EngineName();
+
+// The arithmetic of later CPU Linears on bf16 panels. f32 (the default): x stays f32 and every
+// product is exact, as the reference computes. bf16 (--cpu-precision bf16): steps of at least
+// kBf16MinRows rows round x to bf16 and run on the CPU's bf16 matrix instructions (AMX, else
+// AVX512-BF16, within the instruction-set cap), much faster for prefill, at the cost of bf16
+// rounding of matmul inputs; smaller steps (decode) stay exact, being bound by memory anyway.
+// INVALID_ARGUMENT for another dtype. Must not run while a Linear does.
+absl::Status SetCpuPrecision(DType precision);
+// SetCpuPrecision of a --cpu-precision value: "f32" or "bf16"; the error names the flag.
+absl::Status SetCpuPrecision(const std::string& name);
+inline constexpr int64_t kBf16MinRows = 16;
 
 // Threads for every later Linear in this process: OpenBLAS's and the packed kernel's (one
 // OpenMP pool; gemmaserve links OpenBLAS's OpenMP build so the two never compete for cores).

@@ -1,6 +1,8 @@
 #include "ops/panel_kernel.h"
 
 #include <omp.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -11,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/check.h"
+#include "common/status_macros.h"
 #include "ops/ops_util.h"
 #include "spdlog/spdlog.h"
 
@@ -122,39 +125,123 @@ bool CpuHasAvx512f() {
   return has;
 }
 
-absl::StatusOr<const PanelKernel*> PanelKernelFor(const char* max_isa) {
-  const std::string_view cap = max_isa == nullptr ? "" : max_isa;
-  if (cap != "" && cap != "avx512" && cap != "avx2" && cap != "portable") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown instruction set \"", std::string(cap), "\"; expected avx512, avx2 or portable"));
-  }
-  if ((cap == "" || cap == "avx512") && CpuHasAvx512f()) return &kAvx512Kernel;
-  if (cap != "portable" && CpuHasAvx2Fma()) return &kAvx2Kernel;
-  return &kPortableKernel;
+bool CpuHasAvx512Bf16() {
+  static const bool has = CpuHasAvx512f() && __builtin_cpu_supports("avx512bf16");
+  return has;
+}
+
+bool CpuHasAmxBf16() {
+  static const bool has = [] {
+    if (!__builtin_cpu_supports("amx-bf16") || !__builtin_cpu_supports("amx-tile")) return false;
+    // Linux hands out the tile registers' state only to a process that asks (5.16 and later).
+    constexpr long kArchReqXcompPerm = 0x1023;
+    constexpr long kXfeatureXtileData = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtileData) == 0;
+  }();
+  return has;
 }
 
 namespace {
 
-const PanelKernel* KernelFromEnvironment() {
-  const char* cap = std::getenv("GEMMASERVE_MAX_CPU_ISA");
-  absl::StatusOr<const PanelKernel*> chosen = PanelKernelFor(cap);
-  if (chosen.ok()) return *chosen;
-  spdlog::warn("GEMMASERVE_MAX_CPU_ISA: {}", std::string(chosen.status().message()));
-  return *PanelKernelFor(nullptr);
-}
+// The caps, fastest first; a cap admits its own entry and every later one.
+constexpr std::string_view kIsaOrder[] = {"amx", "avx512bf16", "avx512", "avx2", "portable"};
 
-// The process's kernel; set once from the environment, then only by SetPanelKernel.
-std::atomic<const PanelKernel*>& CurrentKernel() {
-  static std::atomic<const PanelKernel*> kernel{KernelFromEnvironment()};
-  return kernel;
+// Whether cap `max_isa` admits instruction set `isa`; INVALID_ARGUMENT for an unknown cap.
+absl::StatusOr<bool> Admits(const char* max_isa, std::string_view isa) {
+  const std::string_view cap = max_isa == nullptr ? "" : max_isa;
+  if (cap.empty()) return true;
+  const auto capped = std::find(std::begin(kIsaOrder), std::end(kIsaOrder), cap);
+  if (capped == std::end(kIsaOrder)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown instruction set \"", std::string(cap),
+        "\"; expected amx, avx512bf16, avx512, avx2 or portable"));
+  }
+  return std::find(std::begin(kIsaOrder), std::end(kIsaOrder), isa) >= capped;
 }
 
 }  // namespace
 
-const PanelKernel& BestPanelKernel() { return *CurrentKernel().load(std::memory_order_relaxed); }
+absl::StatusOr<const PanelKernel*> PanelKernelFor(const char* max_isa) {
+  ASSIGN_OR_RETURN(const bool avx512, Admits(max_isa, "avx512"));
+  ASSIGN_OR_RETURN(const bool avx2, Admits(max_isa, "avx2"));
+  if (avx512 && CpuHasAvx512f()) return &kAvx512Kernel;
+  if (avx2 && CpuHasAvx2Fma()) return &kAvx2Kernel;
+  return &kPortableKernel;
+}
 
-void SetPanelKernel(const PanelKernel& kernel) {
-  CurrentKernel().store(&kernel, std::memory_order_relaxed);
+absl::StatusOr<Bf16Engine> Bf16EngineFor(const char* max_isa) {
+  ASSIGN_OR_RETURN(const bool amx, Admits(max_isa, "amx"));
+  ASSIGN_OR_RETURN(const bool dot, Admits(max_isa, "avx512bf16"));
+  if (amx && CpuHasAmxBf16()) return Bf16Engine::kAmx;
+  if (dot && CpuHasAvx512Bf16()) return Bf16Engine::kAvx512Bf16;
+  return Bf16Engine::kNone;
+}
+
+const char* Bf16EngineName(Bf16Engine engine) {
+  switch (engine) {
+    case Bf16Engine::kAmx:
+      return "amx";
+    case Bf16Engine::kAvx512Bf16:
+      return "avx512bf16";
+    case Bf16Engine::kNone:
+      break;
+  }
+  return "none";
+}
+
+namespace {
+
+// $GEMMASERVE_MAX_CPU_ISA, or no cap (with a warning) when it names no instruction set.
+const char* CapFromEnvironment() {
+  const char* cap = std::getenv("GEMMASERVE_MAX_CPU_ISA");
+  const absl::StatusOr<const PanelKernel*> kernel = PanelKernelFor(cap);
+  if (kernel.ok()) return cap;
+  spdlog::warn("GEMMASERVE_MAX_CPU_ISA: {}", std::string(kernel.status().message()));
+  return nullptr;
+}
+
+// The process's kernel and engine; set once from the environment, then only by SetPanelKernel.
+struct Choice {
+  std::atomic<const PanelKernel*> kernel;
+  std::atomic<Bf16Engine> engine;
+};
+Choice& Current() {
+  static Choice choice{*PanelKernelFor(CapFromEnvironment()), *Bf16EngineFor(CapFromEnvironment())};
+  return choice;
+}
+
+}  // namespace
+
+const PanelKernel& BestPanelKernel() { return *Current().kernel.load(std::memory_order_relaxed); }
+
+Bf16Engine BestBf16Engine() { return Current().engine.load(std::memory_order_relaxed); }
+
+void SetPanelKernel(const PanelKernel& kernel, Bf16Engine engine) {
+  Current().kernel.store(&kernel, std::memory_order_relaxed);
+  Current().engine.store(engine, std::memory_order_relaxed);
+}
+
+void PackedMatmulBf16(Bf16Engine engine, const float* x, int64_t rows, int64_t depth,
+                      const void* panels, int64_t num_panels, float* y, int64_t ldy) {
+  CHECK(engine != Bf16Engine::kNone);
+  CHECK_EQ(depth % kBf16TileDepth, 0) << "PackedMatmulBf16: depth " << depth;
+  // x rounded to bf16, its rows padded with zeros to whole tiles; reused across calls.
+  thread_local std::vector<uint16_t> rounded;
+  const int64_t padded = (rows + kBf16TileRows - 1) / kBf16TileRows * kBf16TileRows;
+  rounded.resize(static_cast<size_t>(padded * depth));
+  uint16_t* xb_out = rounded.data();
+  ParallelRanges(padded * depth, rows * depth > kPackInParallel, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) xb_out[i] = i < rows * depth ? F32ToBf16(x[i]) : 0;
+  });
+  const uint16_t* xb = rounded.data();
+  const uint16_t* w = static_cast<const uint16_t*>(panels);
+  ParallelRanges(num_panels, /*parallel=*/true, [&](int64_t first, int64_t last) {
+    if (engine == Bf16Engine::kAmx) {
+      AmxTiles(xb, rows, depth, w, first, last, y, ldy);
+    } else {
+      Bf16DotTiles(xb, rows, depth, w, first, last, y, ldy);
+    }
+  });
 }
 
 void PackedMatmul(const PanelKernel& kernel, const float* x, int64_t rows, int64_t depth,

@@ -83,6 +83,14 @@ void RowTileAvx512(const float* x, const void* panel, int64_t panel_stride, int6
 void RowTileAvx512Bf16(const float* x, const void* panel, int64_t panel_stride, int64_t depth,
                        float* y, bool accumulate);
 
+// The CPU's bf16 matrix instructions, for --cpu-precision bf16 (ops/linear.h): x rounded to bf16
+// and multiplied with bf16 panels, products summed in f32.
+enum class Bf16Engine {
+  kNone,        // no bf16 compute: the exact tiles run
+  kAvx512Bf16,  // VDPBF16PS, 16 rows × one panel at a time
+  kAmx,         // AMX TDPBF16PS tiles: 16 rows × two panels at a time
+};
+
 struct PanelKernel {
   PanelTileFn tile_f32;   // f32 panels
   PanelTileFn tile_bf16;  // bf16 panels
@@ -98,19 +106,42 @@ inline constexpr PanelKernel kAvx2Kernel{PanelTileAvx2, PanelTileAvx2Bf16, RowTi
 inline constexpr PanelKernel kAvx512Kernel{PanelTileAvx512, PanelTileAvx512Bf16, RowTileAvx512,
                                            RowTileAvx512Bf16, kAvx512TileRows, "avx512"};
 
-// The CPU (and the OS, for AVX-512's register state) runs these instructions.
+// The CPU (and the OS, for AVX-512's register state and AMX's tiles) runs these instructions.
 bool CpuHasAvx2Fma();
 bool CpuHasAvx512f();
-// The fastest kernel this CPU runs that is at most `max_isa` ("avx512", "avx2" or "portable";
-// null or empty: no cap): AVX-512, else AVX2, else portable. An unknown name is an error naming
-// the accepted ones.
+bool CpuHasAvx512Bf16();
+bool CpuHasAmxBf16();  // asks Linux for the tiles' state once (ARCH_REQ_XCOMP_PERM)
+// Instruction-set caps ($GEMMASERVE_MAX_CPU_ISA, SetMaxCpuIsa), fastest first: "amx",
+// "avx512bf16", "avx512", "avx2", "portable"; null or empty is no cap. A cap admits its own
+// instructions and every slower set's. An unknown name is an error naming the accepted ones.
+//
+// The fastest exact tiles this CPU runs within `max_isa`: AVX-512, else AVX2, else portable.
 absl::StatusOr<const PanelKernel*> PanelKernelFor(const char* max_isa);
+// The fastest bf16 engine this CPU runs within `max_isa`: AMX, else AVX512-BF16, else none.
+absl::StatusOr<Bf16Engine> Bf16EngineFor(const char* max_isa);
+const char* Bf16EngineName(Bf16Engine engine);  // "amx", "avx512bf16", "none"
 // The kernel the packed Linear uses: PanelKernelFor($GEMMASERVE_MAX_CPU_ISA) until
 // SetMaxCpuIsa (linear.h) changes it. The variable caps the instruction set, to compare kernels
 // on one machine or to match a slower one; an unknown value logs a warning and leaves no cap.
 const PanelKernel& BestPanelKernel();
-// Makes `kernel` the packed Linear's kernel for every later call in this process.
-void SetPanelKernel(const PanelKernel& kernel);
+// The bf16 engine within the same cap.
+Bf16Engine BestBf16Engine();
+// Makes `kernel` and `engine` the packed Linear's for every later call in this process.
+void SetPanelKernel(const PanelKernel& kernel, Bf16Engine engine);
+
+// The bf16 engines' inner loops (panel_kernel_bf16.cc): x [rows padded to kBf16TileRows, depth]
+// bf16 row-major times bf16 panels [first, last) into y.
+inline constexpr int64_t kBf16TileRows = 16;
+inline constexpr int64_t kBf16TileDepth = 32;
+void Bf16DotTiles(const uint16_t* x, int64_t rows, int64_t depth, const uint16_t* panels,
+                  int64_t first, int64_t last, float* y, int64_t ldy);
+void AmxTiles(const uint16_t* x, int64_t rows, int64_t depth, const uint16_t* panels,
+              int64_t first, int64_t last, float* y, int64_t ldy);
+
+// PackedMatmul's result on bf16 panels with x rounded to bf16 first, by `engine` (not kNone);
+// depth must be a multiple of kBf16TileDepth.
+void PackedMatmulBf16(Bf16Engine engine, const float* x, int64_t rows, int64_t depth,
+                      const void* panels, int64_t num_panels, float* y, int64_t ldy);
 
 // y[r, p·16 + j] = Σ_k x[r, k] · panels[p][k][j] for r < rows, p < num_panels, j < 16, with x
 // [rows, depth] row-major, panels of `panel_dtype` (f32 or bf16) and y [rows, ldy]. Packs x into

@@ -22,6 +22,8 @@ void SessionOptions::AddFlags(FlagSet& flags) {
   flags.String("kv-cache-dtype", &kv_cache_dtype,
                "auto (the precision's: f32 on the CPU), f32, or bf16 (half the KV memory)");
   flags.String("device", &device, "cpu, cuda or cuda:N (one GPU; --tp/--ep run on the CPU)");
+  flags.String("cpu-precision", &cpu_precision,
+               "f32 (exact) or bf16 (CPU prefill matmuls on AMX / AVX512-BF16, bf16-rounded inputs)");
   flags.String("precision", &precision,
                "f32 (exact) or bf16 (bf16 weights, matmul inputs and KV; GPU only)");
 }
@@ -84,6 +86,7 @@ absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOp
                    model::ResolveKvCacheDType(options.kv_cache_dtype, format.device,
                                               format.matrix_dtype));
   coordinator::SequenceDriver::StepFn step;
+  RETURN_IF_ERROR(ops::SetCpuPrecision(options.cpu_precision));
   if (layout.world_size() == 1) {
     ops::SetNumThreads(static_cast<int>(options.threads));
     if (!format.device.is_cpu()) RETURN_IF_ERROR(CheckFitsOnGpu(options.model_dir, format));
@@ -102,8 +105,8 @@ absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOp
     cluster.spec.layout = layout;
     cluster.spec.block_size = kBlockSize;
     cluster.spec.kv_cache_dtype = options.kv_cache_dtype;
-    cluster.worker_args = {"--threads", absl::StrCat(options.threads), "--log-level",
-                           options.log_level};
+    cluster.worker_args = {"--threads", absl::StrCat(options.threads), "--cpu-precision",
+                           options.cpu_precision, "--log-level", options.log_level};
     ASSIGN_OR_RETURN(session->cluster_, coordinator::LocalCluster::Start(cluster));
     if (session->cluster_->group().num_blocks() < blocks) {
       return absl::ResourceExhaustedError(absl::StrCat(

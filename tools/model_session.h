@@ -26,11 +26,13 @@ struct SessionOptions {
   std::string kv_cache_dtype = "auto";
   std::string device = "cpu";     // cpu, cuda or cuda:N
   std::string precision = "f32";  // f32 (exact), or bf16 matrices and KV (GPU only)
+  std::string cpu_precision = "f32";  // f32, or bf16 prefill matmuls (ops::SetCpuPrecision)
   int64_t max_context = 0;      // tokens per sequence the KV cache must hold
   int64_t max_sequences = 1;
   std::string log_level = "warn";  // passed on to worker processes
 
-  // Declares --model, --tp, --ep, --threads, --kv-cache-dtype, --device and --precision.
+  // Declares --model, --tp, --ep, --threads, --kv-cache-dtype, --device, --precision and
+  // --cpu-precision.
   void AddFlags(FlagSet& flags);
 };
 

@@ -25,6 +25,7 @@
 #include "coordinator/metrics.h"
 #include "coordinator/local_cluster.h"
 #include "model/kv_cache.h"
+#include "ops/linear.h"
 #include "spdlog/spdlog.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
@@ -42,6 +43,7 @@ struct ServeConfig {
   int64_t internal_port = 50052;
   std::string served_model_name;
   int64_t threads = 1;
+  std::string cpu_precision = "f32";
   int64_t kv_cache_mb = 512;
   std::string kv_cache_dtype = "auto";
   int64_t worker_metrics_port = 9400;
@@ -67,6 +69,9 @@ void AddFlags(FlagSet& flags, ServeConfig& c, bool local_workers) {
   flags.String("served-model-name", &c.served_model_name, "model name clients send (default: the directory's name)");
   if (local_workers) {
     flags.Int("threads", &c.threads, "compute threads per worker");
+    flags.String("cpu-precision", &c.cpu_precision,
+                 "f32 (exact) or bf16 (prefill matmuls on the CPU's bf16 instructions: AMX, "
+                 "AVX512-BF16)");
     flags.Int("kv-cache-mb", &c.kv_cache_mb, "KV cache memory budget per worker, MiB");
     flags.Int("worker-metrics-port", &c.worker_metrics_port,
               "worker r serves /metrics on this port + r; 0 = free ports, -1 = off");
@@ -115,7 +120,9 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
   cluster_options.internal_address =
       absl::StrCat(local_workers ? "127.0.0.1" : c.host, ":", c.internal_port);
   cluster_options.launch_workers = local_workers;
-  cluster_options.worker_args = {"--threads", absl::StrCat(c.threads), "--kv-cache-mb",
+  RETURN_IF_ERROR(ops::SetCpuPrecision(c.cpu_precision));  // checks the value before any worker
+  cluster_options.worker_args = {"--threads", absl::StrCat(c.threads), "--cpu-precision",
+                                 c.cpu_precision, "--kv-cache-mb",
                                  absl::StrCat(c.kv_cache_mb), "--log-level", c.log_level};
   cluster_options.metrics_port_base = static_cast<int>(c.worker_metrics_port);
   cluster_options.wait_ready = false;

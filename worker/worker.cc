@@ -177,6 +177,7 @@ absl::Status RunWorker(const WorkerOptions& options) {
                                                    " is not in a world of size ", options.world_size));
   }
   ops::SetNumThreads(options.threads);
+  RETURN_IF_ERROR(ops::SetCpuPrecision(options.cpu_precision));
   std::unique_ptr<WorkerMetrics> metrics;
   if (options.metrics_port >= 0) {
     WorkerMetricsOptions metrics_options;

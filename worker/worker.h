@@ -23,6 +23,7 @@ struct WorkerOptions {
   int world_size = 1;
   std::string device = "cpu";      // "cpu" (workers on GPUs come with NCCL between ranks)
   int threads = 1;                 // compute threads
+  std::string cpu_precision = "f32";  // f32, or bf16 matmuls for large steps (ops::SetCpuPrecision)
   int64_t kv_cache_mb = 256;       // memory budget of the KV cache
   int metrics_port = 9400;         // Prometheus /metrics and /health; 0 = any free port, −1 = off
   // Address peers reach this worker at for collectives: an IP, hostname or interface name.

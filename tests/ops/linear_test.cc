@@ -301,6 +301,83 @@ TEST(PackedLinearTest, ABf16PackedWeightThroughLinearAndItsRowsReadBack) {
   for (int64_t k = 0; k < 24; ++k) EXPECT_EQ(row[k], weights.data<float>()[17 * 24 + k]);
 }
 
+// The bf16 engines of --cpu-precision bf16 against a double reference over the bf16-rounded x and
+// weights: their products are exact, so only the order of the f32 sums differs. Row counts cover
+// whole tiles, a remainder and several tiles; an odd number of panels covers AMX's pairs.
+TEST(PackedLinearTest, Bf16EnginesMatchAReferenceOverRoundedInputs) {
+  std::vector<internal::Bf16Engine> engines;
+  if (internal::CpuHasAmxBf16()) engines.push_back(internal::Bf16Engine::kAmx);
+  if (internal::CpuHasAvx512Bf16()) engines.push_back(internal::Bf16Engine::kAvx512Bf16);
+  if (engines.empty()) GTEST_SKIP() << "this CPU has neither AMX-BF16 nor AVX512-BF16";
+  std::mt19937 rng(42);
+  Tensor weights = RandomTensor({80, 96}, rng);
+  for (int64_t i = 0; i < weights.numel(); ++i) {
+    weights.data<float>()[i] = RoundToBf16(weights.data<float>()[i]);
+  }
+  const Tensor w = PackLinearWeight(weights, DType::kBF16);
+  for (internal::Bf16Engine engine : engines) {
+    for (int64_t rows : {16, 17, 40}) {
+      Tensor x = RandomTensor({rows, 96}, rng);
+      Tensor rounded = Tensor::Empty(DType::kF32, x.shape());
+      for (int64_t i = 0; i < x.numel(); ++i) {
+        rounded.data<float>()[i] = RoundToBf16(x.data<float>()[i]);
+      }
+      Tensor y = NanTensor({rows, 80});
+      internal::PackedMatmulBf16(engine, x.data<float>(), rows, 96, w.raw_data(), 5,
+                                 y.data<float>(), 80);
+      SCOPED_TRACE(::testing::Message() << internal::Bf16EngineName(engine) << ", " << rows
+                                        << " rows");
+      ExpectAllNear(y, ReferenceLinear(rounded, weights), 1e-4);
+    }
+  }
+}
+
+TEST(PackedLinearTest, CpuPrecisionBf16RoundsOnlyLargeStepsOnBf16Panels) {
+  if (internal::Bf16EngineFor(nullptr).value() == internal::Bf16Engine::kNone) {
+    GTEST_SKIP() << "this CPU has no bf16 engine";
+  }
+  std::mt19937 rng(43);
+  Tensor weights = RandomTensor({32, 64}, rng);
+  for (int64_t i = 0; i < weights.numel(); ++i) {
+    weights.data<float>()[i] = RoundToBf16(weights.data<float>()[i]);
+  }
+  const Tensor w = PackLinearWeight(weights, DType::kBF16);
+  Tensor x = RandomTensor({kBf16MinRows, 64}, rng);
+  Tensor exact = NanTensor({kBf16MinRows, 32});
+  Linear(x, w, exact);
+  ASSERT_TRUE(SetCpuPrecision(DType::kBF16).ok());
+  Tensor rounded = NanTensor({kBf16MinRows, 32});
+  Linear(x, w, rounded);
+  Tensor small = NanTensor({kBf16MinRows - 1, 32});
+  Linear(x.Rows(kBf16MinRows - 1), w, small);
+  ASSERT_TRUE(SetCpuPrecision(DType::kF32).ok());
+  bool any_different = false;
+  for (int64_t i = 0; i < exact.numel(); ++i) {
+    any_different |= rounded.data<float>()[i] != exact.data<float>()[i];
+    EXPECT_NEAR(rounded.data<float>()[i], exact.data<float>()[i], 0.1);
+  }
+  EXPECT_TRUE(any_different) << "bf16 compute rounded nothing";
+  for (int64_t i = 0; i < small.numel(); ++i) {
+    ASSERT_EQ(small.data<float>()[i], exact.data<float>()[i]) << "a small step left exact";
+  }
+  EXPECT_FALSE(SetCpuPrecision(DType::kF16).ok());
+}
+
+TEST(PackedLinearTest, IsaCapsChooseTheBf16Engine) {
+  EXPECT_EQ(internal::Bf16EngineFor("avx512").value(), internal::Bf16Engine::kNone);
+  EXPECT_EQ(internal::Bf16EngineFor("portable").value(), internal::Bf16Engine::kNone);
+  EXPECT_EQ(internal::Bf16EngineFor("avx512bf16").value(),
+            internal::CpuHasAvx512Bf16() ? internal::Bf16Engine::kAvx512Bf16
+                                         : internal::Bf16Engine::kNone);
+  EXPECT_EQ(internal::Bf16EngineFor(nullptr).value(),
+            internal::CpuHasAmxBf16()      ? internal::Bf16Engine::kAmx
+            : internal::CpuHasAvx512Bf16() ? internal::Bf16Engine::kAvx512Bf16
+                                           : internal::Bf16Engine::kNone);
+  // The exact tiles under the bf16 caps are the AVX-512 ones.
+  EXPECT_EQ(internal::PanelKernelFor("amx").value(), internal::PanelKernelFor("avx512").value());
+  EXPECT_FALSE(internal::Bf16EngineFor("amx512").ok());
+}
+
 TEST(PackedLinearTest, MaxCpuIsaCapsTheKernelAndRejectsUnknownNames) {
   EXPECT_EQ(internal::PanelKernelFor("portable").value(), &internal::kPortableKernel);
   EXPECT_EQ(internal::PanelKernelFor("avx2").value(), internal::CpuHasAvx2Fma()
