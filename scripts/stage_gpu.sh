@@ -27,7 +27,7 @@ readonly max_carried_library_bytes=$((8 * 1024 * 1024))
 # Everything the GPU-only build reads from the repository; checked against the build's own
 # dependency records after each build.
 readonly source_paths=(CMakeLists.txt cmake common ops kernels parallel model
-                       tests/CMakeLists.txt tests/kernels)
+                       tests/CMakeLists.txt tests/kernels tests/model)
 # Libraries every GPU machine has: glibc's, the GCC runtime that apt itself needs, the driver's.
 readonly system_library_pattern='^(linux-vdso|ld-linux[^ ]*|libc|libm|libdl|libpthread|librt|libutil|libresolv|libstdc\+\+|libgcc_s|libcuda)\.so'
 
