@@ -49,7 +49,7 @@ struct ClusterSpec {
   // A step's deadline is step_timeout plus step_timeout_per_token for each token it computes; a
   // rank that has not answered by then is taken for stalled and its generation ends.
   absl::Duration step_timeout = absl::Seconds(10);
-  absl::Duration step_timeout_per_token = absl::Milliseconds(20);
+  absl::Duration step_timeout_per_token = absl::Milliseconds(50);
   // How long the replica may stay not ready after a failure before healthy() turns false.
   absl::Duration recovery_timeout = absl::Seconds(300);
   // Largest StepPlan or StepResult, serialized bytes: the gRPC limit of the step stream on both

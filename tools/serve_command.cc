@@ -62,7 +62,7 @@ struct ServeConfig {
   int64_t drain_timeout_s = 30;
   int64_t ready_timeout_s = 1800;
   int64_t step_timeout_s = 10;
-  int64_t step_timeout_per_token_ms = 20;
+  int64_t step_timeout_per_token_ms = 50;
   int64_t recovery_timeout_s = 300;
   std::string log_level = "info";
 };
@@ -95,7 +95,8 @@ void AddFlags(FlagSet& flags, ServeConfig& c, bool local_workers) {
             "a step's deadline is this plus --step-timeout-per-token-ms per token it computes; a "
             "worker that misses it is taken for stalled and replaced");
   flags.Int("step-timeout-per-token-ms", &c.step_timeout_per_token_ms,
-            "the part of a step's deadline that grows with its tokens, ms per token");
+            "the part of a step's deadline that grows with its tokens, ms per token (raise it "
+            "for a large model on few CPU cores, where a stall would otherwise be misread)");
   flags.Int("recovery-timeout-s", &c.recovery_timeout_s,
             "how long lost workers may take to come back before /health turns 503 and the "
             "requests waiting for them fail");
