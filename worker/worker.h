@@ -3,10 +3,16 @@
 // joins the collective group, then executes the steps the coordinator streams to it until told to
 // shut down.
 //
+// A worker serves one generation of its replica (worker.proto): it joins the generation the
+// cluster config names, and never another. When the generation ends the worker ends too, and its
+// launcher (`serve`) or orchestrator (a StatefulSet) starts it again to join the next one.
+//
 // Failure policy: anything before the first step (coordinator unreachable past the retry budget,
 // a shard that does not fit, a registration refused, a rendezvous timeout) returns a Status whose
 // message the process prints before exiting non-zero. A lost coordinator stream ends the worker
-// with UNAVAILABLE; a failed collective mid-step crashes it (the coordinator fails the step).
+// with UNAVAILABLE, at once even mid-step (step_stream.h); a failed collective mid-step crashes it
+// (the coordinator ends the generation). A step result over the step message limit is replaced by
+// an error reply, so the coordinator fails that step and the stream survives.
 #pragma once
 
 #include <cstdint>

@@ -97,7 +97,12 @@ void HttpSession::Route(const HttpRequest& request) {
                      (path == "/metrics" && context_->options->metrics);
   if (!known) return SendError(absl::NotFoundError(absl::StrCat("no route for ", path)));
   if (!get) return SendError(absl::UnimplementedError(absl::StrCat(path, " takes GET")));
-  if (path == "/health") return SendJson(200, {{"status", "ok"}});
+  if (path == "/health") {
+    if (!context_->options->healthy || context_->options->healthy()) {
+      return SendJson(200, {{"status", "ok"}});
+    }
+    return SendError(absl::UnavailableError("unhealthy: the workers did not come back in time"));
+  }
   if (path == "/ready") {
     if (context_->engine->Ready()) return SendJson(200, {{"status", "ready"}});
     return SendError(absl::UnavailableError("not ready: no workers attached, or draining"));
@@ -127,6 +132,8 @@ void HttpSession::SendText(int status, std::string content_type, std::string bod
   auto response = std::make_shared<Response>(static_cast<http::status>(status), 11);
   response->set(http::field::server, "gemmaserve");
   response->set(http::field::content_type, content_type);
+  // 503s are temporary here (workers starting or being replaced, or a drain): say when to retry.
+  if (status == 503) response->set(http::field::retry_after, "5");
   response->keep_alive(keep_alive_);
   response->body() = std::move(body);
   response->prepare_payload();

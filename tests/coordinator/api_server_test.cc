@@ -1,5 +1,6 @@
 // The HTTP and gRPC servers on 127.0.0.1, port 0, against FakeEngine: routes, SSE framing,
 // errors naming the field, 413/429/503, abort on disconnect or cancel, health checking.
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <memory>
@@ -33,6 +34,7 @@ struct Reply {
   int status = 0;
   std::string content_type;
   std::string body;
+  std::string retry_after;  // the Retry-After header, if any
 };
 
 class ApiServerTest : public ::testing::Test {
@@ -45,6 +47,7 @@ class ApiServerTest : public ::testing::Test {
     options.port = 0;
     options.max_body_bytes = 4096;
     options.metrics = [] { return std::string("gemmaserve_up 1\n"); };
+    options.healthy = [this] { return healthy_.load(); };
     http_ = HttpServer::Start(options, engine_.get(), model_.get()).value();
     grpc_ = GrpcApiServer::Start({.address = "127.0.0.1:0"}, engine_.get(), model_.get()).value();
     channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(grpc_->port()),
@@ -75,7 +78,8 @@ class ApiServerTest : public ::testing::Test {
     beast::error_code error;
     http::read(socket, buffer, response, error);
     return {static_cast<int>(response.result_int()),
-            std::string(response[http::field::content_type]), response.body()};
+            std::string(response[http::field::content_type]), response.body(),
+            std::string(response[http::field::retry_after])};
   }
   Reply Post(const std::string& target, const std::string& body) {
     return Call(http::verb::post, target, body);
@@ -108,13 +112,20 @@ class ApiServerTest : public ::testing::Test {
   std::unique_ptr<GrpcApiServer> grpc_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Inference::Stub> stub_;
+  std::atomic<bool> healthy_{true};  // what HttpServerOptions::healthy answers
 };
 
 TEST_F(ApiServerTest, HealthReadyModelsAndMetrics) {
   EXPECT_EQ(Call(http::verb::get, "/health").status, 200);
   EXPECT_EQ(Call(http::verb::get, "/ready").status, 200);
   engine_->set_ready(false);
-  ExpectError(Call(http::verb::get, "/ready"), 503, "");
+  const Reply not_ready = Call(http::verb::get, "/ready");
+  ExpectError(not_ready, 503, "");
+  EXPECT_EQ(not_ready.retry_after, "5");
+  EXPECT_EQ(Call(http::verb::get, "/health").status, 200) << "not ready is still alive";
+  healthy_ = false;  // the workers stayed away past the recovery timeout
+  ExpectError(Call(http::verb::get, "/health"), 503, "");
+  healthy_ = true;
   const Reply models = Call(http::verb::get, "/v1/models");
   EXPECT_EQ(models.status, 200);
   EXPECT_EQ(Json::parse(models.body)["data"][0]["id"], "tiny");

@@ -1,7 +1,6 @@
 // Graceful drain of `gemmaserve serve`: on SIGTERM the coordinator turns not-ready and refuses new
 // requests (HTTP 503, gRPC UNAVAILABLE) while a running request finishes normally, then exits 0
 // within --drain-timeout-s and its workers are gone.
-#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -17,15 +16,6 @@ namespace {
 using Json = nlohmann::json;
 
 constexpr int kDrainTimeoutS = 30;
-
-// Running (a zombie left to an init that does not reap counts as gone).
-bool Alive(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return false;
-  const size_t close = line.rfind(')');
-  return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
-}
 
 TEST(DrainTest, SigtermRefusesNewRequestsFinishesRunningOnesAndExitsZero) {
   ServeProcess server;
@@ -77,7 +67,7 @@ TEST(DrainTest, SigtermRefusesNewRequestsFinishesRunningOnesAndExitsZero) {
   EXPECT_EQ(ids.size(), static_cast<size_t>(kMaxTokens));
 
   EXPECT_EQ(server.WaitExit(kDrainTimeoutS), 0) << server.output();
-  for (pid_t worker : workers) EXPECT_FALSE(Alive(worker)) << "worker " << worker;
+  for (pid_t worker : workers) EXPECT_FALSE(IsRunning(worker)) << "worker " << worker;
 }
 
 }  // namespace

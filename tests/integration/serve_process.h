@@ -10,6 +10,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <regex>
@@ -46,7 +47,7 @@ class ServeProcess {
     if (!child.ok()) return false;
     child_ = std::move(*child);
 
-    const std::regex serving(R"(gRPC :(\d+), HTTP :(\d+))");
+    const std::regex serving(R"(gRPC :(\d+), HTTP :(\d+), internal :(\d+))");
     const std::regex ready(R"(ready: (\d+) KV blocks of (\d+) tokens per group, max model length (\d+))");
     const absl::Time give_up = absl::Now() + absl::Seconds(timeout_s);
     while (absl::Now() < give_up) {
@@ -55,6 +56,7 @@ class ServeProcess {
       if (std::regex_search(text, m, serving)) {
         grpc_port_ = std::stoi(m[1]);
         http_port_ = std::stoi(m[2]);
+        internal_port_ = std::stoi(m[3]);
       }
       if (std::regex_search(text, m, ready)) {
         num_blocks_ = std::stoi(m[1]);
@@ -73,6 +75,18 @@ class ServeProcess {
   // The pids of the server's direct children (its workers).
   std::vector<pid_t> Children() const {
     return child_ ? ChildrenOf(child_->pid()) : std::vector<pid_t>();
+  }
+
+  // The pid of the server's worker of `rank`, or 0.
+  pid_t WorkerPid(int rank) const {
+    for (pid_t pid : Children()) {
+      const std::vector<std::string> args = CommandLineOf(pid);
+      const auto flag = std::find(args.begin(), args.end(), "--rank");
+      if (flag != args.end() && flag + 1 != args.end() && *(flag + 1) == std::to_string(rank)) {
+        return pid;
+      }
+    }
+    return 0;
   }
 
   // Sends SIGTERM to the server alone (not its group): the drain path.
@@ -100,6 +114,7 @@ class ServeProcess {
   std::string output() const { return child_ ? child_->output() : ""; }
   int grpc_port() const { return grpc_port_; }
   int http_port() const { return http_port_; }
+  int internal_port() const { return internal_port_; }
   int num_blocks() const { return num_blocks_; }
   int block_size() const { return block_size_; }
   int max_model_len() const { return max_model_len_; }
@@ -108,6 +123,7 @@ class ServeProcess {
   std::unique_ptr<ChildProcess> child_;
   int grpc_port_ = 0;
   int http_port_ = 0;
+  int internal_port_ = 0;
   int num_blocks_ = 0;
   int block_size_ = 0;
   int max_model_len_ = 0;
