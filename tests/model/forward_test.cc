@@ -123,6 +123,38 @@ TEST_P(ForwardTest, Bf16KvCacheStaysWithinTheBf16ComputeTolerance) {
   }
 }
 
+TEST_P(ForwardTest, CpuBf16PrecisionStaysWithinTheBf16ComputeTolerance) {
+  // --cpu-precision bf16 rounds the inputs of large matmuls to bf16 (AMX or AVX512-BF16): held to
+  // the golden criterion for bf16 computation, 1.5 × the reference's own bf16 error + 0.01.
+  if (std::string(ops::CpuBf16EngineName()) == "none") {
+    GTEST_SKIP() << "this CPU has no bf16 engine (AMX-BF16 or AVX512-BF16)";
+  }
+  const GoldenReference ref = LoadGoldenReference(GetParam());
+  std::ifstream in("tests/data/ref/" + GetParam() + ".json");
+  const nlohmann::json json = nlohmann::json::parse(in);
+  auto tiny = TinyModel::Load(GetParam());
+  struct BackToF32 {
+    ~BackToF32() { EXPECT_TRUE(ops::SetCpuPrecision(DType::kF32).ok()); }
+  } back_to_f32;
+  ASSERT_TRUE(ops::SetCpuPrecision(DType::kBF16).ok());
+  for (size_t s = 0; s < ref.inputs.size(); ++s) {
+    model::ForwardBatch batch;
+    // Every position's logits: the prompt's rows go through the bf16 engine (16 rows or more).
+    tiny->Step(ref.inputs[s], 0, true, batch);
+    const Tensor logits = ops::ToHost(tiny->model->Forward(batch, *tiny->cache));
+    const int64_t vocab = logits.dim(1);
+    const double error =
+        MaxAbsDiff(logits.data<float>() + (logits.dim(0) - 1) * vocab, ref.last_logits[s].data(),
+                   static_cast<size_t>(vocab));
+    const double bf16_error = json["sequences"][s]["bf16_vs_f32_last_max_abs_diff"];
+    EXPECT_LE(error, 1.5 * bf16_error + 0.01) << "sequence " << s;
+    std::printf("%s sequence %zu (%zu tokens): --cpu-precision bf16 (%s) max |Δlogit| %.2e "
+                "(bf16 compute %.2e)\n",
+                GetParam().c_str(), s, ref.inputs[s].size(), ops::CpuBf16EngineName(), error,
+                bf16_error);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(TinyModels, ForwardTest,
                          ::testing::Values("gemma4-tiny-dense", "gemma4-tiny-moe"),
                          [](const auto& info) {
