@@ -104,12 +104,7 @@ TEST_P(ForwardAllocationTest, SteadyStateDecodeStepsAllocateNothing) {
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyModels, ForwardAllocationTest,
-                         ::testing::Values("gemma4-tiny-dense", "gemma4-tiny-moe"),
-                         [](const auto& info) {
-                           std::string name = info.param;
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
-                         });
+                         ::testing::ValuesIn(TinyModelNames()), TinyModelTestName());
 
 }  // namespace
 }  // namespace gemmaserve::testing

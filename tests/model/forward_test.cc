@@ -156,12 +156,7 @@ TEST_P(ForwardTest, CpuBf16PrecisionStaysWithinTheBf16ComputeTolerance) {
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyModels, ForwardTest,
-                         ::testing::Values("gemma4-tiny-dense", "gemma4-tiny-moe"),
-                         [](const auto& info) {
-                           std::string name = info.param;
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
-                         });
+                         ::testing::ValuesIn(TinyModelNames()), TinyModelTestName());
 
 }  // namespace
 }  // namespace gemmaserve::testing

@@ -47,6 +47,20 @@ inline std::vector<float> LoadGreedyStepLogits(const std::string& model, size_t 
   return array.ok() ? array->values : std::vector<float>{};
 }
 
+// The tiny checkpoints the parity tests run on, and their names as test-name suffixes.
+inline const std::vector<std::string>& TinyModelNames() {
+  static const std::vector<std::string> names = {"gemma4-tiny-dense", "gemma4-tiny-moe"};
+  return names;
+}
+struct TinyModelTestName {
+  template <typename Info>
+  std::string operator()(const Info& info) const {
+    std::string name = info.param;
+    std::replace(name.begin(), name.end(), '-', '_');
+    return name;
+  }
+};
+
 inline float MaxAbsDiff(const float* actual, const float* expected, size_t count) {
   float worst = 0.0f;
   for (size_t i = 0; i < count; ++i) worst = std::max(worst, std::fabs(actual[i] - expected[i]));

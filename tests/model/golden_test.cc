@@ -118,12 +118,8 @@ TEST_P(GoldenTest, RejectsPlansThatDoNotFit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyModels, GoldenTest,
-                         ::testing::Values("gemma4-tiny-dense", "gemma4-tiny-moe"),
-                         [](const auto& info) {
-                           std::string name = info.param;
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
-                         });
+                         ::testing::ValuesIn(testing::TinyModelNames()),
+                         testing::TinyModelTestName());
 
 }  // namespace
 }  // namespace gemmaserve
