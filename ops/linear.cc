@@ -106,6 +106,51 @@ void CopyLinearWeightRow(const Tensor& w, int64_t row, float* out) {
   for (int64_t k = 0; k < in; ++k) out[k] = panel[k * kPanelRows];
 }
 
+namespace {
+
+// Whether a product of `rows` rows with packed weight `w` runs on the bf16 engine
+// (SetCpuPrecision): bf16 panels, enough rows, a depth of whole engine tiles, an engine at hand.
+bool UsesBf16Engine(int64_t rows, const Tensor& w) {
+  return w.dtype() == DType::kBF16 && rows >= kBf16MinRows &&
+         LinearInFeatures(w) % internal::kBf16TileDepth == 0 &&
+         internal::BestBf16Engine() != internal::Bf16Engine::kNone &&
+         g_bf16_compute.load(std::memory_order_relaxed);
+}
+
+}  // namespace
+
+void LinearPerGroup(const Tensor& x, const Tensor& w, const int32_t* offsets, Tensor& y) {
+  CheckCpuF32(x, "LinearPerGroup x");
+  CheckCpuF32(y, "LinearPerGroup y");
+  const int64_t num_groups = w.dim(0);
+  // One parallel region for every group the exact tiles run (packed weights: the MoE's experts);
+  // each other group (the bf16 engine's, a row-major weight's) on its own.
+  thread_local std::vector<internal::MatmulGroup> grouped;
+  grouped.clear();
+  const Tensor first = w.Slice(0, 1).View(Shape(w.shape().begin() + 1, w.shape().end()));
+  const int64_t in = LinearInFeatures(first);
+  const int64_t out = LinearOutFeatures(first);
+  CHECK(x.rank() == 2 && x.dim(1) == in && y.rank() == 2 && y.dim(1) == out &&
+        x.dim(0) == y.dim(0))
+      << "LinearPerGroup: x " << x.DebugString() << " · w " << w.DebugString() << " -> "
+      << y.DebugString();
+  for (int64_t g = 0; g < num_groups; ++g) {
+    const int64_t rows = offsets[g + 1] - offsets[g];
+    if (rows == 0) continue;
+    const Tensor matrix = w.Slice(g, g + 1).View(first.shape());
+    Tensor rows_out = y.Slice(offsets[g], offsets[g + 1]);
+    if (!IsPackedLinearWeight(matrix) || UsesBf16Engine(rows, matrix)) {
+      Linear(x.Slice(offsets[g], offsets[g + 1]), matrix, rows_out);
+      continue;
+    }
+    grouped.push_back({x.data<float>() + offsets[g] * in, rows, matrix.raw_data(), matrix.dim(0),
+                       rows_out.data<float>(), out});
+  }
+  if (grouped.empty()) return;
+  internal::PackedMatmulGroups(internal::BestPanelKernel(), in, w.dtype(), grouped.data(),
+                               static_cast<int64_t>(grouped.size()));
+}
+
 void Linear(const Tensor& x, const Tensor& w, Tensor& y) {
 #ifdef GEMMASERVE_HAVE_CUDA
   if (x.device().is_cuda()) return kernels::Linear(x, w, y);
@@ -125,11 +170,9 @@ void Linear(const Tensor& x, const Tensor& w, Tensor& y) {
   CheckShape(y, {rows, out}, "Linear y");
   if (rows == 0 || out == 0) return;
   if (IsPackedLinearWeight(w)) {
-    const internal::Bf16Engine engine = internal::BestBf16Engine();
-    if (w.dtype() == DType::kBF16 && rows >= kBf16MinRows && in % internal::kBf16TileDepth == 0 &&
-        engine != internal::Bf16Engine::kNone && g_bf16_compute.load(std::memory_order_relaxed)) {
-      internal::PackedMatmulBf16(engine, x.data<float>(), rows, in, w.raw_data(), w.dim(0),
-                                 y.data<float>(), out);
+    if (UsesBf16Engine(rows, w)) {
+      internal::PackedMatmulBf16(internal::BestBf16Engine(), x.data<float>(), rows, in,
+                                 w.raw_data(), w.dim(0), y.data<float>(), out);
       return;
     }
     internal::PackedMatmul(internal::BestPanelKernel(), x.data<float>(), rows, in, w.raw_data(),

@@ -70,6 +70,12 @@ absl::Status SetCpuPrecision(DType precision);
 absl::Status SetCpuPrecision(const std::string& name);
 inline constexpr int64_t kBf16MinRows = 16;
 
+// For each g < w.dim(0) with rows: y[offsets[g], offsets[g+1]) = Linear(x[offsets[g], …), w[g]).
+// x: [N, in] f32 on the CPU; w: [G, out, in] stacked weights (each packed or row-major); y:
+// [N, out]; offsets: G + 1 ascending host values from 0 to N. The products the exact tiles run
+// share one parallel region (ops/moe.h's GroupedLinear on the CPU); each output is Linear's.
+void LinearPerGroup(const Tensor& x, const Tensor& w, const int32_t* offsets, Tensor& y);
+
 // Threads for every later Linear in this process: OpenBLAS's and the packed kernel's (one
 // OpenMP pool; gemmaserve links OpenBLAS's OpenMP build so the two never compete for cores).
 void SetNumThreads(int num_threads);

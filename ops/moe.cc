@@ -104,6 +104,9 @@ void GroupedLinear(const Tensor& x, const Tensor& w, const Tensor& expert_offset
       << ", y " << y.DebugString();
   for (int64_t l = 0; l < num_local; ++l) {
     CHECK_LE(offsets[l], offsets[l + 1]) << "GroupedLinear: offsets not ascending at " << l;
+  }
+  if (x.device().is_cpu()) return LinearPerGroup(x, w, offsets, y);
+  for (int64_t l = 0; l < num_local; ++l) {
     if (offsets[l] == offsets[l + 1]) continue;
     Tensor rows_out = y.Slice(offsets[l], offsets[l + 1]);
     Linear(x.Slice(offsets[l], offsets[l + 1]), ExpertMatrix(w, l), rows_out);

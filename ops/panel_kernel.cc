@@ -39,14 +39,12 @@ struct XTile {
 
 // Splits the rows into row blocks and each block into tiles as even as possible (a 2-row
 // remainder tile would run at a third of the speed of a full one: 32 rows are 6, 6, 5, 5, 5, 5),
-// and packs each tile's rows k-major into `buffer`, so that the kernel's broadcasts read one
-// contiguous stream instead of one per row. Fills `tiles`, block b's at [starts[b],
-// starts[b + 1]).
-void PackTiles(const float* x, int64_t rows, int64_t depth, int max_tile_rows,
-               std::vector<float>& buffer, std::vector<XTile>& tiles, std::vector<size_t>& starts) {
-  tiles.clear();
-  starts.clear();
-  buffer.resize(static_cast<size_t>(rows * depth));
+// and packs each tile's rows k-major into `buffer` (rows · depth floats), so that the kernel's
+// broadcasts read one contiguous stream instead of one per row. Appends to `tiles`; returns the
+// row blocks' starts in it: block b's tiles at [starts[b], starts[b + 1]), first_row relative to x.
+void PackTiles(const float* x, int64_t rows, int64_t depth, int max_tile_rows, float* buffer,
+               std::vector<XTile>& tiles, std::vector<size_t>& starts) {
+  const size_t first_tile = tiles.size();
   for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock) {
     starts.push_back(tiles.size());
     const int64_t block_rows = std::min(kRowBlock, rows - r0);
@@ -55,18 +53,19 @@ void PackTiles(const float* x, int64_t rows, int64_t depth, int max_tile_rows,
     for (int64_t t = 0; t < num_tiles; ++t) {
       const int64_t left = num_tiles - t;
       const int tile_rows = static_cast<int>((r0 + block_rows - row + left - 1) / left);
-      tiles.push_back({row, tile_rows, buffer.data() + row * depth});
+      tiles.push_back({row, tile_rows, buffer + row * depth});
       row += tile_rows;
     }
   }
   starts.push_back(tiles.size());
-  const int64_t num_tiles = static_cast<int64_t>(tiles.size());
+  const int64_t num_tiles = static_cast<int64_t>(tiles.size() - first_tile);
   ParallelRanges(num_tiles, rows * depth > kPackInParallel, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      float* out = buffer.data() + tiles[t].first_row * depth;
-      for (int m = 0; m < tiles[t].rows; ++m) {
-        const float* in = x + (tiles[t].first_row + m) * depth;
-        for (int64_t k = 0; k < depth; ++k) out[k * tiles[t].rows + m] = in[k];
+      const XTile& tile = tiles[first_tile + t];
+      float* out = buffer + tile.first_row * depth;
+      for (int m = 0; m < tile.rows; ++m) {
+        const float* in = x + (tile.first_row + m) * depth;
+        for (int64_t k = 0; k < depth; ++k) out[k * tile.rows + m] = in[k];
       }
     }
   });
@@ -244,27 +243,60 @@ void PackedMatmulBf16(Bf16Engine engine, const float* x, int64_t rows, int64_t d
   });
 }
 
-void PackedMatmul(const PanelKernel& kernel, const float* x, int64_t rows, int64_t depth,
-                  const void* panels, DType panel_dtype, int64_t num_panels, float* y,
-                  int64_t ldy) {
+namespace {
+
+// One product's state inside PackedMatmulGroups: its tiles' row blocks and its first panel's
+// index among all the products' panels.
+struct PackedGroup {
+  size_t first_start = 0;  // its row blocks' starts: tile_starts[first_start … first_start + n]
+  size_t num_blocks = 0;
+  int64_t first_panel = 0;
+};
+
+}  // namespace
+
+void PackedMatmulGroups(const PanelKernel& kernel, int64_t depth, DType panel_dtype,
+                        const MatmulGroup* groups, int64_t num_groups) {
   CHECK(kernel.max_rows >= 1 && kernel.max_rows <= kMaxTileRows) << kernel.name;
   CHECK(panel_dtype == DType::kF32 || panel_dtype == DType::kBF16) << DTypeName(panel_dtype);
   // Reused across calls on this thread: the hot path allocates only when a step is larger.
   thread_local std::vector<float> packed_x;
   thread_local std::vector<XTile> x_tiles;
   thread_local std::vector<size_t> tile_starts;
+  thread_local std::vector<PackedGroup> packed_groups;
+  int64_t total_rows = 0;
+  for (int64_t g = 0; g < num_groups; ++g) total_rows += groups[g].rows;
+  packed_x.resize(static_cast<size_t>(total_rows * depth));
+  x_tiles.clear();
+  tile_starts.clear();
+  packed_groups.clear();
+  int64_t row_offset = 0;
+  int64_t num_panels = 0;
+  for (int64_t g = 0; g < num_groups; ++g) {
+    PackedGroup packed;
+    packed.first_start = tile_starts.size();
+    PackTiles(groups[g].x, groups[g].rows, depth, kernel.max_rows,
+              packed_x.data() + row_offset * depth, x_tiles, tile_starts);
+    packed.num_blocks = tile_starts.size() - packed.first_start - 1;
+    packed.first_panel = num_panels;
+    packed_groups.push_back(packed);
+    row_offset += groups[g].rows;
+    num_panels += groups[g].num_panels;
+  }
   // Named through locals: inside the parallel region a thread_local would be each thread's own.
   const std::vector<XTile>& tiles = x_tiles;
   const std::vector<size_t>& starts = tile_starts;
-  PackTiles(x, rows, depth, kernel.max_rows, packed_x, x_tiles, tile_starts);
+  const std::vector<PackedGroup>& packed = packed_groups;
   const PanelTileFn tile = panel_dtype == DType::kF32 ? kernel.tile_f32 : kernel.tile_bf16;
   const RowTileFn row_tile = panel_dtype == DType::kF32 ? kernel.row_f32 : kernel.row_bf16;
   const int64_t element = static_cast<int64_t>(DTypeSize(panel_dtype));
-  const char* base = static_cast<const char*>(panels);
   constexpr int64_t kLine = 64;
-  // Each thread owns a contiguous run of panels (output columns): no two write the same y.
-  ParallelRanges(num_panels, /*parallel=*/true, [&](int64_t first, int64_t last) {
-    for (size_t block = 0; block + 1 < starts.size(); ++block) {
+  // Panels [first, last) of group g, local indices, for all its row blocks.
+  auto run = [&](int64_t g, int64_t first, int64_t last) {
+    const MatmulGroup& group = groups[g];
+    const char* base = static_cast<const char*>(group.panels);
+    for (size_t b = 0; b < packed[g].num_blocks; ++b) {
+      const size_t block = packed[g].first_start + b;
       for (int64_t k0 = 0; k0 < depth; k0 += kDepthBlock) {
         const int64_t block_depth = std::min(kDepthBlock, depth - k0);
         const int num_tiles = static_cast<int>(starts[block + 1] - starts[block]);
@@ -279,7 +311,8 @@ void PackedMatmul(const PanelKernel& kernel, const float* x, int64_t rows, int64
           const float* x_row = tiles[starts[block]].packed + k0;
           for (; p + kRowPanels <= last; p += kRowPanels) {
             row_tile(x_row, base + (p * depth + k0) * 16 * element, depth * 16 * element,
-                     block_depth, y + tiles[starts[block]].first_row * ldy + p * 16, k0 > 0);
+                     block_depth, group.y + tiles[starts[block]].first_row * group.ldy + p * 16,
+                     k0 > 0);
           }
         }
         for (; p < last; ++p) {
@@ -288,13 +321,32 @@ void PackedMatmul(const PanelKernel& kernel, const float* x, int64_t rows, int64
           for (int i = 0; i < num_tiles; ++i) {
             const XTile& x_tile = tiles[starts[block] + i];
             tile(x_tile.packed + k0 * x_tile.rows, x_tile.rows, chunk, block_depth,
-                 y + x_tile.first_row * ldy + p * 16, ldy, /*accumulate=*/k0 > 0,
+                 group.y + x_tile.first_row * group.ldy + p * 16, group.ldy, /*accumulate=*/k0 > 0,
                  next == nullptr ? nullptr : next + kLine * i * lines_per_tile, prefetch_step);
           }
         }
       }
     }
+  };
+  // Each thread owns a contiguous run of all the products' panels (output columns): no two write
+  // the same y. A run crossing from one product into the next continues there.
+  ParallelRanges(num_panels, /*parallel=*/true, [&](int64_t first, int64_t last) {
+    for (int64_t g = 0; g < num_groups && first < last; ++g) {
+      const int64_t begin = packed[g].first_panel;
+      const int64_t end = begin + groups[g].num_panels;
+      if (end <= first) continue;
+      const int64_t stop = std::min(end, last);
+      run(g, first - begin, stop - begin);
+      first = stop;
+    }
   });
+}
+
+void PackedMatmul(const PanelKernel& kernel, const float* x, int64_t rows, int64_t depth,
+                  const void* panels, DType panel_dtype, int64_t num_panels, float* y,
+                  int64_t ldy) {
+  const MatmulGroup group{x, rows, panels, num_panels, y, ldy};
+  PackedMatmulGroups(kernel, depth, panel_dtype, &group, 1);
 }
 
 }  // namespace gemmaserve::ops::internal

@@ -150,4 +150,19 @@ void PackedMatmulBf16(Bf16Engine engine, const float* x, int64_t rows, int64_t d
 void PackedMatmul(const PanelKernel& kernel, const float* x, int64_t rows, int64_t depth,
                   const void* panels, DType panel_dtype, int64_t num_panels, float* y, int64_t ldy);
 
+// Several PackedMatmuls of one depth and panel dtype (a MoE layer's experts, each on its rows) in
+// one parallel region, their panels split over the threads as one run: a step of many small
+// products waits at one barrier instead of one per product. Each output is what PackedMatmul
+// gives it.
+struct MatmulGroup {
+  const float* x;      // [rows, depth]
+  int64_t rows;
+  const void* panels;  // [num_panels][depth][16]
+  int64_t num_panels;
+  float* y;            // [rows, ldy]
+  int64_t ldy;
+};
+void PackedMatmulGroups(const PanelKernel& kernel, int64_t depth, DType panel_dtype,
+                        const MatmulGroup* groups, int64_t num_groups);
+
 }  // namespace gemmaserve::ops::internal

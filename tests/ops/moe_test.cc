@@ -138,6 +138,30 @@ TEST(GroupedLinearTest, EachExpertMultipliesItsRowsOnly) {
   }
 }
 
+TEST(GroupedLinearTest, OneRegionForAllExpertsGivesEachExpertsLinearBitwise) {
+  // Experts with 0, 1, 3, 17 and 40 rows (one-row kernels, tiles, several row blocks), f32 and
+  // bf16 panels: the shared parallel region must give exactly what Linear gives each expert.
+  std::mt19937 rng(84);
+  const int64_t out = 48, in = 64;
+  const std::vector<int32_t> offsets = {0, 0, 1, 4, 21, 61};
+  Tensor x = RandomTensor({61, in}, rng);
+  Tensor w = RandomTensor({5, out, in}, rng);
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    const Tensor packed = PackLinearWeight(w, dtype);
+    Tensor grouped = NanTensor({61, out});
+    GroupedLinear(x, packed, Ints(offsets), grouped);
+    for (int64_t e = 0; e < 5; ++e) {
+      if (offsets[e] == offsets[e + 1]) continue;
+      Tensor alone = NanTensor({offsets[e + 1] - offsets[e], out});
+      Linear(x.Slice(offsets[e], offsets[e + 1]), ExpertMatrix(packed, e), alone);
+      for (int64_t i = 0; i < alone.numel(); ++i) {
+        ASSERT_EQ(grouped.data<float>()[offsets[e] * out + i], alone.data<float>()[i])
+            << DTypeName(dtype) << " expert " << e << " element " << i;
+      }
+    }
+  }
+}
+
 TEST(MoeCombineTest, AddsWeightedLocalOutputsInExpertOrder) {
   // 2 tokens, top-2; token 0's choices are experts 3 then 1 (rows 1 and 0), token 1's choice of
   // expert 0 is held elsewhere (−1).
