@@ -11,6 +11,7 @@ packages=(
   libgloo-dev
   libopenblas-openmp-dev
   libboost-dev libboost-system-dev
+  libssl-dev openssl
   nlohmann-json3-dev libspdlog-dev libfmt-dev
   prometheus-cpp-dev
   libgtest-dev libgmock-dev
