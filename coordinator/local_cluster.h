@@ -2,6 +2,12 @@
 // local worker processes of a single-host replica. `gemmaserve serve --tp N`, `run --tp N` and
 // `logits --tp N` run on one; `gemmaserve coordinator` runs one without local workers and waits
 // for workers started elsewhere.
+//
+// The internal port checks the cluster secret on every RPC (parallel/internal_auth.h). With
+// local workers and no secret given, a random one is made; local workers read it from a memory
+// file they inherit (`--cluster-secret-file /proc/self/fd/N`), so it is never on disk, on a
+// command line or in an environment. With mutual TLS they present the coordinator's own
+// certificate.
 #pragma once
 
 #include <atomic>
@@ -13,12 +19,16 @@
 #include "coordinator/local_launcher.h"
 #include "coordinator/worker_group.h"
 #include "grpcpp/grpcpp.h"
+#include "parallel/internal_auth.h"
 
 namespace gemmaserve::coordinator {
 
 struct LocalClusterOptions {
   ClusterSpec spec;
   std::string internal_address = "127.0.0.1:0";  // port 0 picks a free port
+  // The secret every internal RPC must carry, and mutual TLS. An empty secret with local workers
+  // gets a random one; without local workers, it leaves the port open (tests only).
+  parallel::InternalAuthOptions auth;
   bool launch_workers = true;                    // spawn spec.layout.world_size() local workers
   std::string worker_binary = "/proc/self/exe";
   std::vector<std::string> worker_args;          // e.g. {"--threads", "1"}
@@ -47,6 +57,8 @@ class LocalCluster {
   LocalCluster() = default;
 
   std::unique_ptr<WorkerGroup> group_;
+  std::unique_ptr<parallel::SecretCheckingCoordinator> checked_;  // the group behind the secret
+  int secret_fd_ = -1;  // the memory file local workers read the secret from
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<LocalLauncher> launcher_;
   int port_ = 0;

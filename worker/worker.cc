@@ -202,7 +202,7 @@ absl::Status RunWorker(const WorkerOptions& options) {
     metrics_options.port = options.metrics_port;
     ASSIGN_OR_RETURN(metrics, WorkerMetrics::Start(metrics_options));
   }
-  auto channel = grpc::CreateChannel(options.coordinator, grpc::InsecureChannelCredentials());
+  ASSIGN_OR_RETURN(auto channel, parallel::CreateInternalChannel(options.coordinator, options.auth));
   std::unique_ptr<pb::Coordinator::Stub> stub = pb::Coordinator::NewStub(channel);
   ASSIGN_OR_RETURN(pb::ClusterConfig cluster, FetchClusterConfig(*stub, options));
   ASSIGN_OR_RETURN(parallel::ShardPlan plan, PlanFor(cluster, options));
