@@ -30,7 +30,8 @@ class ServeProcess {
 
   // Starts `gemmaserve serve` on the tiny MoE model with EP 2, every port 0, worker metrics off,
   // plus `extra_flags`; false (with output() telling why) unless it is ready within timeout_s.
-  bool Start(const std::vector<std::string>& extra_flags, double timeout_s = 120) {
+  bool Start(const std::vector<std::string>& extra_flags, double timeout_s = 120,
+             const ChildOptions& options = {}) {
     std::vector<std::string> argv = {GEMMASERVE_BINARY, "serve",
                                      "--model", "tests/data/gemma4-tiny-moe",
                                      "--ep", "2",
@@ -42,11 +43,11 @@ class ServeProcess {
                                      "--threads", "1",
                                      "--kv-cache-mb", "8"};
     argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
-    absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Start(argv);
+    absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Start(argv, options);
     if (!child.ok()) return false;
     child_ = std::move(*child);
 
-    const std::regex serving(R"(gRPC :(\d+), HTTP :(\d+))");
+    const std::regex serving(R"(gRPC :(\d+), HTTP :(\d+), internal :(\d+))");
     const std::regex ready(R"(ready: (\d+) KV blocks of (\d+) tokens per group, max model length (\d+))");
     const absl::Time give_up = absl::Now() + absl::Seconds(timeout_s);
     while (absl::Now() < give_up) {
@@ -55,6 +56,7 @@ class ServeProcess {
       if (std::regex_search(text, m, serving)) {
         grpc_port_ = std::stoi(m[1]);
         http_port_ = std::stoi(m[2]);
+        internal_port_ = std::stoi(m[3]);
       }
       if (std::regex_search(text, m, ready)) {
         num_blocks_ = std::stoi(m[1]);
@@ -100,6 +102,7 @@ class ServeProcess {
   std::string output() const { return child_ ? child_->output() : ""; }
   int grpc_port() const { return grpc_port_; }
   int http_port() const { return http_port_; }
+  int internal_port() const { return internal_port_; }
   int num_blocks() const { return num_blocks_; }
   int block_size() const { return block_size_; }
   int max_model_len() const { return max_model_len_; }
@@ -108,6 +111,7 @@ class ServeProcess {
   std::unique_ptr<ChildProcess> child_;
   int grpc_port_ = 0;
   int http_port_ = 0;
+  int internal_port_ = 0;
   int num_blocks_ = 0;
   int block_size_ = 0;
   int max_model_len_ = 0;
