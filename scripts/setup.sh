@@ -16,6 +16,7 @@ packages=(
   prometheus-cpp-dev
   libgtest-dev libgmock-dev
   libbenchmark-dev
+  clang libclang-rt-14-dev
   iproute2
 )
 
