@@ -1,6 +1,7 @@
 // The HTTP server's bounds and shutdown, in process against FakeEngine: the connection limit
 // (the longest-idle connection makes room; with all busy a new one is refused), the write
-// timeout that disconnects a client that stops reading, the header limit, and shutdown, which
+// timeout that disconnects a client that stops reading, the header limit, tokenization off the
+// event loop (/health answers while a long prompt is prepared), and shutdown, which
 // ends every open stream with a final abort event (then [DONE]) before closing it, also when the
 // engine does not answer the abort. gRPC streams get their final message at shutdown too.
 #include <sys/socket.h>
@@ -119,6 +120,40 @@ TEST_F(HttpBoundsTest, HeadersOverTheLimitGet431) {
   const Reply reply = Get("/health", {{"X-Padding", std::string(2000, 'p')}});
   ExpectError(reply, 431, "");
   EXPECT_EQ(Get("/health").status, 200);
+}
+
+class TokenizerPoolTest : public ApiServersTest {
+ protected:
+  void SetUp() override {
+    HttpServerOptions options;
+    options.num_threads = 1;  // one event-loop thread: a tokenization on it would stall /health
+    options.num_tokenizer_threads = 1;
+    options.max_body_bytes = int64_t{64} << 20;
+    StartServers(std::move(options), GrpcApiServerOptions());
+  }
+};
+
+TEST_F(TokenizerPoolTest, HealthAnswersWhileALongPromptIsParsedAndTokenized) {
+  // About 8 MB of prompt: parsing and tokenizing it take a good part of a second.
+  std::string prompt;
+  for (int i = 0; prompt.size() < (8 << 20); ++i) prompt += "word" + std::to_string(i) + " ";
+  const std::string body = R"({"prompt": ")" + prompt + R"(", "max_tokens": 1})";
+  absl::Time big_done;
+  std::thread big([&] {
+    const Reply reply = Post("/v1/completions", body);
+    big_done = absl::Now();
+    EXPECT_EQ(reply.status, 400) << "the prompt should exceed the context";
+  });
+  // Wait until the request has been read (the server is parsing it), then probe.
+  ASSERT_TRUE(WaitFor([&] { return http_->num_connections() == 1; }));
+  absl::SleepFor(absl::Milliseconds(50));
+  const absl::Time probe = absl::Now();
+  EXPECT_EQ(Get("/health").status, 200);
+  const absl::Time probe_done = absl::Now();
+  big.join();
+  EXPECT_LT(probe_done, big_done) << "the probe did not finish while the big request was "
+                                     "being prepared";
+  EXPECT_LT(probe_done - probe, absl::Milliseconds(100)) << "/health waited for the tokenizer";
 }
 
 class ShutdownTest : public ApiServersTest, public ::testing::WithParamInterface<bool> {};
