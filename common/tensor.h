@@ -29,6 +29,7 @@ struct Device {
   static Device Cpu() { return Device{}; }
   static Device Cuda(int ordinal) { return Device{Type::kCuda, ordinal}; }
   bool is_cpu() const { return type == Type::kCpu; }
+  bool is_cuda() const { return type == Type::kCuda; }
   bool operator==(const Device& other) const {
     return type == other.type && ordinal == other.ordinal;
   }

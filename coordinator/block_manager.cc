@@ -175,4 +175,8 @@ void BlockManager::Free(Sequence& seq) {
   }
 }
 
+void BlockManager::ForgetCachedPrefixes() {
+  for (BlockPool& pool : pools_) pool.ForgetCachedPrefixes();
+}
+
 }  // namespace gemmaserve::coordinator

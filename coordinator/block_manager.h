@@ -71,6 +71,8 @@ class BlockManager {
   void OnTokensComputed(Sequence& seq);
   // Drops every block `seq` holds (cached ones stay reusable) and empties its tables.
   void Free(Sequence& seq);
+  // Forgets every cached prefix, when the workers lost the KV cache. Requires every block free.
+  void ForgetCachedPrefixes();
 
   // The first logical block a sliding query at `position` reads; earlier ones may be freed.
   int64_t FirstWindowBlock(int64_t position) const;

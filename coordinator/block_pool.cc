@@ -50,6 +50,12 @@ void BlockPool::Cache(int32_t block, uint64_t hash) {
   cached_.try_emplace(hash, block);
 }
 
+void BlockPool::ForgetCachedPrefixes() {
+  CHECK_EQ(num_free_, num_blocks_) << "forgetting the prefix cache while blocks are in use";
+  cached_.clear();
+  has_hash_.assign(has_hash_.size(), false);
+}
+
 bool BlockPool::IsFindable(int32_t block) const {
   return has_hash_[block] && Find(hash_[block]) == block;
 }

@@ -49,6 +49,8 @@ class BlockPool {
   // block already caches the same prefix (two sequences computed it at once), that one stays the
   // findable copy and `block` only remembers its hash, for the chain of its own sequence.
   void Cache(int32_t block, uint64_t hash);
+  // Forgets every cached prefix (the KV they named is gone). Requires every block to be free.
+  void ForgetCachedPrefixes();
 
  private:
   // The free list is intrusive: prev_/next_ link free blocks, index num_blocks_ is the sentinel.

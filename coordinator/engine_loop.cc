@@ -106,6 +106,10 @@ bool EngineLoop::Drain(absl::Duration timeout) {
 
 absl::StatusOr<std::shared_ptr<RequestStream>> EngineLoop::Submit(Request request) {
   const absl::Time arrival = clock_.Now();
+  if (!ready_()) {
+    return absl::UnavailableError(
+        "the workers are not ready (a worker was lost and is being replaced); retry shortly");
+  }
   absl::MutexLock lock(&mu_);
   if (draining_ || stopping_) return absl::UnavailableError("the server is draining");
   if (request_ids_.contains(request.request_id)) {
@@ -151,19 +155,25 @@ bool EngineLoop::Ready() const {
 }
 
 bool EngineLoop::AwaitWork() {
+  // While the workers are away the loop polls for their return (and watches the deadlines).
+  constexpr absl::Duration kReadyPoll = absl::Milliseconds(20);
+  const bool idle = !scheduler_.HasWork();
+  const bool blocked = !idle && !ready_();
   absl::MutexLock lock(&mu_);
   auto has_input = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return stopping_ || !inbox_.empty() || !aborts_.empty();
   };
   // With no live sequence there is no step to run and no deadline to watch, so only the inbox
   // (or Stop) can give the loop something to do: no timeout is needed.
-  if (!scheduler_.HasWork()) mu_.Await(absl::Condition(&has_input));
+  if (idle) mu_.Await(absl::Condition(&has_input));
+  if (blocked) mu_.AwaitWithTimeout(absl::Condition(&has_input), kReadyPoll);
   return !stopping_;
 }
 
 void EngineLoop::RunOnce() {
   DrainInbox();
   AbortExpired();
+  if (AwaitingWorkers()) return PublishLoad();
   const ScheduledStep step = scheduler_.Schedule();
   if (!step.empty()) {
     // The step's tokens reach clients before it ends: the load they then ask for must already
@@ -226,6 +236,29 @@ void EngineLoop::AbortExpired() {
     if (scheduler_.Find(id)->request.deadline < now) expired.push_back(id);
   }
   for (uint64_t id : expired) AbortSequence(id, FinishReason::kAbort, "deadline exceeded");
+}
+
+bool EngineLoop::AwaitingWorkers() {
+  if (ready_()) {
+    unready_since_ = absl::InfiniteFuture();
+    return false;
+  }
+  const absl::Time now = clock_.Now();
+  unready_since_ = std::min(unready_since_, now);
+  if (now - unready_since_ > options_.recovery_timeout && !outputs_.empty()) {
+    const std::string error = absl::StrCat("the workers did not come back within ",
+                                           absl::FormatDuration(options_.recovery_timeout));
+    spdlog::error("{}; failing {} request(s)", error, outputs_.size());
+    std::vector<uint64_t> ids;
+    for (const auto& [id, out] : outputs_) ids.push_back(id);
+    for (uint64_t id : ids) {
+      Event event;
+      event.error = error;
+      event.error_code = absl::StatusCode::kUnavailable;
+      Finish(id, FinishReason::kError, std::move(event));
+    }
+  }
+  return true;
 }
 
 void EngineLoop::MarkScheduled(const ScheduledStep& step, absl::Time now) {
@@ -325,6 +358,14 @@ void EngineLoop::ObserveToken(RequestOutput& out, absl::Time now) {
 
 std::vector<EngineLoop::Output> EngineLoop::FailStep(const ScheduledStep& step,
                                                      const absl::Status& status) {
+  if (absl::IsUnavailable(status)) {
+    unready_since_ = std::min(unready_since_, clock_.Now());
+    const int64_t num_recomputed = scheduler_.RecomputeAll();
+    spdlog::warn("step {} failed: {}; its {} running request(s) will be recomputed once the "
+                 "workers are back",
+                 step.plan.step_id(), std::string(status.message()), num_recomputed);
+    return {};
+  }
   spdlog::error("step {} failed: {}", step.plan.step_id(), std::string(status.message()));
   std::vector<Output> outputs(step.sequences.size());
   for (size_t i = 0; i < step.sequences.size(); ++i) {

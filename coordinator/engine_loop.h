@@ -5,6 +5,14 @@
 // appends the tokens, the loop turns them into text and checks stop conditions → publish the
 // events and finish the sequences that ended → record the step and the load.
 //
+// Worker failures: a step that fails with UNAVAILABLE means the workers lost the KV cache (a
+// worker died or stalled and the replica is being formed anew, WorkerGroup). Every running
+// sequence then goes back to waiting with its tokens (Scheduler::RecomputeAll), nothing is
+// scheduled and Submit answers UNAVAILABLE until `ready` holds again, and then each is recomputed
+// from its prompt plus what it generated and continues: its client sees one stream, with no token
+// repeated or lost. Requests still live recovery_timeout after the workers were lost fail with
+// UNAVAILABLE.
+//
 // State has one owner per request: the scheduler's Sequence holds the request, its tokens and
 // their counts; the loop's RequestOutput holds only what the client sees (its outbox, detokenizer
 // and stop-string matcher) and the times its latencies are measured from. Times come from the
@@ -63,6 +71,8 @@ class EngineObserver {
 struct EngineOptions {
   SchedulerOptions scheduler;
   std::vector<int32_t> eos_token_ids;  // the model's; not stops under ignore_eos
+  // How long live requests wait for lost workers to come back before they fail.
+  absl::Duration recovery_timeout = absl::Seconds(300);
 };
 
 class EngineLoop final : public Engine {
@@ -102,6 +112,9 @@ class EngineLoop final : public Engine {
   // RunOnce's stages, in order.
   void DrainInbox();
   void AbortExpired();
+  // True while the workers are not ready (nothing can be scheduled); fails the live requests once
+  // they have waited recovery_timeout.
+  bool AwaitingWorkers();
   void MarkScheduled(const ScheduledStep& step, absl::Time now);
   std::vector<Output> Postprocess(const ScheduledStep& step, const internal::v1::StepResult& result,
                                   absl::Time now);
@@ -141,6 +154,7 @@ class EngineLoop final : public Engine {
   absl::flat_hash_map<std::string, uint64_t> sequence_of_request_;
   uint64_t next_sequence_id_ = 1;
   bool stopped_ = false;  // Stop's clean-up ran
+  absl::Time unready_since_ = absl::InfiniteFuture();  // when the workers were last found gone
 
   // Shared with API threads.
   mutable absl::Mutex mu_;

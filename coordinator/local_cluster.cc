@@ -36,13 +36,23 @@ std::string LocalDialAddress(const std::string& internal_address, int port) {
 
 absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOptions& options) {
   std::unique_ptr<LocalCluster> cluster(new LocalCluster());
+  LocalCluster* raw = cluster.get();
+  cluster->restart_workers_ = options.launch_workers && options.restart_workers;
   parallel::InternalAuthOptions auth = options.auth;
   if (auth.cluster_secret.empty() && options.launch_workers) auth.cluster_secret = RandomHex(32);
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
                    parallel::InternalServerCredentials(auth));
   cluster->group_ = std::make_unique<WorkerGroup>(options.spec);
+  cluster->group_->SetFailureCallback([raw](uint64_t generation, const std::string&) {
+    if (raw->restarting_) raw->launcher_->RestartAll(generation);
+  });
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.internal_address, credentials, &cluster->port_);
+  // A second coordinator on the same port must fail to bind, not share the port's connections.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  const int max_message_bytes = static_cast<int>(options.spec.max_message_bytes);
+  builder.SetMaxReceiveMessageSize(max_message_bytes);
+  builder.SetMaxSendMessageSize(max_message_bytes);
   if (auth.cluster_secret.empty()) {
     builder.RegisterService(cluster->group_.get());
   } else {
@@ -52,7 +62,9 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClu
   }
   cluster->server_ = builder.BuildAndStart();
   if (cluster->server_ == nullptr || cluster->port_ == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.internal_address));
+    return absl::UnavailableError(absl::StrCat("internal port: cannot listen on ",
+                                               options.internal_address,
+                                               " (is another process using it?)"));
   }
   spdlog::info("coordinator internal port {}", cluster->port_);
   if (options.launch_workers) {
@@ -71,16 +83,26 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClu
                                 auth.tls_key_file, "--internal-tls-ca", auth.tls_ca_file});
     }
     launch.metrics_port_base = options.metrics_port_base;
-    LocalCluster* raw = cluster.get();
     ASSIGN_OR_RETURN(cluster->launcher_,
-                     LocalLauncher::Start(launch, [raw](int rank, const std::string& how) {
-                       absl::MutexLock lock(&raw->death_mu_);
-                       if (raw->death_.empty()) raw->death_ = absl::StrCat("worker rank ", rank, " ", how);
-                       raw->worker_died_ = true;
+                     LocalLauncher::Start(launch, [raw](const WorkerExit& exit) {
+                       raw->OnWorkerExit(exit);
                      }));
   }
   if (options.wait_ready) RETURN_IF_ERROR(cluster->WaitReady(options.ready_timeout));
   return cluster;
+}
+
+void LocalCluster::OnWorkerExit(const WorkerExit& exit) {
+  const std::string how = absl::StrCat("worker rank ", exit.rank, " ", exit.how);
+  if (restarting_) {
+    // A worker that dies after attaching has ended its generation already (its stream broke);
+    // one that dies before must end it too, or the others would wait for it.
+    group_->Fail(how, exit.generation);
+    return;
+  }
+  absl::MutexLock lock(&death_mu_);
+  if (death_.empty()) death_ = how;
+  worker_died_ = true;
 }
 
 absl::Status LocalCluster::WaitReady(absl::Duration timeout) {
@@ -88,7 +110,10 @@ absl::Status LocalCluster::WaitReady(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   while (true) {
     absl::Status ready = group_->WaitReady(absl::Milliseconds(200));
-    if (ready.ok()) return ready;
+    if (ready.ok()) {
+      if (restart_workers_) restarting_ = true;
+      return ready;
+    }
     if (worker_died_) {
       absl::MutexLock lock(&death_mu_);
       return absl::UnavailableError(absl::StrCat(death_, " before the replica was ready"));

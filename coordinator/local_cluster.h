@@ -1,13 +1,18 @@
 // LocalCluster: a coordinator's internal gRPC server with its WorkerGroup, plus (when asked) the
 // local worker processes of a single-host replica. `gemmaserve serve --tp N`, `run --tp N` and
 // `logits --tp N` run on one; `gemmaserve coordinator` runs one without local workers and waits
-// for workers started elsewhere.
+// for workers started elsewhere (an orchestrator restarts those that fail).
+//
+// With restart_workers, once the replica has been ready a generation that ends (a worker died or
+// stalled) makes the launcher replace every local worker, and a replacement that exits before it
+// attached ends its generation too, so the replica keeps trying to come back. Before the first
+// ready, a worker that exits fails WaitReady instead (a bad model or flag would only exit again).
 //
 // The internal port checks the cluster secret on every RPC (parallel/internal_auth.h). With
-// local workers and no secret given, a random one is made; local workers read it from a memory
-// file they inherit (`--cluster-secret-file /proc/self/fd/N`), so it is never on disk, on a
-// command line or in an environment. With mutual TLS they present the coordinator's own
-// certificate.
+// local workers and no secret given, a random one is made; local workers (replacements too) read
+// it from a memory file they inherit (`--cluster-secret-file /proc/self/fd/N`), so it is never on
+// disk, on a command line or in an environment. With mutual TLS they present the coordinator's
+// own certificate.
 #pragma once
 
 #include <atomic>
@@ -35,6 +40,7 @@ struct LocalClusterOptions {
   int metrics_port_base = -1;                    // see LaunchOptions
   bool wait_ready = true;                        // Start returns once every rank is attached
   absl::Duration ready_timeout = absl::Seconds(300);
+  bool restart_workers = false;                  // see the file comment
 };
 
 class LocalCluster {
@@ -43,7 +49,7 @@ class LocalCluster {
   // as WaitReady(options.ready_timeout) does.
   static absl::StatusOr<std::unique_ptr<LocalCluster>> Start(const LocalClusterOptions& options);
   // Waits until every rank is attached. A local worker that exits first fails the wait with its
-  // exit status; DEADLINE_EXCEEDED after `timeout`.
+  // exit status; DEADLINE_EXCEEDED after `timeout`. After the first success, restarts begin.
   absl::Status WaitReady(absl::Duration timeout);
   // Shuts the workers down, then the server.
   ~LocalCluster();
@@ -55,7 +61,10 @@ class LocalCluster {
 
  private:
   LocalCluster() = default;
+  void OnWorkerExit(const WorkerExit& exit);
 
+  bool restart_workers_ = false;
+  std::atomic<bool> restarting_{false};  // restarts have begun
   std::unique_ptr<WorkerGroup> group_;
   std::unique_ptr<parallel::SecretCheckingCoordinator> checked_;  // the group behind the secret
   int secret_fd_ = -1;  // the memory file local workers read the secret from

@@ -36,6 +36,18 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args) {
   return pid;
 }
 
+std::vector<std::string> WorkerArgs(const LaunchOptions& options, const std::string& binary,
+                                    int rank) {
+  std::vector<std::string> args = {binary, "worker", "--coordinator", options.coordinator,
+                                   "--rank", absl::StrCat(rank), "--world-size",
+                                   absl::StrCat(options.world_size)};
+  const int metrics_port = options.metrics_port_base > 0 ? options.metrics_port_base + rank
+                                                         : options.metrics_port_base;
+  args.insert(args.end(), {"--metrics-port", absl::StrCat(metrics_port)});
+  args.insert(args.end(), options.extra_args.begin(), options.extra_args.end());
+  return args;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LocalLauncher>> LocalLauncher::Start(const LaunchOptions& options,
@@ -49,14 +61,7 @@ absl::StatusOr<std::unique_ptr<LocalLauncher>> LocalLauncher::Start(const Launch
   }
   std::vector<pid_t> pids;
   for (int rank = 0; rank < options.world_size; ++rank) {
-    std::vector<std::string> args = {binary, "worker", "--coordinator", options.coordinator,
-                                     "--rank", absl::StrCat(rank), "--world-size",
-                                     absl::StrCat(options.world_size)};
-    const int metrics_port = options.metrics_port_base > 0 ? options.metrics_port_base + rank
-                                                           : options.metrics_port_base;
-    args.insert(args.end(), {"--metrics-port", absl::StrCat(metrics_port)});
-    args.insert(args.end(), options.extra_args.begin(), options.extra_args.end());
-    absl::StatusOr<pid_t> pid = Spawn(args);
+    absl::StatusOr<pid_t> pid = Spawn(WorkerArgs(options, binary, rank));
     if (!pid.ok()) {
       for (pid_t started : pids) kill(started, SIGKILL);
       for (pid_t started : pids) waitpid(started, nullptr, 0);
@@ -64,23 +69,37 @@ absl::StatusOr<std::unique_ptr<LocalLauncher>> LocalLauncher::Start(const Launch
     }
     pids.push_back(*pid);
   }
-  return std::unique_ptr<LocalLauncher>(new LocalLauncher(std::move(pids), std::move(on_exit)));
+  return std::unique_ptr<LocalLauncher>(
+      new LocalLauncher(options, std::move(binary), std::move(pids), std::move(on_exit)));
 }
 
-LocalLauncher::LocalLauncher(std::vector<pid_t> pids, ExitCallback on_exit)
-    : on_exit_(std::move(on_exit)), pids_(std::move(pids)) {
+LocalLauncher::LocalLauncher(LaunchOptions options, std::string binary, std::vector<pid_t> pids,
+                             ExitCallback on_exit)
+    : options_(std::move(options)),
+      binary_(std::move(binary)),
+      on_exit_(std::move(on_exit)),
+      pids_(std::move(pids)) {
   reaper_ = std::thread([this] { ReapLoop(); });
 }
 
 LocalLauncher::~LocalLauncher() {
   Stop();
-  done_ = true;
+  {
+    absl::MutexLock lock(&mu_);
+    done_ = true;
+  }
   reaper_.join();
+}
+
+void LocalLauncher::RestartAll(uint64_t generation) {
+  absl::MutexLock lock(&mu_);
+  restart_to_ = generation;
+  restart_at_ = absl::Now() + options_.restart_delay;
 }
 
 int LocalLauncher::ReapExited(bool report) {
   int running = 0;
-  std::vector<std::pair<int, std::string>> exits;
+  std::vector<WorkerExit> exits;
   {
     absl::MutexLock lock(&mu_);
     for (int rank = 0; rank < static_cast<int>(pids_.size()); ++rank) {
@@ -89,23 +108,62 @@ int LocalLauncher::ReapExited(bool report) {
       const pid_t result = waitpid(pids_[rank], &status, WNOHANG);
       if (result == pids_[rank]) {
         pids_[rank] = 0;
-        if (report && !stopping_) exits.push_back({rank, DescribeExit(status)});
+        if (report && !stopping_) exits.push_back({rank, generation_, DescribeExit(status)});
       } else {
         ++running;
       }
     }
   }
-  for (const auto& [rank, how] : exits) {
-    spdlog::error("worker rank {} {}", rank, how);
-    if (on_exit_) on_exit_(rank, how);
+  for (const WorkerExit& exit : exits) {
+    spdlog::error("worker rank {} (generation {}) {}", exit.rank, exit.generation, exit.how);
+    if (on_exit_) on_exit_(exit);
   }
   return running;
 }
 
 void LocalLauncher::ReapLoop() {
-  while (!done_) {
+  while (true) {
+    uint64_t restart = 0;
+    absl::Time restart_at;
+    {
+      absl::MutexLock lock(&mu_);
+      auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return done_ || (restart_to_ != 0 && !stopping_);
+      };
+      mu_.AwaitWithTimeout(absl::Condition(&woken), absl::Milliseconds(100));
+      if (done_) return;
+      if (!stopping_) std::swap(restart, restart_to_);
+      restart_at = restart_at_;
+    }
+    if (restart != 0) Restart(restart, restart_at);
     ReapExited(/*report=*/true);
-    absl::SleepFor(absl::Milliseconds(100));
+  }
+}
+
+void LocalLauncher::Restart(uint64_t generation, absl::Time start_at) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    for (pid_t pid : pids_) {
+      if (pid != 0) kill(pid, SIGKILL);
+    }
+    for (pid_t& pid : pids_) {
+      if (pid != 0) waitpid(pid, nullptr, 0);
+      pid = 0;
+    }
+  }
+  absl::SleepFor(start_at - absl::Now());
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return;
+  spdlog::info("restarting {} worker(s) for generation {}", pids_.size(), generation);
+  generation_ = generation;
+  for (int rank = 0; rank < static_cast<int>(pids_.size()); ++rank) {
+    absl::StatusOr<pid_t> pid = Spawn(WorkerArgs(options_, binary_, rank));
+    if (pid.ok()) {
+      pids_[rank] = *pid;
+    } else {
+      spdlog::error("cannot restart worker rank {}: {}", rank, std::string(pid.status().message()));
+    }
   }
 }
 
@@ -121,7 +179,9 @@ void LocalLauncher::Stop(absl::Duration grace) {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
     for (pid_t pid : pids_) {
-      if (pid != 0) kill(pid, SIGTERM);
+      if (pid == 0) continue;
+      kill(pid, SIGTERM);
+      kill(pid, SIGCONT);
     }
   }
   const absl::Time deadline = absl::Now() + grace;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "gemmaserve/internal/v1/worker.pb.h"
@@ -58,6 +59,8 @@ struct Event {
   FinishReason finish_reason = FinishReason::kStop;
   std::string matched_stop;  // the stop string or id (as text) that ended it
   std::string error;         // finish_reason kError: what went wrong
+  // finish_reason kError: its canonical code; UNAVAILABLE when the workers did not come back.
+  absl::StatusCode error_code = absl::StatusCode::kInternal;
   Usage usage;               // filled on the final event
 };
 

@@ -167,15 +167,28 @@ bool Scheduler::MakeRoom(Sequence& seq, int64_t num_tokens, Draft& draft) {
 
 void Scheduler::Preempt(Sequence& seq, Draft& draft) {
   CHECK(running_.back() == &seq);
-  running_.pop_back();
   draft.Remove(seq.id);
   draft.preempted = true;
+  RequeueNewest();
+  ++num_preemptions_;
+}
+
+void Scheduler::RequeueNewest() {
+  Sequence& seq = *running_.back();
+  running_.pop_back();
   block_manager_.Free(seq);
   seq.num_computed = 0;
   seq.status = SequenceStatus::kWaiting;
   ++seq.num_preemptions;
-  ++num_preemptions_;
   waiting_.push_front(&seq);
+}
+
+int64_t Scheduler::RecomputeAll() {
+  const int64_t num_running = this->num_running();
+  // Newest first, each to the front: the oldest ends up first.
+  while (!running_.empty()) RequeueNewest();
+  block_manager_.ForgetCachedPrefixes();
+  return num_running;
 }
 
 ScheduledStep Scheduler::BuildStep(const Draft& draft) {

@@ -91,6 +91,13 @@ class Scheduler {
   // Finish a sequence once it holds request.max_tokens new tokens.
   void Postprocess(const ScheduledStep& step, const internal::v1::StepResult& result);
 
+  // The workers lost the KV cache (a worker failed and the replica was formed anew): every running
+  // sequence goes back to the waiting queue, ahead of those already there and in admission order,
+  // keeping its tokens and prompt logprobs, to be recomputed from its prompt plus the tokens it
+  // generated; all blocks are freed and the prefix cache is forgotten. Returns how many sequences
+  // were running.
+  int64_t RecomputeAll();
+
   // Ends a running sequence and frees its blocks; returns it with status finished.
   std::unique_ptr<Sequence> Finish(uint64_t id);
   // Ends a sequence in any state and frees its blocks; nullptr for an unknown id.
@@ -115,6 +122,8 @@ class Scheduler {
   void ScheduleWaiting(Draft& draft);
   bool MakeRoom(Sequence& seq, int64_t num_tokens, Draft& draft);
   void Preempt(Sequence& seq, Draft& draft);
+  // Frees the newest running sequence's blocks and puts it at the front of the waiting queue.
+  void RequeueNewest();
   ScheduledStep BuildStep(const Draft& draft);
   internal::v1::SequencePlan PlanFor(const Sequence& seq, const ScheduledSequence& scheduled) const;
   static void GatherPromptLogprobs(const internal::v1::SequencePlan& plan,

@@ -10,12 +10,14 @@ namespace gemmaserve::coordinator {
 namespace pb = internal::v1;
 
 SequenceDriver::SequenceDriver(StepFn step, int64_t block_size, int64_t num_blocks,
-                               int64_t max_sequences, int64_t vocab_size)
+                               int64_t max_sequences, int64_t vocab_size,
+                               int64_t max_message_bytes)
     : step_(std::move(step)),
       block_size_(block_size),
       blocks_per_sequence_(num_blocks / std::max<int64_t>(max_sequences, 1)),
       max_sequences_(max_sequences),
-      vocab_size_(vocab_size) {}
+      vocab_size_(vocab_size),
+      max_message_bytes_(max_message_bytes) {}
 
 pb::SequencePlan SequenceDriver::PlanFor(int64_t slot, const std::vector<int32_t>& tokens,
                                          int64_t num_cached) const {
@@ -54,13 +56,13 @@ absl::Status SequenceDriver::CheckFits(const std::vector<std::vector<int32_t>>& 
 absl::StatusOr<std::vector<std::vector<float>>> SequenceDriver::Logits(
     const std::vector<std::vector<int32_t>>& prompts, bool all_positions) {
   RETURN_IF_ERROR(CheckFits(prompts, 0));
+  if (all_positions) return AllLogits(prompts);
   pb::StepPlan plan;
   plan.set_step_id(next_step_id_++);
   for (size_t s = 0; s < prompts.size(); ++s) {
     pb::SequencePlan* seq = plan.add_sequences();
     *seq = PlanFor(static_cast<int64_t>(s), prompts[s], 0);
     seq->set_return_logits(true);
-    seq->set_all_logits(all_positions);
   }
   ASSIGN_OR_RETURN(pb::StepResult result, step_(plan));
   std::vector<std::vector<float>> logits;
@@ -70,6 +72,35 @@ absl::StatusOr<std::vector<std::vector<float>>> SequenceDriver::Logits(
   if (logits.size() != prompts.size()) {
     return absl::InternalError(absl::StrCat("step returned ", logits.size(), " sequences for ",
                                             prompts.size(), " prompts"));
+  }
+  return logits;
+}
+
+absl::StatusOr<std::vector<std::vector<float>>> SequenceDriver::AllLogits(
+    const std::vector<std::vector<int32_t>>& prompts) {
+  const int64_t rows_per_step = MaxLogitsRowsPerStep(max_message_bytes_, vocab_size_);
+  std::vector<std::vector<float>> logits(prompts.size());
+  for (size_t s = 0; s < prompts.size(); ++s) {
+    const int64_t length = static_cast<int64_t>(prompts[s].size());
+    for (int64_t begin = 0; begin < length; begin += rows_per_step) {
+      const int64_t end = std::min(length, begin + rows_per_step);
+      pb::StepPlan plan;
+      plan.set_step_id(next_step_id_++);
+      pb::SequencePlan* seq = plan.add_sequences();
+      *seq = PlanFor(static_cast<int64_t>(s),
+                     std::vector<int32_t>(prompts[s].begin() + begin, prompts[s].begin() + end),
+                     begin);
+      seq->set_return_logits(true);
+      seq->set_all_logits(true);
+      ASSIGN_OR_RETURN(pb::StepResult result, step_(plan));
+      if (result.sequences_size() != 1 ||
+          result.sequences(0).logits_size() != (end - begin) * vocab_size_) {
+        return absl::InternalError(absl::StrCat("step ", plan.step_id(), " returned no logits for ",
+                                                end - begin, " positions"));
+      }
+      const auto& chunk = result.sequences(0).logits();
+      logits[s].insert(logits[s].end(), chunk.begin(), chunk.end());
+    }
   }
   return logits;
 }

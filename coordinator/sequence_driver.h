@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "coordinator/step_message_size.h"
 #include "gemmaserve/internal/v1/worker.pb.h"
 
 namespace gemmaserve::coordinator {
@@ -22,15 +23,17 @@ class SequenceDriver {
   using StepFn = std::function<absl::StatusOr<internal::v1::StepResult>(const internal::v1::StepPlan&)>;
 
   // `num_blocks` blocks of `block_size` slots per KV group are split evenly over `max_sequences`
-  // slots; `vocab_size` shapes the returned logits.
+  // slots; `vocab_size` shapes the returned logits. No step asks for more logits than a result
+  // of `max_message_bytes` holds (step_message_size.h).
   SequenceDriver(StepFn step, int64_t block_size, int64_t num_blocks, int64_t max_sequences,
-                 int64_t vocab_size);
+                 int64_t vocab_size, int64_t max_message_bytes = kDefaultMaxStepMessageBytes);
 
   // Tokens one sequence can hold (prompt plus generated).
   int64_t max_context() const { return blocks_per_sequence_ * block_size_; }
 
-  // Prefills every prompt in one step and returns, per prompt, the logits of its last position
-  // ([vocab]) or of every position ([length × vocab]).
+  // Returns, per prompt, the logits of its last position ([vocab]: every prompt prefilled in one
+  // step) or of every position ([length × vocab]: each prompt prefilled in as many steps as its
+  // logits need to fit the message limit).
   absl::StatusOr<std::vector<std::vector<float>>> Logits(
       const std::vector<std::vector<int32_t>>& prompts, bool all_positions);
 
@@ -48,6 +51,8 @@ class SequenceDriver {
                                                    bool capture_logits = false);
 
  private:
+  absl::StatusOr<std::vector<std::vector<float>>> AllLogits(
+      const std::vector<std::vector<int32_t>>& prompts);
   internal::v1::SequencePlan PlanFor(int64_t slot, const std::vector<int32_t>& tokens,
                                      int64_t num_cached) const;
   absl::Status CheckFits(const std::vector<std::vector<int32_t>>& prompts, int64_t extra) const;
@@ -57,6 +62,7 @@ class SequenceDriver {
   int64_t blocks_per_sequence_;
   int64_t max_sequences_;
   int64_t vocab_size_;
+  int64_t max_message_bytes_;
   uint64_t next_step_id_ = 1;
 };
 

@@ -1,6 +1,7 @@
 #include <cuda_runtime.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "kernels/device.h"
 
 namespace gemmaserve::kernels {
@@ -12,7 +13,8 @@ absl::StatusOr<std::vector<CudaDevice>> ListCudaDevices() {
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err == cudaErrorNoDevice) return std::vector<CudaDevice>{};
   if (err != cudaSuccess) {
-    return absl::UnavailableError(absl::StrCat("cudaGetDeviceCount: ", cudaGetErrorString(err)));
+    return absl::UnavailableError(absl::StrCat("no usable CUDA GPU (cudaGetDeviceCount: ",
+                                               cudaGetErrorString(err), ")"));
   }
   std::vector<CudaDevice> devices;
   for (int i = 0; i < count; ++i) {
@@ -31,6 +33,20 @@ absl::Status CheckCudaDevice(int ordinal) {
         absl::StrCat("cuda:", ordinal, ": no such GPU (", devices->size(), " visible)"));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> FreeCudaMemory(int ordinal) {
+  RETURN_IF_ERROR(CheckCudaDevice(ordinal));
+  if (cudaSetDevice(ordinal) != cudaSuccess) {
+    return absl::UnavailableError(absl::StrCat("cuda:", ordinal, ": cannot make it current"));
+  }
+  size_t free_bytes = 0;
+  size_t total_bytes = 0;
+  const cudaError_t err = cudaMemGetInfo(&free_bytes, &total_bytes);
+  if (err != cudaSuccess) {
+    return absl::UnavailableError(absl::StrCat("cudaMemGetInfo: ", cudaGetErrorString(err)));
+  }
+  return static_cast<int64_t>(free_bytes);
 }
 
 }  // namespace gemmaserve::kernels

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/tensor.h"
 
 namespace gemmaserve::kernels {
 
@@ -28,5 +29,13 @@ absl::StatusOr<std::vector<CudaDevice>> ListCudaDevices();
 
 // OK when `ordinal` names a visible device; otherwise an error saying why not, for --device.
 absl::Status CheckCudaDevice(int ordinal);
+
+// Bytes free on device `ordinal` now (cudaMemGetInfo); FAILED_PRECONDITION without CUDA.
+absl::StatusOr<int64_t> FreeCudaMemory(int ordinal);
+
+// A --device value: "cpu", "cuda" (device 0) or "cuda:N", checked against this build and the
+// visible GPUs. INVALID_ARGUMENT for another spelling; the device check's error for a GPU that
+// is not there or a build without CUDA.
+absl::StatusOr<Device> ParseDevice(const std::string& name);
 
 }  // namespace gemmaserve::kernels

@@ -11,4 +11,6 @@ absl::StatusOr<std::vector<CudaDevice>> ListCudaDevices() {
 
 absl::Status CheckCudaDevice(int) { return ListCudaDevices().status(); }
 
+absl::StatusOr<int64_t> FreeCudaMemory(int) { return ListCudaDevices().status(); }
+
 }  // namespace gemmaserve::kernels

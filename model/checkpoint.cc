@@ -162,6 +162,16 @@ absl::StatusOr<std::pair<std::shared_ptr<MappedFile>, std::vector<ParsedEntry>>>
   return std::make_pair(std::move(file), std::move(entries));
 }
 
+// Whether `shard`, a path from an index, names a file inside the checkpoint directory: relative,
+// and without a ".." component. Symbolic links are followed as they are (a Hugging Face cache's
+// snapshot links into its blobs directory); only the index's own text is confined.
+bool InsideModelDirectory(const std::string& shard) {
+  const std::filesystem::path path(shard);
+  if (shard.empty() || path.is_absolute() || path.has_root_name()) return false;
+  return std::none_of(path.begin(), path.end(),
+                      [](const std::filesystem::path& part) { return part == ".."; });
+}
+
 // Reads model.safetensors.index.json: tensor name → shard file name.
 absl::StatusOr<std::map<std::string, std::string>> ReadIndex(const std::string& path) {
   ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path));
@@ -176,6 +186,10 @@ absl::StatusOr<std::map<std::string, std::string>> ReadIndex(const std::string& 
     if (!shard.is_string()) {
       return FileError(path, absl::StrCat("weight_map entry for tensor ", name,
                                           " is not a file name: ", shard.dump()));
+    }
+    if (!InsideModelDirectory(shard.get<std::string>())) {
+      return FileError(path, absl::StrCat("weight_map entry for tensor ", name, " names ",
+                                          shard.dump(), ", a file outside the model directory"));
     }
     weight_map.emplace(name, shard.get<std::string>());
   }

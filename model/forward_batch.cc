@@ -1,9 +1,11 @@
 #include "model/forward_batch.h"
 
 #include <algorithm>
+#include <array>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "ops/copy.h"
 
 namespace gemmaserve::model {
 namespace {
@@ -120,23 +122,57 @@ absl::Status ForwardBatch::Finalize(const Gemma4Config& config, int64_t block_si
   return absl::OkStatus();
 }
 
-StepMetadata UploadBatch(const ForwardBatch& batch, const Device& device) {
-  CHECK(device.is_cpu()) << "UploadBatch to " << device.ToString();
+namespace {
+
+constexpr int kNumFields = 10;
+
+// The fields of a batch in upload order, each a vector of i32.
+std::array<const std::vector<int32_t>*, kNumFields> Fields(const ForwardBatch& batch) {
+  return {&batch.token_ids,        &batch.positions,        &batch.slot_mapping[0],
+          &batch.slot_mapping[1],  &batch.token_begin,      &batch.query_lens,
+          &batch.context_lens,     &batch.block_tables[0],  &batch.block_tables[1],
+          &batch.logits_rows};
+}
+
+}  // namespace
+
+StepMetadata UploadBatch(const ForwardBatch& batch, const Device& device, UploadBuffers& buffers) {
+  const std::array<const std::vector<int32_t>*, kNumFields> fields = Fields(batch);
+  std::array<Tensor, kNumFields> tensors;  // one per field, in Fields' order
+  if (device.is_cpu()) {
+    for (int f = 0; f < kNumFields; ++f) tensors[f] = Tensor::BorrowVector(*fields[f]);
+  } else {
+    buffers.staging.clear();
+    for (const std::vector<int32_t>* field : fields) {
+      buffers.staging.insert(buffers.staging.end(), field->begin(), field->end());
+    }
+    const int64_t total = static_cast<int64_t>(buffers.staging.size());
+    if (!buffers.device.defined() || buffers.device.numel() < total) {
+      buffers.device = Tensor::Empty(DType::kI32, {2 * total}, device);
+    }
+    Tensor destination = buffers.device.Rows(total);
+    ops::Copy(Tensor::BorrowVector(buffers.staging), destination);
+    int64_t offset = 0;
+    for (int f = 0; f < kNumFields; ++f) {
+      const int64_t size = static_cast<int64_t>(fields[f]->size());
+      tensors[f] = buffers.device.Slice(offset, offset + size);
+      offset += size;
+    }
+  }
   const int64_t num_sequences = static_cast<int64_t>(batch.context_lens.size());
   StepMetadata step;
-  step.token_ids = Tensor::BorrowVector(batch.token_ids);
-  step.positions = Tensor::BorrowVector(batch.positions);
-  step.logits_rows = Tensor::BorrowVector(batch.logits_rows);
+  step.token_ids = tensors[0];
+  step.positions = tensors[1];
+  step.slots = {tensors[2], tensors[3]};
   for (int g = 0; g < kNumKvGroups; ++g) {
-    step.slots[g] = Tensor::BorrowVector(batch.slot_mapping[g]);
     ops::AttentionMetadata& attention = step.attention[g];
-    attention.token_begin = Tensor::BorrowVector(batch.token_begin);
-    attention.num_tokens = Tensor::BorrowVector(batch.query_lens);
-    attention.context_lens = Tensor::BorrowVector(batch.context_lens);
-    attention.block_tables =
-        Tensor::BorrowVector(batch.block_tables[g]).View({num_sequences, batch.max_blocks[g]});
+    attention.token_begin = tensors[4];
+    attention.num_tokens = tensors[5];
+    attention.context_lens = tensors[6];
+    attention.block_tables = tensors[7 + g].View({num_sequences, batch.max_blocks[g]});
     attention.max_context_len = batch.max_context_len;
   }
+  step.logits_rows = tensors[9];
   return step;
 }
 

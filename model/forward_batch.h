@@ -63,8 +63,16 @@ struct StepMetadata {
   Tensor logits_rows;  // [rows that get logits]
 };
 
+// Where UploadBatch stages a step's metadata for a GPU: one host array holding every field, and
+// device memory for it, grown to the largest step so far (a steady state allocates nothing).
+struct UploadBuffers {
+  std::vector<int32_t> staging;
+  Tensor device;  // i32 [capacity] on the model's device
+};
+
 // The one upload of a step's metadata. On the CPU the tensors borrow `batch`'s vectors (no copy),
-// so `batch` must outlive the result and stay unchanged while it is used.
-StepMetadata UploadBatch(const ForwardBatch& batch, const Device& device);
+// so `batch` must outlive the result and stay unchanged while it is used; on a GPU every field is
+// staged into `buffers` and copied in one transfer, and the tensors are views of buffers.device.
+StepMetadata UploadBatch(const ForwardBatch& batch, const Device& device, UploadBuffers& buffers);
 
 }  // namespace gemmaserve::model

@@ -26,7 +26,7 @@ Gemma4Model::Gemma4Model(Gemma4Config config, ModelWeights weights, parallel::Co
       workspace_(WorkspaceBytes(limits), weights_.device) {
   for (const LayerWeights& layer : weights_.layers) {
     const LayerGeometry& g = layer.geometry;
-    rotary_.emplace_back(g.head_dim, g.rope_angles, g.rope_theta);
+    rotary_.emplace_back(g.head_dim, g.rope_angles, g.rope_theta, weights_.device);
   }
 }
 
@@ -59,7 +59,7 @@ Tensor Gemma4Model::Project(const Tensor& x, const Tensor& w) {
 
 Tensor Gemma4Model::Forward(const ForwardBatch& batch, KvCache& cache) {
   workspace_.Reset();
-  const StepMetadata step = UploadBatch(batch, weights_.device);
+  const StepMetadata step = UploadBatch(batch, weights_.device, upload_buffers_);
   const int64_t num_tokens = batch.num_tokens();
   // h0 = embed_tokens[ids] · sqrt(hidden); activations are f32 here, so the scale is too.
   // Vocab-parallel: each rank fills the rows of the ids it holds, zeros elsewhere, then one

@@ -99,6 +99,7 @@ class Gemma4Model {
   std::vector<ops::Rotary> rotary_;  // per layer
   Tensor expert_counts_;  // [num_layers, num_experts] i64 on the device, see TakeExpertCounts
   Workspace workspace_;
+  UploadBuffers upload_buffers_;
   Observer observer_;
 };
 

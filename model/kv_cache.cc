@@ -10,6 +10,15 @@ absl::Status CheckKvCacheDType(DType dtype) {
                                                  ": expected f32 or bf16"));
 }
 
+absl::StatusOr<DType> ResolveKvCacheDType(std::string_view name, const Device& device,
+                                          DType matrix_dtype) {
+  if (name == "auto") return device.is_cpu() ? DType::kF32 : matrix_dtype;
+  if (name == "f32") return DType::kF32;
+  if (name == "bf16") return DType::kBF16;
+  return absl::InvalidArgumentError(absl::StrCat("--kv-cache-dtype \"", std::string(name),
+                                                 "\": expected auto, f32 or bf16"));
+}
+
 KvCache::KvCache(const std::vector<LayerWeights>& layers, const KvCacheOptions& options,
                  Device device)
     : options_(options) {

@@ -13,7 +13,10 @@
 #include <cstdint>
 #include <vector>
 
+#include <string_view>
+
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "common/tensor.h"
 #include "model/config.h"
 #include "model/weights.h"
@@ -29,6 +32,12 @@ struct KvCacheOptions {
 
 // OK for a dtype the KV cache can hold; INVALID_ARGUMENT naming it otherwise.
 absl::Status CheckKvCacheDType(DType dtype);
+
+// The KV cache dtype a --kv-cache-dtype value names: "f32", "bf16", or "auto": f32 on the CPU
+// (exact, and its attention computes in f32 anyway), the matrices' dtype on a GPU (bf16 KV in the
+// bf16 precision). INVALID_ARGUMENT naming the accepted values otherwise.
+absl::StatusOr<DType> ResolveKvCacheDType(std::string_view name, const Device& device,
+                                          DType matrix_dtype = DType::kF32);
 
 class KvCache {
  public:

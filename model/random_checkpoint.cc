@@ -77,6 +77,15 @@ Preset TinyPreset(int64_t intermediate, int64_t full_period) {
   return preset;
 }
 
+// The tiny MoE's geometry with the real 262,144-token vocabulary (a 64 MiB embedding): for what
+// scales with the vocabulary, such as the size of step results with logits.
+Preset TinyMoeFullVocabPreset() {
+  Preset preset = MoePreset(TinyPreset(96, 6), 8, 2, 32);
+  preset.config.vocab_size = 262144;
+  preset.config.vocab_size_per_layer_input = 262144;
+  return preset;
+}
+
 struct NamedPreset {
   const char* name;
   Preset (*make)();
@@ -91,6 +100,7 @@ constexpr NamedPreset kPresets[] = {
     {"bench-moe", [] { return MoePreset(DensePreset(1024, 12, 1024, 8, 4, 1), 32, 4, 512); }},
     {"tiny-dense", [] { return TinyPreset(512, 3); }},
     {"tiny-moe", [] { return MoePreset(TinyPreset(96, 6), 8, 2, 32); }},
+    {"tiny-moe-full-vocab", TinyMoeFullVocabPreset},
 };
 
 std::vector<LayerKind> LayerPattern(int64_t num_layers, int64_t full_period) {

@@ -43,7 +43,8 @@ std::vector<TextTensorSpec> TextTensorSpecs(const Gemma4Config& config);
 
 // The preset names: "31b", "26b-a4b" (the real configs of GEMMA4.md §1.1), "bench-dense",
 // "bench-moe" (about 1.5-2.5 GB with the real vocabulary and head dims), "tiny-dense", "tiny-moe"
-// (the shapes of tests/data/gemma4-tiny-*).
+// (the shapes of tests/data/gemma4-tiny-*), "tiny-moe-full-vocab" (tiny-moe with the real
+// 262,144-token vocabulary).
 std::vector<std::string> RandomCheckpointPresetNames();
 
 // The finalized config of preset `name`. `num_layers` > 0 replaces num_hidden_layers, keeping the

@@ -196,6 +196,18 @@ absl::Status ValidateShardPlan(const Gemma4Config& config, const ShardPlan& plan
   return absl::OkStatus();
 }
 
+absl::StatusOr<int64_t> PreparedShardBytes(const Checkpoint& checkpoint,
+                                           const ops::WeightFormat& format, int world_size) {
+  ASSIGN_OR_RETURN(std::string prefix, TextWeightPrefix(checkpoint));
+  int64_t bytes = 0;
+  for (const std::string& name : checkpoint.TensorNames()) {
+    if (name.rfind(prefix, 0) != 0) continue;
+    ASSIGN_OR_RETURN(TensorInfo info, checkpoint.Info(name));
+    bytes += ops::PreparedWeightBytes(NumElements(info.shape), info.dtype, format);
+  }
+  return bytes / world_size;
+}
+
 absl::StatusOr<std::string> TextWeightPrefix(const Checkpoint& checkpoint) {
   for (const char* prefix : {"model.language_model.", "model."}) {
     if (checkpoint.Contains(absl::StrCat(prefix, "embed_tokens.weight"))) return std::string(prefix);

@@ -80,6 +80,12 @@ struct ModelWeights {
 // or, for a text-only export, "model.". Vision and audio tower tensors are never read.
 absl::StatusOr<std::string> TextWeightPrefix(const Checkpoint& checkpoint);
 
+// Bytes the text weights of `checkpoint` take once prepared for `format`, split evenly over
+// `world_size` ranks (replicated norms and router weights are small next to the rest): what a
+// shard needs before it is loaded.
+absl::StatusOr<int64_t> PreparedShardBytes(const Checkpoint& checkpoint,
+                                           const ops::WeightFormat& format, int world_size = 1);
+
 // OK when every weight of `config` splits as `plan` needs (query heads, KV heads of both layer
 // kinds, MLP units, vocabulary, experts); else INVALID_ARGUMENT naming the first that does not.
 absl::Status ValidateShardPlan(const Gemma4Config& config, const parallel::ShardPlan& plan);

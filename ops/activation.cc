@@ -2,9 +2,16 @@
 
 #include "ops/ops_util.h"
 
+#ifdef GEMMASERVE_HAVE_CUDA
+#include "kernels/elementwise.h"
+#endif
+
 namespace gemmaserve::ops {
 
 void GeluTanhGate(const Tensor& gate_up, Tensor& out) {
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (out.device().is_cuda()) return kernels::GeluTanhGate(gate_up, out);
+#endif
   CheckCpuF32(gate_up, "GeluTanhGate gate_up");
   CheckCpuF32(out, "GeluTanhGate out");
   CHECK_EQ(gate_up.rank(), 2);

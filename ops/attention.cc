@@ -9,6 +9,10 @@
 
 #include "ops/ops_util.h"
 
+#ifdef GEMMASERVE_HAVE_CUDA
+#include "kernels/attention.h"
+#endif
+
 namespace gemmaserve::ops {
 namespace {
 
@@ -136,6 +140,9 @@ void CheckMetadata(const AttentionMetadata& m, int64_t num_tokens, const Tensor&
 
 void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache,
                   Tensor& v_cache) {
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (k.device().is_cuda()) return kernels::WriteKvCache(k, v, slots, k_cache, v_cache);
+#endif
   CheckCpuF32(k, "WriteKvCache k");
   CheckCpuF32(v, "WriteKvCache v");
   CheckCpuI32(slots, "WriteKvCache slots");
@@ -161,6 +168,11 @@ void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor&
 void PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                     const AttentionMetadata& metadata, int64_t sliding_window, float scale,
                     Tensor& out) {
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (q.device().is_cuda()) {
+    return kernels::PagedAttention(q, k_cache, v_cache, metadata, sliding_window, scale, out);
+  }
+#endif
   CheckCpuF32(q, "PagedAttention q");
   CheckKvCache(k_cache, "PagedAttention k_cache");
   CheckKvCache(v_cache, "PagedAttention v_cache");
@@ -176,30 +188,35 @@ void PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cach
   CheckMetadata(metadata, q.dim(0), k_cache, sliding_window);
   const int64_t group = num_heads / num_kv_heads;
 
-  // Reused across calls on this thread, and grown ahead (to twice the longest context yet, at
-  // least 4096), so decoding allocates only when its context doubles.
-  thread_local std::vector<float> scores;
-  thread_local std::vector<float> rows_scratch;
-  const size_t needed = static_cast<size_t>(std::max<int64_t>(metadata.max_context_len, 1));
-  if (scores.size() < needed) scores.resize(std::max<size_t>(2 * needed, 4096));
   const int64_t max_blocks = metadata.block_tables.dim(1);
-  for (int64_t s = 0; s < metadata.num_sequences(); ++s) {
-    const int64_t token_begin = metadata.token_begin.data<int32_t>()[s];
-    const int64_t num_tokens = metadata.num_tokens.data<int32_t>()[s];
-    const int64_t context_len = metadata.context_lens.data<int32_t>()[s];
-    const int32_t* block_table = metadata.block_tables.data<int32_t>() + s * max_blocks;
-    for (int64_t i = 0; i < num_tokens; ++i) {
-      const int64_t token = token_begin + i;
-      const int64_t position = context_len - num_tokens + i;
-      const int64_t first =
-          sliding_window > 0 ? std::max<int64_t>(0, position - sliding_window + 1) : 0;
-      for (int64_t h = 0; h < num_heads; ++h) {
-        const int64_t offset = (token * num_heads + h) * head_dim;
-        AttendOne(q.data<float>() + offset, k_cache, v_cache, block_table, h / group, first,
-                  position, scale, scores.data(), rows_scratch, out.data<float>() + offset);
+  const size_t needed = static_cast<size_t>(std::max<int64_t>(metadata.max_context_len, 1));
+  // Heads are independent: each thread takes a run of them, for every token. Parallel only when
+  // there is enough work to pay for waking the threads.
+  const bool parallel = q.dim(0) * metadata.max_context_len * head_dim > kParallelElements;
+  ParallelRanges(num_heads, parallel, [&](int64_t first_head, int64_t last_head) {
+    // Per thread, reused across calls, grown ahead (to twice the longest context yet, at least
+    // 4096), so decoding allocates only when its context doubles.
+    thread_local std::vector<float> scores;
+    thread_local std::vector<float> rows_scratch;
+    if (scores.size() < needed) scores.resize(std::max<size_t>(2 * needed, 4096));
+    for (int64_t s = 0; s < metadata.num_sequences(); ++s) {
+      const int64_t token_begin = metadata.token_begin.data<int32_t>()[s];
+      const int64_t num_tokens = metadata.num_tokens.data<int32_t>()[s];
+      const int64_t context_len = metadata.context_lens.data<int32_t>()[s];
+      const int32_t* block_table = metadata.block_tables.data<int32_t>() + s * max_blocks;
+      for (int64_t i = 0; i < num_tokens; ++i) {
+        const int64_t token = token_begin + i;
+        const int64_t position = context_len - num_tokens + i;
+        const int64_t first =
+            sliding_window > 0 ? std::max<int64_t>(0, position - sliding_window + 1) : 0;
+        for (int64_t h = first_head; h < last_head; ++h) {
+          const int64_t offset = (token * num_heads + h) * head_dim;
+          AttendOne(q.data<float>() + offset, k_cache, v_cache, block_table, h / group, first,
+                    position, scale, scores.data(), rows_scratch, out.data<float>() + offset);
+        }
       }
     }
-  }
+  });
 }
 
 }  // namespace gemmaserve::ops

@@ -4,6 +4,10 @@
 
 #include "ops/ops_util.h"
 
+#ifdef GEMMASERVE_HAVE_CUDA
+#include "kernels/copy.h"
+#endif
+
 namespace gemmaserve::ops {
 
 Tensor SliceDim(const Tensor& x, int dim, int64_t begin, int64_t end) {
@@ -62,6 +66,9 @@ float ScalarToHost(const Tensor& x) {
 }
 
 void GatherRows(const Tensor& x, const Tensor& rows, Tensor& out) {
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (out.device().is_cuda()) return kernels::GatherRows(x, rows, out);
+#endif
   CheckCpuF32(x, "GatherRows x");
   CheckCpuI32(rows, "GatherRows rows");
   CheckCpuF32(out, "GatherRows out");
@@ -78,6 +85,9 @@ void GatherRows(const Tensor& x, const Tensor& rows, Tensor& out) {
 }
 
 void InterleaveShards(const Tensor& gathered, int64_t world_size, Tensor& out) {
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (out.device().is_cuda()) return kernels::InterleaveShards(gathered, world_size, out);
+#endif
   CheckCpuF32(gathered, "InterleaveShards gathered");
   CheckCpuF32(out, "InterleaveShards out");
   CHECK(world_size >= 1 && gathered.rank() == 2 && gathered.dim(0) % world_size == 0)
@@ -94,25 +104,24 @@ void InterleaveShards(const Tensor& gathered, int64_t world_size, Tensor& out) {
 }
 
 void Copy(const Tensor& src, Tensor& dst) {
-  CHECK(src.device().is_cpu() && dst.device().is_cpu())
-      << "Copy: " << src.DebugString() << " to " << dst.DebugString()
-      << ": this build has no copy between devices";
   CHECK(src.dtype() == dst.dtype() && src.numel() == dst.numel())
       << "Copy: " << src.DebugString() << " to " << dst.DebugString();
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (src.device().is_cuda() || dst.device().is_cuda()) return kernels::Copy(src, dst);
+#endif
+  CHECK(src.device().is_cpu() && dst.device().is_cpu())
+      << "Copy: " << src.DebugString() << " to " << dst.DebugString()
+      << ": this build has no CUDA";
   std::memcpy(dst.raw_data(), src.raw_data(), src.nbytes());
 }
 
 Tensor ToDevice(const Tensor& x, const Device& device) {
-  CHECK(x.device().is_cpu() && device.is_cpu())
-      << "ToDevice: " << x.DebugString() << " to " << device.ToString()
-      << ": this build has no copy between devices";
-  return x;
+  if (x.device() == device) return x;
+  Tensor copy = Tensor::Empty(x.dtype(), x.shape(), device);
+  Copy(x, copy);
+  return copy;
 }
 
-Tensor ToHost(const Tensor& x) {
-  CHECK(x.device().is_cpu()) << "ToHost: " << x.DebugString()
-                             << " is on a device this build has no copy for";
-  return x;
-}
+Tensor ToHost(const Tensor& x) { return ToDevice(x, Device::Cpu()); }
 
 }  // namespace gemmaserve::ops

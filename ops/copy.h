@@ -29,14 +29,14 @@ void GatherRows(const Tensor& x, const Tensor& rows, Tensor& out);
 // out: [rows, world · shard] with rank r's shard at columns [r · shard, (r + 1) · shard).
 void InterleaveShards(const Tensor& gathered, int64_t world_size, Tensor& out);
 
-// dst = src: equal dtype and element count, on any devices.
+// dst = src: equal dtype and element count, on any devices (synchronous when one is the host).
 void Copy(const Tensor& src, Tensor& dst);
 
-// `x` itself when `device` is the CPU (x must be in host memory); otherwise a copy on `device`.
+// `x` itself when it is on `device` already; otherwise a new copy there.
 Tensor ToDevice(const Tensor& x, const Device& device);
 
-// `x` itself when it is in host memory; otherwise a host copy (synchronous). Rank 0's logits and
-// the expert counts reach the sampler and the metrics through this function and no other.
+// `x` itself when it is in host memory; otherwise a host copy (synchronous). Rank 0's logits
+// reach the sampler through this function and no other.
 Tensor ToHost(const Tensor& x);
 
 }  // namespace gemmaserve::ops

@@ -8,15 +8,25 @@
 #include "ops/linear.h"
 #include "ops/ops_util.h"
 
+#ifdef GEMMASERVE_HAVE_CUDA
+#include "kernels/elementwise.h"
+#endif
+
 namespace gemmaserve::ops {
 
 void SetZero(Tensor& x) {
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (x.device().is_cuda()) return kernels::SetZero(x);
+#endif
   CHECK(x.device().is_cpu()) << "SetZero: " << x.DebugString()
                              << " is on a device this op has no kernel for yet";
   std::memset(x.raw_data(), 0, x.nbytes());
 }
 
 void AddInPlace(Tensor& x, const Tensor& y) {
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (x.device().is_cuda()) return kernels::AddInPlace(x, y);
+#endif
   CheckCpuF32(x, "AddInPlace x");
   CheckCpuF32(y, "AddInPlace y");
   CHECK_EQ(x.numel(), y.numel()) << x.DebugString() << " += " << y.DebugString();
@@ -27,6 +37,9 @@ void AddInPlace(Tensor& x, const Tensor& y) {
 }
 
 void ScaleInPlace(Tensor& x, float scale) {
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (x.device().is_cuda()) return kernels::ScaleInPlace(x, scale);
+#endif
   CheckCpuF32(x, "ScaleInPlace x");
   float* dst = x.data<float>();
   const int64_t n = x.numel();
@@ -34,6 +47,9 @@ void ScaleInPlace(Tensor& x, float scale) {
 }
 
 void MultiplyInPlace(Tensor& x, const Tensor& w, float scale) {
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (x.device().is_cuda()) return kernels::MultiplyInPlace(x, w, scale);
+#endif
   CheckCpuF32(x, "MultiplyInPlace x");
   CheckCpuF32(w, "MultiplyInPlace w");
   CHECK_EQ(x.rank(), 2);
@@ -62,6 +78,9 @@ double SumExp(const float* x, int64_t n, float scale, float shift) {
 }
 
 void SoftcapInPlace(Tensor& x, float cap) {
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (x.device().is_cuda()) return kernels::SoftcapInPlace(x, cap);
+#endif
   CheckCpuF32(x, "SoftcapInPlace x");
   CHECK_GT(cap, 0.0f);
   float* dst = x.data<float>();
@@ -75,7 +94,11 @@ void SoftcapInPlace(Tensor& x, float cap) {
 
 void EmbeddingLookup(const Tensor& table, const Tensor& ids, float scale, Tensor& out,
                      int64_t first_row) {
-  CheckCpuF32(table, "EmbeddingLookup table");
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (out.device().is_cuda()) return kernels::EmbeddingLookup(table, ids, scale, out, first_row);
+#endif
+  CHECK(table.device().is_cpu() && (table.dtype() == DType::kF32 || table.dtype() == DType::kBF16))
+      << "EmbeddingLookup table: " << table.DebugString();
   CheckCpuI32(ids, "EmbeddingLookup ids");
   CheckCpuF32(out, "EmbeddingLookup out");
   CHECK(table.rank() == 2 || IsPackedLinearWeight(table)) << table.DebugString();

@@ -3,9 +3,15 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <vector>
 
+#include "ops/copy.h"
 #include "ops/linear.h"
 #include "ops/ops_util.h"
+
+#ifdef GEMMASERVE_HAVE_CUDA
+#include "kernels/moe.h"
+#endif
 
 namespace gemmaserve::ops {
 Tensor ExpertMatrix(const Tensor& stacked, int64_t l) {
@@ -22,6 +28,12 @@ int64_t ExpertOutFeatures(const Tensor& stacked) {
 
 int64_t MoeDispatch(const Tensor& expert_ids, const Tensor& local_expert, Tensor& dispatched_tokens,
                     Tensor& dispatched_rows, Tensor& expert_offsets, Tensor& expert_counts) {
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (expert_ids.device().is_cuda()) {
+    return kernels::MoeDispatch(expert_ids, local_expert, dispatched_tokens, dispatched_rows,
+                                expert_offsets, expert_counts);
+  }
+#endif
   CheckCpuI32(expert_ids, "MoeDispatch expert_ids");
   CheckCpuI32(local_expert, "MoeDispatch local_expert");
   CheckCpuI32(dispatched_tokens, "MoeDispatch dispatched_tokens");
@@ -73,11 +85,20 @@ int64_t MoeDispatch(const Tensor& expert_ids, const Tensor& local_expert, Tensor
 }
 
 void GroupedLinear(const Tensor& x, const Tensor& w, const Tensor& expert_offsets, Tensor& y) {
-  CheckCpuI32(expert_offsets, "GroupedLinear expert_offsets");
+  CHECK(expert_offsets.dtype() == DType::kI32) << "GroupedLinear: " << expert_offsets.DebugString();
   const int64_t num_local = expert_offsets.numel() - 1;
   CHECK(num_local >= 0 && w.dim(0) == num_local)
       << "GroupedLinear: " << w.DebugString() << " for " << num_local << " experts";
+  // The groups' bounds steer the loop on the host: read them there (one small copy on a GPU, into
+  // storage kept for the next call).
   const int32_t* offsets = expert_offsets.data<int32_t>();
+  if (!expert_offsets.device().is_cpu()) {
+    thread_local std::vector<int32_t> host_offsets;
+    host_offsets.resize(num_local + 1);
+    Tensor host = Tensor::BorrowVector(host_offsets);
+    Copy(expert_offsets, host);
+    offsets = host_offsets.data();
+  }
   CHECK(offsets[0] == 0 && offsets[num_local] == x.dim(0) && y.dim(0) == x.dim(0))
       << "GroupedLinear: offsets end at " << offsets[num_local] << " for x " << x.DebugString()
       << ", y " << y.DebugString();
@@ -91,6 +112,11 @@ void GroupedLinear(const Tensor& x, const Tensor& w, const Tensor& expert_offset
 
 void MoeCombine(const Tensor& y, const Tensor& expert_ids, const Tensor& weights,
                 const Tensor& dispatched_rows, Tensor& out) {
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (out.device().is_cuda()) {
+    return kernels::MoeCombine(y, expert_ids, weights, dispatched_rows, out);
+  }
+#endif
   CheckCpuF32(y, "MoeCombine y");
   CheckCpuI32(expert_ids, "MoeCombine expert_ids");
   CheckCpuF32(weights, "MoeCombine weights");

@@ -4,9 +4,16 @@
 
 #include "ops/ops_util.h"
 
+#ifdef GEMMASERVE_HAVE_CUDA
+#include "kernels/elementwise.h"
+#endif
+
 namespace gemmaserve::ops {
 
 void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) {
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (x.device().is_cuda()) return kernels::RmsNorm(x, weight, eps, y);
+#endif
   CheckCpuF32(x, "RmsNorm x");
   CheckCpuF32(y, "RmsNorm y");
   CHECK_GE(x.rank(), 1);

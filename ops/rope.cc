@@ -2,21 +2,31 @@
 
 #include <cmath>
 
+#include "ops/copy.h"
 #include "ops/ops_util.h"
+
+#ifdef GEMMASERVE_HAVE_CUDA
+#include "kernels/rope.h"
+#endif
 
 namespace gemmaserve::ops {
 
-Rotary::Rotary(int64_t head_dim, int64_t rope_angles, double theta) : head_dim_(head_dim) {
+Rotary::Rotary(int64_t head_dim, int64_t rope_angles, double theta, const Device& device)
+    : head_dim_(head_dim) {
   CHECK(head_dim > 0 && head_dim % 2 == 0) << "head_dim " << head_dim;
   CHECK(rope_angles >= 0 && rope_angles <= head_dim / 2) << "rope_angles " << rope_angles;
-  inv_freq_.resize(rope_angles);
+  std::vector<float> inv_freq(rope_angles);
   for (int64_t j = 0; j < rope_angles; ++j) {
     const float exponent = static_cast<float>(2 * j) / static_cast<float>(head_dim);
-    inv_freq_[j] = 1.0f / std::pow(static_cast<float>(theta), exponent);
+    inv_freq[j] = 1.0f / std::pow(static_cast<float>(theta), exponent);
   }
+  inv_freq_ = ToDevice(Tensor::FromVector(inv_freq, {rope_angles}), device);
 }
 
 void Rotary::Apply(Tensor& x, const Tensor& positions) const {
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (x.device().is_cuda()) return kernels::ApplyRope(x, positions, inv_freq_);
+#endif
   CheckCpuF32(x, "Rotary x");
   CheckCpuI32(positions, "Rotary positions");
   CHECK_EQ(x.rank(), 3);
@@ -25,7 +35,8 @@ void Rotary::Apply(Tensor& x, const Tensor& positions) const {
   const int64_t num_tokens = x.dim(0);
   const int64_t num_heads = x.dim(1);
   const int64_t half = head_dim_ / 2;
-  const int64_t angles = static_cast<int64_t>(inv_freq_.size());
+  const int64_t angles = inv_freq_.numel();
+  const float* inv_freq = inv_freq_.data<float>();
   // Reused across calls on this thread (the hot path allocates nothing).
   thread_local std::vector<float> cos_values;
   thread_local std::vector<float> sin_values;
@@ -35,7 +46,7 @@ void Rotary::Apply(Tensor& x, const Tensor& positions) const {
   for (int64_t t = 0; t < num_tokens; ++t) {
     const float position = static_cast<float>(positions.data<int32_t>()[t]);
     for (int64_t j = 0; j < angles; ++j) {
-      const float angle = position * inv_freq_[j];
+      const float angle = position * inv_freq[j];
       cos_values[j] = std::cos(angle);
       sin_values[j] = std::sin(angle);
     }

@@ -17,16 +17,17 @@ namespace gemmaserve::ops {
 
 class Rotary {
  public:
-  Rotary(int64_t head_dim, int64_t rope_angles, double theta);
+  // The frequencies are computed on the host and kept on `device`, where Apply runs.
+  Rotary(int64_t head_dim, int64_t rope_angles, double theta, const Device& device = Device::Cpu());
 
   int64_t head_dim() const { return head_dim_; }
-  // x: [num_tokens, num_heads, head_dim] f32, rotated in place; positions: [num_tokens] i32,
-  // absolute.
+  // x: [num_tokens, num_heads, head_dim] f32 on the device, rotated in place; positions:
+  // [num_tokens] i32, absolute.
   void Apply(Tensor& x, const Tensor& positions) const;
 
  private:
   int64_t head_dim_;
-  std::vector<float> inv_freq_;  // [rope_angles], computed in f32 as the reference does
+  Tensor inv_freq_;  // [rope_angles] f32, computed in f32 as the reference does
 };
 
 }  // namespace gemmaserve::ops

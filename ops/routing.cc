@@ -7,10 +7,19 @@
 
 #include "ops/ops_util.h"
 
+#ifdef GEMMASERVE_HAVE_CUDA
+#include "kernels/moe.h"
+#endif
+
 namespace gemmaserve::ops {
 
 void TopKRouting(const Tensor& logits, const Tensor& per_expert_scale, int64_t k,
                  Tensor& expert_ids, Tensor& weights) {
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (logits.device().is_cuda()) {
+    return kernels::TopKRouting(logits, per_expert_scale, k, expert_ids, weights);
+  }
+#endif
   CheckCpuF32(logits, "TopKRouting logits");
   CheckCpuF32(per_expert_scale, "TopKRouting per_expert_scale");
   CheckCpuF32(weights, "TopKRouting weights");

@@ -2,9 +2,11 @@
 // at load. The loader (model/weights.cc) reads a rank's slices in the checkpoint's dtype and hands
 // each to one of these functions; nothing else in the model knows how a device keeps weights.
 //
-// The CPU backend widens to f32 (its kernels compute in f32, and bf16 → f32 loses nothing) and
-// packs every matrix whose output count is a multiple of 16 into the panels of the packed Linear
-// (linear.h).
+// The CPU backend packs every matrix whose output count is a multiple of 16 into the panels of the
+// packed Linear (linear.h), in bf16 when the checkpoint is bf16 (its tiles widen the weights to
+// f32 in registers: exact, and half the bytes of an f32 copy), else in f32. The CUDA backend keeps the checkpoint's [out, in] layout on the GPU, in
+// f32 (the exact reference precision) or bf16 (the serving precision, as in the checkpoint).
+// Vectors (norm weights, scales) are f32 everywhere.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +19,9 @@ namespace gemmaserve::ops {
 // Where, and so in which form, a model's weights will live.
 struct WeightFormat {
   Device device = Device::Cpu();
+  // On a GPU, the matrices' dtype: f32 (the exact reference) or bf16 (serving). The CPU computes
+  // in f32 whatever its matrices are stored in, and takes only f32 here.
+  DType matrix_dtype = DType::kF32;
 };
 
 // OK when this build has a backend for `format`; otherwise an error naming what is missing.
@@ -29,7 +34,9 @@ Tensor PrepareLinearWeight(const Tensor& w, const WeightFormat& format);
 // Any other weight (norm weights, scales, per-expert vectors), as f32 on the device.
 Tensor PrepareWeight(const Tensor& w, const WeightFormat& format);
 
-// Bytes that `num_elements` checkpoint elements take once prepared: the memory a shard will need.
-int64_t PreparedWeightBytes(int64_t num_elements, const WeightFormat& format);
+// Bytes that `num_elements` checkpoint elements of `checkpoint_dtype` take once prepared: the
+// memory a shard needs.
+int64_t PreparedWeightBytes(int64_t num_elements, DType checkpoint_dtype,
+                            const WeightFormat& format);
 
 }  // namespace gemmaserve::ops

@@ -72,7 +72,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> InternalServerCredentia
 }
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateInternalChannel(
-    const std::string& address, const InternalAuthOptions& options) {
+    const std::string& address, const InternalAuthOptions& options, int64_t max_message_bytes) {
   RETURN_IF_ERROR(options.Validate());
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
   if (options.tls()) {
@@ -89,7 +89,12 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateInternalChannel(
   if (!options.cluster_secret.empty()) {
     interceptors.push_back(std::make_unique<SecretInterceptorFactory>(options.cluster_secret));
   }
-  return exp::CreateCustomChannelWithInterceptors(address, credentials, grpc::ChannelArguments(),
+  grpc::ChannelArguments arguments;
+  if (max_message_bytes > 0) {
+    arguments.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
+    arguments.SetMaxSendMessageSize(static_cast<int>(max_message_bytes));
+  }
+  return exp::CreateCustomChannelWithInterceptors(address, credentials, arguments,
                                                   std::move(interceptors));
 }
 

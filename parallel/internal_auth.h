@@ -46,9 +46,10 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> InternalServerCredentia
 
 // A channel to the coordinator at `address` (HOST:PORT) whose every call carries the secret,
 // over TLS (verifying the coordinator against the CA, presenting this side's certificate) when
-// the options say so.
+// the options say so. `max_message_bytes` > 0 raises gRPC's message limits both ways.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateInternalChannel(
-    const std::string& address, const InternalAuthOptions& options);
+    const std::string& address, const InternalAuthOptions& options,
+    int64_t max_message_bytes = 0);
 
 // The coordinator's service behind a check of the cluster secret on every call.
 class SecretCheckingCoordinator final : public internal::v1::Coordinator::Service {

@@ -36,6 +36,14 @@ int64_t InMemoryKeyValueStore::num_keys() const {
   return static_cast<int64_t>(values_.size());
 }
 
+void InMemoryKeyValueStore::ErasePrefix(const std::string& prefix) {
+  absl::MutexLock lock(&mu_);
+  auto it = values_.lower_bound(prefix);
+  while (it != values_.end() && it->first.compare(0, prefix.size(), prefix) == 0) {
+    it = values_.erase(it);
+  }
+}
+
 bool InMemoryKeyValueStore::HasAll(const std::vector<std::string>& keys) const {
   for (const std::string& key : keys) {
     if (!values_.contains(key)) return false;

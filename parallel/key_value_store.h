@@ -51,6 +51,8 @@ class InMemoryKeyValueStore final : public KeyValueStore {
 
   // Number of keys stored; lets the coordinator bound what a client may write.
   int64_t num_keys() const;
+  // Removes every key that starts with `prefix` (a group incarnation that ended).
+  void ErasePrefix(const std::string& prefix);
 
  private:
   bool HasAll(const std::vector<std::string>& keys) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include <grpcpp/support/status.h>
 
@@ -53,6 +54,9 @@ class RendezvousService {
 
   // The store itself, for in-process users (the coordinator's own ranks, tests).
   KeyValueStore& store() { return store_; }
+  // Forgets the keys of a group incarnation that ended: those under "<key_namespace>/" (the
+  // namespace its GrpcKeyValueStore clients used).
+  void EraseNamespace(const std::string& key_namespace) { store_.ErasePrefix(key_namespace + "/"); }
 
  private:
   const RendezvousOptions options_;

@@ -2,6 +2,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "kernels/device.h"
+#include "model/checkpoint.h"
+#include "model/kv_cache.h"
+#include "model/weights.h"
+#include "ops/weights.h"
 #include "ops/linear.h"
 
 namespace gemmaserve::tools {
@@ -14,7 +19,54 @@ void SessionOptions::AddFlags(FlagSet& flags) {
   flags.String("model", &model_dir, "checkpoint directory (config.json + safetensors)", true);
   parallel.AddFlags(flags);
   flags.Int("threads", &threads, "compute threads (per worker process with --tp/--ep)");
+  flags.String("kv-cache-dtype", &kv_cache_dtype,
+               "auto (the precision's: f32 on the CPU), f32, or bf16 (half the KV memory)");
+  flags.String("device", &device, "cpu, cuda or cuda:N (one GPU; --tp/--ep run on the CPU)");
+  flags.String("cpu-precision", &cpu_precision,
+               "f32 (exact) or bf16 (CPU prefill matmuls on AMX / AVX512-BF16, bf16-rounded inputs)");
+  flags.String("precision", &precision,
+               "f32 (exact) or bf16 (bf16 weights, matmul inputs and KV; GPU only)");
 }
+
+namespace {
+
+// The weight format of --device and --precision, checked against this build and the GPU.
+absl::StatusOr<ops::WeightFormat> FormatFor(const SessionOptions& options,
+                                           const parallel::ParallelLayout& layout) {
+  ops::WeightFormat format;
+  ASSIGN_OR_RETURN(format.device, kernels::ParseDevice(options.device));
+  if (options.precision != "f32" && options.precision != "bf16") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--precision \"", options.precision, "\": expected f32 or bf16"));
+  }
+  format.matrix_dtype = options.precision == "bf16" ? DType::kBF16 : DType::kF32;
+  if (format.device.is_cpu() && format.matrix_dtype != DType::kF32) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--precision ", options.precision, " needs a GPU (--device cuda): the CPU computes in f32"));
+  }
+  if (!format.device.is_cpu() && layout.world_size() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--device ", options.device, " with ", layout.ToString(),
+        ": a GPU runs one process so far; --tp/--ep run on the CPU"));
+  }
+  RETURN_IF_ERROR(ops::CheckWeightFormat(format));
+  return format;
+}
+
+// RESOURCE_EXHAUSTED naming both numbers when the weights do not fit the GPU's free memory.
+absl::Status CheckFitsOnGpu(const std::string& model_dir, const ops::WeightFormat& format) {
+  ASSIGN_OR_RETURN(model::Checkpoint checkpoint, model::Checkpoint::Open(model_dir));
+  ASSIGN_OR_RETURN(const int64_t needed, model::PreparedShardBytes(checkpoint, format));
+  ASSIGN_OR_RETURN(const int64_t free_bytes, kernels::FreeCudaMemory(format.device.ordinal));
+  if (needed > free_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        model_dir, " needs ", needed >> 20, " MiB of weights on ", format.device.ToString(),
+        ", which has ", free_bytes >> 20, " MiB free"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOptions& options) {
   std::unique_ptr<ModelSession> session(new ModelSession());
@@ -29,14 +81,22 @@ absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOp
   }
   const int64_t blocks =
       (options.max_context + kBlockSize - 1) / kBlockSize * options.max_sequences;
+  ASSIGN_OR_RETURN(const ops::WeightFormat format, FormatFor(options, layout));
+  ASSIGN_OR_RETURN(const DType kv_cache_dtype,
+                   model::ResolveKvCacheDType(options.kv_cache_dtype, format.device,
+                                              format.matrix_dtype));
   coordinator::SequenceDriver::StepFn step;
+  RETURN_IF_ERROR(ops::SetCpuPrecision(options.cpu_precision));
   if (layout.world_size() == 1) {
     ops::SetNumThreads(static_cast<int>(options.threads));
+    if (!format.device.is_cpu()) RETURN_IF_ERROR(CheckFitsOnGpu(options.model_dir, format));
     ASSIGN_OR_RETURN(worker::LoadedShard loaded,
-                     worker::LoadShard(options.model_dir, parallel::ShardPlan::Single()));
+                     worker::LoadShard(options.model_dir, parallel::ShardPlan::Single(), format));
     session->comm_ = std::make_unique<parallel::LocalCommunicator>();
+    worker::ShardOptions shard_options;
+    shard_options.kv_cache_dtype = kv_cache_dtype;
     session->shard_ = std::make_unique<worker::ModelShard>(std::move(loaded), kBlockSize, blocks,
-                                                           *session->comm_);
+                                                           *session->comm_, shard_options);
     worker::ModelShard* shard = session->shard_.get();
     step = [shard](const internal::v1::StepPlan& plan) { return shard->executor().Execute(plan); };
   } else {
@@ -44,8 +104,9 @@ absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOp
     cluster.spec.model_dir = options.model_dir;
     cluster.spec.layout = layout;
     cluster.spec.block_size = kBlockSize;
-    cluster.worker_args = {"--threads", absl::StrCat(options.threads), "--log-level",
-                           options.log_level};
+    cluster.spec.kv_cache_dtype = options.kv_cache_dtype;
+    cluster.worker_args = {"--threads", absl::StrCat(options.threads), "--cpu-precision",
+                           options.cpu_precision, "--log-level", options.log_level};
     ASSIGN_OR_RETURN(session->cluster_, coordinator::LocalCluster::Start(cluster));
     if (session->cluster_->group().num_blocks() < blocks) {
       return absl::ResourceExhaustedError(absl::StrCat(

@@ -23,11 +23,16 @@ struct SessionOptions {
   std::string model_dir;
   ParallelFlags parallel;       // world size 1: the model runs in this process
   int64_t threads = 2;          // compute threads (per worker with --tp/--ep)
+  std::string kv_cache_dtype = "auto";
+  std::string device = "cpu";     // cpu, cuda or cuda:N
+  std::string precision = "f32";  // f32 (exact), or bf16 matrices and KV (GPU only)
+  std::string cpu_precision = "f32";  // f32, or bf16 prefill matmuls (ops::SetCpuPrecision)
   int64_t max_context = 0;      // tokens per sequence the KV cache must hold
   int64_t max_sequences = 1;
   std::string log_level = "warn";  // passed on to worker processes
 
-  // Declares --model, --tp, --ep and --threads.
+  // Declares --model, --tp, --ep, --threads, --kv-cache-dtype, --device, --precision and
+  // --cpu-precision.
   void AddFlags(FlagSet& flags);
 };
 

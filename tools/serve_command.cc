@@ -5,7 +5,13 @@
 // Both serve gRPC gemmaserve.v1.Inference (--grpc-port), OpenAI-compatible HTTP (--http-port)
 // and the internal worker protocol (--internal-port). SIGTERM or SIGINT drains: the coordinator
 // turns not-ready, refuses new requests, lets running ones finish within --drain-timeout-s, then
-// stops its workers.
+// stops its workers (a stalled worker adds at most a few seconds).
+//
+// A worker that dies or stalls past its step's deadline is replaced (`serve` relaunches its local
+// workers; `coordinator` waits for the orchestrator to restart them) while the replica answers
+// 503 / UNAVAILABLE to new requests, and the requests that were running continue once it is back.
+// If it is not back within --recovery-timeout-s, /health turns 503 so the orchestrator restarts
+// the coordinator.
 #include <signal.h>
 
 #include <cstdio>
@@ -16,14 +22,18 @@
 #include "common/clock.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "coordinator/api/generate_params.h"
 #include "coordinator/api/http_server.h"
 #include "coordinator/api/inference_service.h"
 #include "coordinator/api/served_model.h"
 #include "coordinator/deferred_engine.h"
 #include "coordinator/engine_loop.h"
 #include "coordinator/engine_metrics.h"
-#include "coordinator/metrics.h"
 #include "coordinator/local_cluster.h"
+#include "coordinator/metrics.h"
+#include "coordinator/step_message_size.h"
+#include "model/kv_cache.h"
+#include "ops/linear.h"
 #include "spdlog/spdlog.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
@@ -43,7 +53,9 @@ struct ServeConfig {
   int64_t internal_port = 50052;
   std::string served_model_name;
   int64_t threads = 1;
+  std::string cpu_precision = "f32";
   int64_t kv_cache_mb = 512;
+  std::string kv_cache_dtype = "auto";
   int64_t worker_metrics_port = 9400;
   int64_t block_size = 16;
   int64_t max_num_seqs = 256;
@@ -53,7 +65,9 @@ struct ServeConfig {
   bool no_prefix_caching = false;
   int64_t drain_timeout_s = 30;
   int64_t ready_timeout_s = 1800;
-  int64_t step_timeout_s = 600;
+  int64_t step_timeout_s = 10;
+  int64_t step_timeout_per_token_ms = 50;
+  int64_t recovery_timeout_s = 300;
   std::string log_level = "info";
   ApiFlags api;
   InternalPortFlags internal;
@@ -72,11 +86,16 @@ void AddFlags(FlagSet& flags, ServeConfig& c, bool local_workers) {
   flags.String("served-model-name", &c.served_model_name, "model name clients send (default: the directory's name)");
   if (local_workers) {
     flags.Int("threads", &c.threads, "compute threads per worker");
+    flags.String("cpu-precision", &c.cpu_precision,
+                 "f32 (exact) or bf16 (prefill matmuls on the CPU's bf16 instructions: AMX, "
+                 "AVX512-BF16)");
     flags.Int("kv-cache-mb", &c.kv_cache_mb, "KV cache memory budget per worker, MiB");
     flags.Int("worker-metrics-port", &c.worker_metrics_port,
               "worker r serves /metrics on this port + r; 0 = free ports, -1 = off");
   }
   flags.Int("block-size", &c.block_size, "KV slots per block");
+  flags.String("kv-cache-dtype", &c.kv_cache_dtype,
+               "auto (f32 on the CPU), f32, or bf16 (half the KV memory)");
   flags.Int("max-num-seqs", &c.max_num_seqs, "sequences running at once");
   flags.Int("max-tokens-per-step", &c.max_tokens_per_step, "token budget of one step (chunked prefill)");
   flags.Int("max-waiting", &c.max_waiting, "queued requests before RESOURCE_EXHAUSTED / HTTP 429");
@@ -84,7 +103,15 @@ void AddFlags(FlagSet& flags, ServeConfig& c, bool local_workers) {
   flags.Bool("no-prefix-caching", &c.no_prefix_caching, "do not reuse the KV of repeated prefixes");
   flags.Int("drain-timeout-s", &c.drain_timeout_s, "on SIGTERM, how long running requests may finish");
   flags.Int("ready-timeout-s", &c.ready_timeout_s, "how long to wait for every worker to attach");
-  flags.Int("step-timeout-s", &c.step_timeout_s, "a step answered later fails and marks the replica not ready");
+  flags.Int("step-timeout-s", &c.step_timeout_s,
+            "a step's deadline is this plus --step-timeout-per-token-ms per token it computes; a "
+            "worker that misses it is taken for stalled and replaced");
+  flags.Int("step-timeout-per-token-ms", &c.step_timeout_per_token_ms,
+            "the part of a step's deadline that grows with its tokens, ms per token (raise it "
+            "for a large model on few CPU cores, where a stall would otherwise be misread)");
+  flags.Int("recovery-timeout-s", &c.recovery_timeout_s,
+            "how long lost workers may take to come back before /health turns 503 and the "
+            "requests waiting for them fail");
   flags.String("log-level", &c.log_level, "trace, debug, info, warn, error or off");
   c.api.AddFlags(flags);
   c.internal.AddFlags(flags);
@@ -124,16 +151,34 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
   cluster_options.spec.layout = layout;
   cluster_options.spec.block_size = static_cast<int>(c.block_size);
   cluster_options.spec.max_tokens_per_step = static_cast<int>(c.max_tokens_per_step);
+  RETURN_IF_ERROR(model::ResolveKvCacheDType(c.kv_cache_dtype, Device::Cpu()).status());
+  cluster_options.spec.kv_cache_dtype = c.kv_cache_dtype;
   cluster_options.spec.step_timeout = absl::Seconds(c.step_timeout_s);
+  cluster_options.spec.step_timeout_per_token = absl::Milliseconds(c.step_timeout_per_token_ms);
+  cluster_options.spec.recovery_timeout = absl::Seconds(c.recovery_timeout_s);
+  coordinator::StepShape shape;
+  shape.max_num_seqs = c.max_num_seqs;
+  shape.max_tokens_per_step = c.max_tokens_per_step;
+  shape.max_model_len = std::min(c.max_model_len, config.max_position_embeddings);
+  shape.block_size = c.block_size;
+  shape.max_top_logprobs = coordinator::api::kMaxTopLogprobs;
+  if (config.is_moe()) {
+    shape.num_layers = config.num_hidden_layers;
+    shape.num_experts = config.num_experts;
+  }
+  cluster_options.spec.max_message_bytes = coordinator::StepMessageLimit(shape);
   const std::string internal_host =
       !c.internal_host.empty() ? c.internal_host : local_workers ? "127.0.0.1" : "0.0.0.0";
   cluster_options.internal_address = absl::StrCat(internal_host, ":", c.internal_port);
   cluster_options.auth = internal_auth;
   cluster_options.launch_workers = local_workers;
-  cluster_options.worker_args = {"--threads", absl::StrCat(c.threads), "--kv-cache-mb",
+  RETURN_IF_ERROR(ops::SetCpuPrecision(c.cpu_precision));  // checks the value before any worker
+  cluster_options.worker_args = {"--threads", absl::StrCat(c.threads), "--cpu-precision",
+                                 c.cpu_precision, "--kv-cache-mb",
                                  absl::StrCat(c.kv_cache_mb), "--log-level", c.log_level};
   cluster_options.metrics_port_base = static_cast<int>(c.worker_metrics_port);
   cluster_options.wait_ready = false;
+  cluster_options.restart_workers = true;
   ASSIGN_OR_RETURN(auto cluster, coordinator::LocalCluster::Start(cluster_options));
 
   coordinator::CoordinatorMetricsOptions metrics_options;
@@ -147,6 +192,8 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
 
   coordinator::DeferredEngine deferred;
   http_options.metrics = [&metrics] { return metrics->Serialize(); };
+  coordinator::WorkerGroup& group = cluster->group();
+  http_options.healthy = [&group] { return group.healthy(); };
   http_options.address = c.host;
   http_options.port = static_cast<int>(c.http_port);
   ASSIGN_OR_RETURN(auto http, coordinator::api::HttpServer::Start(http_options, &deferred, served.get()));
@@ -165,8 +212,8 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
     if (AwaitSignal(signals, absl::ZeroDuration())) return absl::OkStatus();
   }
 
-  coordinator::WorkerGroup& group = cluster->group();
   coordinator::EngineOptions engine_options;
+  engine_options.recovery_timeout = absl::Seconds(c.recovery_timeout_s);
   coordinator::SchedulerOptions& s = engine_options.scheduler;
   s.block_size = c.block_size;
   s.num_blocks = group.num_blocks();
@@ -190,6 +237,7 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
                c.block_size, s.max_model_len);
 
   while (!AwaitSignal(signals, absl::Seconds(1))) {
+    grpc_api->SetServing(engine.Ready());  // off while lost workers are replaced
   }
   spdlog::info("draining (up to {} s)", c.drain_timeout_s);
   grpc_api->SetServing(false);
@@ -198,8 +246,11 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
   }
   http->Shutdown();
   grpc_api->Shutdown();
+  // Ends a step in flight at once, even one a stalled worker would never answer, so that the
+  // engine loop can stop.
+  group.Shutdown("the coordinator is stopping", absl::Seconds(3));
   engine.Stop();
-  cluster.reset();  // shuts the workers down
+  cluster.reset();  // stops the workers
   spdlog::info("stopped");
   return absl::OkStatus();
 }

@@ -25,6 +25,8 @@ int WorkerMain(int argc, char** argv) {
   flags.Int("world-size", &world_size, "ranks in the replica", true);
   flags.String("device", &options.device, "cpu or cuda:N");
   flags.Int("threads", &threads, "compute threads");
+  flags.String("cpu-precision", &options.cpu_precision,
+               "f32 (exact) or bf16 (prefill matmuls on the CPU's bf16 instructions)");
   flags.Int("kv-cache-mb", &options.kv_cache_mb, "memory budget of the KV cache, MiB");
   flags.String("collective-host", &options.collective_host,
                "address peers reach this worker at (default: the local address toward the coordinator)");

@@ -190,7 +190,7 @@ SampleResult Sample(const float* raw_logits, int64_t vocab_size, const SamplingO
                     uint64_t token_index, int32_t num_top) {
   std::vector<float> penalized;
   const float* logits = Penalized(raw_logits, vocab_size, options, penalized);
-  const bool greedy = options.temperature <= 0.0f;
+  const bool greedy = !(options.temperature >= kMinTemperature);  // NaN too
   const float scale = greedy ? 1.0f : 1.0f / options.temperature;
 
   SampleResult result;

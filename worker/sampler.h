@@ -14,8 +14,12 @@
 
 namespace gemmaserve::worker {
 
+// Temperatures below this sample greedily, as in vLLM: dividing the logits by a smaller one can
+// overflow f32 (a temperature of 3e-39 made every logprob NaN).
+inline constexpr float kMinTemperature = 1e-5f;
+
 struct SamplingOptions {
-  float temperature = 1.0f;  // 0 = greedy
+  float temperature = 1.0f;  // below kMinTemperature (0 included) = greedy
   int32_t top_k = 0;         // 0 = all tokens
   float top_p = 1.0f;        // nucleus mass; 1 = off
   float min_p = 0.0f;        // drop tokens below min_p × the top probability; 0 = off

@@ -7,6 +7,7 @@
 
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/strings/numbers.h"
@@ -23,6 +24,7 @@
 #include "parallel/parallel_layout.h"
 #include "spdlog/spdlog.h"
 #include "worker/model_shard.h"
+#include "worker/step_stream.h"
 #include "worker/worker_metrics.h"
 
 namespace gemmaserve::worker {
@@ -96,24 +98,10 @@ int64_t AvailableMemoryBytes() {
   return 0;
 }
 
-// Bytes this rank's shard will take once the backend has prepared it: the checkpoint's text
-// weights split over the ranks (replicated norms and router weights are small next to that).
-absl::StatusOr<int64_t> EstimateShardBytes(const std::string& model_dir, int world_size,
-                                           const ops::WeightFormat& format) {
-  ASSIGN_OR_RETURN(model::Checkpoint checkpoint, model::Checkpoint::Open(model_dir));
-  ASSIGN_OR_RETURN(std::string prefix, model::TextWeightPrefix(checkpoint));
-  int64_t elements = 0;
-  for (const std::string& name : checkpoint.TensorNames()) {
-    if (name.rfind(prefix, 0) != 0) continue;
-    ASSIGN_OR_RETURN(model::TensorInfo info, checkpoint.Info(name));
-    elements += NumElements(info.shape);
-  }
-  return ops::PreparedWeightBytes(elements, format) / world_size;
-}
-
 absl::Status CheckShardFits(const std::string& model_dir, const WorkerOptions& options) {
-  ASSIGN_OR_RETURN(int64_t weight_bytes,
-                   EstimateShardBytes(model_dir, options.world_size, ops::WeightFormat{}));
+  ASSIGN_OR_RETURN(model::Checkpoint checkpoint, model::Checkpoint::Open(model_dir));
+  ASSIGN_OR_RETURN(const int64_t weight_bytes,
+                   model::PreparedShardBytes(checkpoint, ops::WeightFormat{}, options.world_size));
   const int64_t needed = weight_bytes + (options.kv_cache_mb << 20);
   const int64_t available = AvailableMemoryBytes();
   if (available > 0 && needed > available) {
@@ -136,33 +124,41 @@ absl::StatusOr<parallel::ShardPlan> PlanFor(const pb::ClusterConfig& cluster, co
   return layout.PlanFor(options.rank);
 }
 
-// Sends the hello, then answers each step until Shutdown or a broken stream.
-absl::Status ServeSteps(pb::Coordinator::Stub& stub, ModelShard& shard,
-                        parallel::Communicator& comm, int rank, WorkerMetrics* metrics) {
-  grpc::ClientContext context;
-  std::unique_ptr<grpc::ClientReaderWriter<pb::StepResult, pb::CoordinatorMessage>> stream =
-      stub.Attach(&context);
-  pb::StepResult hello;
-  hello.set_rank(rank);
-  if (!stream->Write(hello)) return FromGrpc(stream->Finish(), "Attach");
-  spdlog::info("rank {}: attached, serving steps", rank);
+// A reply the coordinator can receive: one over the step message limit becomes an error reply
+// (the coordinator fails that step), where sending it would break the stream and the replica.
+pb::StepResult Deliverable(pb::StepResult reply, int64_t max_message_bytes) {
+  const int64_t bytes = static_cast<int64_t>(reply.ByteSizeLong());
+  if (max_message_bytes <= 0 || bytes <= max_message_bytes) return reply;
+  pb::StepResult refused;
+  refused.set_step_id(reply.step_id());
+  refused.set_rank(reply.rank());
+  refused.set_error(absl::StrCat("the step's result takes ", bytes,
+                                 " bytes, more than the step message limit of ", max_message_bytes,
+                                 " bytes; ask for fewer rows of logits per step"));
+  return refused;
+}
+
+// Answers each step until Shutdown or a broken stream.
+absl::Status ServeSteps(pb::Coordinator::Stub& stub, const pb::ClusterConfig& cluster,
+                        ModelShard& shard, parallel::Communicator& comm, int rank,
+                        WorkerMetrics* metrics) {
+  ASSIGN_OR_RETURN(std::unique_ptr<StepStream> stream,
+                   StepStream::Open(stub, rank, cluster.generation()));
+  spdlog::info("rank {}: attached (generation {}), serving steps", rank, cluster.generation());
   if (metrics != nullptr) metrics->SetReady(true);
-  pb::CoordinatorMessage message;
-  while (stream->Read(&message)) {
-    if (message.has_shutdown()) {
-      spdlog::info("rank {}: shutdown ({})", rank, message.shutdown().reason());
-      stream->WritesDone();
-      stream->Finish();
-      return absl::OkStatus();
+  while (std::optional<pb::CoordinatorMessage> message = stream->Next()) {
+    if (message->has_shutdown()) {
+      spdlog::info("rank {}: shutdown ({})", rank, message->shutdown().reason());
+      return stream->Finish(/*shutdown=*/true);
     }
-    if (!message.has_step()) continue;  // a kind this worker does not know
+    if (!message->has_step()) continue;  // a kind this worker does not know
     comm.ResetCommunicationMs();
-    absl::StatusOr<pb::StepResult> result = shard.executor().Execute(message.step());
+    absl::StatusOr<pb::StepResult> result = shard.executor().Execute(message->step());
     pb::StepResult reply;
     if (result.ok()) {
-      reply = std::move(*result);
+      reply = Deliverable(std::move(*result), cluster.max_message_bytes());
     } else {
-      reply.set_step_id(message.step().step_id());
+      reply.set_step_id(message->step().step_id());
       reply.set_rank(rank);
       reply.set_error(std::string(result.status().message()));
     }
@@ -171,30 +167,27 @@ absl::Status ServeSteps(pb::Coordinator::Stub& stub, ModelShard& shard,
       metrics->RecordStep(absl::Milliseconds(reply.compute_ms()),
                           absl::Milliseconds(reply.communication_ms()));
     }
-    if (!stream->Write(reply)) break;
+    if (!stream->Reply(reply)) break;
   }
-  return FromGrpc(stream->Finish(), absl::StrCat("rank ", rank, ": lost the coordinator stream"));
+  return stream->Finish(/*shutdown=*/false);
 }
 
 }  // namespace
 
 absl::Status RunWorker(const WorkerOptions& options) {
-  if (options.device != "cpu") {
-    int ordinal = -1;
-    if (options.device.rfind("cuda:", 0) != 0 ||
-        !absl::SimpleAtoi(options.device.substr(5), &ordinal)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--device \"", options.device, "\": expected cpu or cuda:N"));
-    }
-    RETURN_IF_ERROR(kernels::CheckCudaDevice(ordinal));
-    return absl::UnimplementedError(absl::StrCat(
-        "--device ", options.device, ": the CUDA forward pass is not written yet; use --device cpu"));
+  ASSIGN_OR_RETURN(const Device device, kernels::ParseDevice(options.device));
+  if (!device.is_cpu()) {
+    // The CUDA forward pass runs in `gemmaserve run` and `logits` (--device cuda); workers on GPUs
+    // need NCCL between ranks and the KV cache sized from GPU memory first.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--device ", options.device, ": workers run on the CPU so far; use --device cpu"));
   }
   if (options.rank < 0 || options.rank >= options.world_size) {
     return absl::InvalidArgumentError(absl::StrCat("--rank ", options.rank,
                                                    " is not in a world of size ", options.world_size));
   }
   ops::SetNumThreads(options.threads);
+  RETURN_IF_ERROR(ops::SetCpuPrecision(options.cpu_precision));
   std::unique_ptr<WorkerMetrics> metrics;
   if (options.metrics_port >= 0) {
     WorkerMetricsOptions metrics_options;
@@ -202,16 +195,26 @@ absl::Status RunWorker(const WorkerOptions& options) {
     metrics_options.port = options.metrics_port;
     ASSIGN_OR_RETURN(metrics, WorkerMetrics::Start(metrics_options));
   }
-  ASSIGN_OR_RETURN(auto channel, parallel::CreateInternalChannel(options.coordinator, options.auth));
+  ASSIGN_OR_RETURN(auto config_channel,
+                   parallel::CreateInternalChannel(options.coordinator, options.auth));
+  ASSIGN_OR_RETURN(pb::ClusterConfig cluster,
+                   FetchClusterConfig(*pb::Coordinator::NewStub(config_channel), options));
+  // The step stream's messages may be as large as the coordinator's limit.
+  ASSIGN_OR_RETURN(auto channel, parallel::CreateInternalChannel(options.coordinator, options.auth,
+                                                                 cluster.max_message_bytes()));
   std::unique_ptr<pb::Coordinator::Stub> stub = pb::Coordinator::NewStub(channel);
-  ASSIGN_OR_RETURN(pb::ClusterConfig cluster, FetchClusterConfig(*stub, options));
   ASSIGN_OR_RETURN(parallel::ShardPlan plan, PlanFor(cluster, options));
   RETURN_IF_ERROR(CheckShardFits(cluster.model_dir(), options));
-  spdlog::info("rank {}/{}: loading {} (tp {}, ep {})", options.rank, options.world_size,
-               cluster.model_dir(), cluster.tp_size(), cluster.ep_size());
+  spdlog::info("rank {}/{}: loading {} (tp {}, ep {}) for generation {}", options.rank,
+               options.world_size, cluster.model_dir(), cluster.tp_size(), cluster.ep_size(),
+               cluster.generation());
   ASSIGN_OR_RETURN(LoadedShard loaded, LoadShard(cluster.model_dir(), plan));
 
   ShardOptions shard_options;
+  ASSIGN_OR_RETURN(shard_options.kv_cache_dtype,
+                   model::ResolveKvCacheDType(
+                       cluster.kv_cache_dtype().empty() ? "auto" : cluster.kv_cache_dtype(),
+                       loaded.weights.device));
   if (cluster.max_tokens_per_step() > 0) {
     shard_options.step_limits.max_tokens = cluster.max_tokens_per_step();
   }
@@ -229,6 +232,7 @@ absl::Status RunWorker(const WorkerOptions& options) {
   gethostname(hostname, sizeof(hostname) - 1);
   request.set_host(hostname);
   request.set_session_id(cluster.session_id());
+  request.set_generation(cluster.generation());
   request.set_sliding_blocks(capacity);
   request.set_full_blocks(capacity);
   request.set_weight_bytes(loaded.weights.TotalBytes());
@@ -248,7 +252,7 @@ absl::Status RunWorker(const WorkerOptions& options) {
     if (host.empty()) {
       ASSIGN_OR_RETURN(host, LocalAddressToward(options.coordinator));
     }
-    parallel::GrpcKeyValueStore store(channel, cluster.session_id());
+    parallel::GrpcKeyValueStore store(channel, cluster.rendezvous_namespace());
     ASSIGN_OR_RETURN(comm, parallel::GlooCommunicator::Create(options.rank, options.world_size, store,
                                                               host, options.join_timeout));
   }
@@ -257,7 +261,7 @@ absl::Status RunWorker(const WorkerOptions& options) {
     metrics->SetKvCacheBytes(num_blocks * pair_bytes);
   }
   ModelShard shard(std::move(loaded), cluster.block_size(), num_blocks, *comm, shard_options);
-  return ServeSteps(*stub, shard, *comm, options.rank, metrics.get());
+  return ServeSteps(*stub, cluster, shard, *comm, options.rank, metrics.get());
 }
 
 }  // namespace gemmaserve::worker

@@ -3,10 +3,16 @@
 // joins the collective group, then executes the steps the coordinator streams to it until told to
 // shut down.
 //
+// A worker serves one generation of its replica (worker.proto): it joins the generation the
+// cluster config names, and never another. When the generation ends the worker ends too, and its
+// launcher (`serve`) or orchestrator (a StatefulSet) starts it again to join the next one.
+//
 // Failure policy: anything before the first step (coordinator unreachable past the retry budget,
 // a shard that does not fit, a registration refused, a rendezvous timeout) returns a Status whose
 // message the process prints before exiting non-zero. A lost coordinator stream ends the worker
-// with UNAVAILABLE; a failed collective mid-step crashes it (the coordinator fails the step).
+// with UNAVAILABLE, at once even mid-step (step_stream.h); a failed collective mid-step crashes it
+// (the coordinator ends the generation). A step result over the step message limit is replaced by
+// an error reply, so the coordinator fails that step and the stream survives.
 #pragma once
 
 #include <cstdint>
@@ -23,8 +29,9 @@ struct WorkerOptions {
   parallel::InternalAuthOptions auth;  // the cluster secret every call carries; mutual TLS
   int rank = 0;
   int world_size = 1;
-  std::string device = "cpu";      // "cpu" (CUDA workers need kernels that do not exist yet)
+  std::string device = "cpu";      // "cpu" (workers on GPUs come with NCCL between ranks)
   int threads = 1;                 // compute threads
+  std::string cpu_precision = "f32";  // f32, or bf16 matmuls for large steps (ops::SetCpuPrecision)
   int64_t kv_cache_mb = 256;       // memory budget of the KV cache
   int metrics_port = 9400;         // Prometheus /metrics and /health; 0 = any free port, −1 = off
   // Address peers reach this worker at for collectives: an IP, hostname or interface name.

@@ -155,8 +155,8 @@ void HttpSession::HandleEvents(std::vector<Event> events) {
   if (streaming_) return FlushStream();
   if (!finished_) return;
   if (result_.finish_reason == FinishReason::kError) {
-    return SendError(
-        absl::InternalError(result_.error.empty() ? "the request failed" : result_.error));
+    return SendError(absl::Status(result_.error_code,
+                                  result_.error.empty() ? "the request failed" : result_.error));
   }
   SendJson(200, response_context_.endpoint == OpenAiEndpoint::kChatCompletions
                     ? ChatResponseJson(response_context_, result_)

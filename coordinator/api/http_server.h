@@ -3,7 +3,8 @@
 //   POST /v1/completions, /v1/chat/completions   generation; "stream": true answers with
 //                                                Server-Sent Events (chunked), else one JSON body
 //   GET  /v1/models                              the served model
-//   GET  /health                                 200 while the process serves
+//   GET  /health                                 200 while HttpServerOptions::healthy() (or
+//                                                always, when unset), else 503
 //   GET  /ready                                  200 when Engine::Ready(), else 503
 //   GET  /metrics                                HttpServerOptions::metrics' text, when set
 //
@@ -29,8 +30,8 @@
 //
 // Errors use the OpenAI shape (api_error.h): 400 naming the field, 401 without a valid key, 413
 // for a body over max_body_bytes, 431 for headers over max_header_bytes, 429 when the engine's
-// queue is full, 503 when it is not ready. Nothing a client sends can crash the server; a
-// malformed request only gets its error.
+// queue is full, 503 (with Retry-After) when it is not ready. Nothing a client sends can crash
+// the server; a malformed request only gets its error.
 //
 // Lifetime: the Engine and ServedModel must outlive the server. Shutdown() (or the destructor)
 // stops accepting, ends every open stream with a final event (finish reason abort, then
@@ -77,6 +78,9 @@ struct HttpServerOptions {
   std::string tls_key_file;
   // Body of GET /metrics (Prometheus text format); null = 404.
   std::function<std::string()> metrics;
+  // Whether the process should keep running (false: /health answers 503 so that an orchestrator
+  // restarts it); null = always.
+  std::function<bool()> healthy;
 };
 
 class HttpServer {

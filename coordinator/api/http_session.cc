@@ -210,7 +210,12 @@ void HttpSession::Route(HttpRequest& request) {
                      (path == "/metrics" && context_->options->metrics);
   if (!known) return SendError(absl::NotFoundError(absl::StrCat("no route for ", path)));
   if (!get) return SendError(absl::UnimplementedError(absl::StrCat(path, " takes GET")));
-  if (path == "/health") return SendJson(200, {{"status", "ok"}});
+  if (path == "/health") {
+    if (!context_->options->healthy || context_->options->healthy()) {
+      return SendJson(200, {{"status", "ok"}});
+    }
+    return SendError(absl::UnavailableError("unhealthy: the workers did not come back in time"));
+  }
   if (path == "/ready") {
     if (context_->engine->Ready()) return SendJson(200, {{"status", "ready"}});
     return SendError(absl::UnavailableError("not ready: no workers attached, or draining"));
@@ -241,6 +246,8 @@ void HttpSession::SendText(int status, std::string content_type, std::string bod
   response->set(http::field::server, "gemmaserve");
   response->set(http::field::content_type, content_type);
   if (status == 401) response->set(http::field::www_authenticate, "Bearer");
+  // 503s are temporary here (workers starting or being replaced, or a drain): say when to retry.
+  if (status == 503) response->set(http::field::retry_after, "5");
   keep_alive_ = keep_alive_ && !context_->shutting_down->load();
   response->keep_alive(keep_alive_);
   response->body() = std::move(body);

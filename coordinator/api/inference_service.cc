@@ -185,11 +185,14 @@ absl::StatusOr<std::unique_ptr<GrpcApiServer>> GrpcApiServer::Start(
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options.address, credentials, &port);
+  // A second server on the same port must fail to bind, not silently share its connections.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(options.max_receive_bytes);
   builder.RegisterService(service.get());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
-    return absl::UnavailableError(absl::StrCat("gRPC: cannot listen on ", options.address));
+    return absl::UnavailableError(absl::StrCat("gRPC: cannot listen on ", options.address,
+                                               " (is another process using it?)"));
   }
   auto api = std::unique_ptr<GrpcApiServer>(
       new GrpcApiServer(std::move(policy), std::move(service), std::move(server), port));

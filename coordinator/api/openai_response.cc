@@ -146,6 +146,7 @@ void GenerationResult::Add(const Event& event) {
     finished = true;
     finish_reason = event.finish_reason;
     error = event.error;
+    error_code = event.error_code;
     usage = event.usage;
   }
 }
@@ -339,8 +340,8 @@ void OpenAiStreamFormatter::AppendChatPieces(const std::vector<ChatPiece>& piece
 
 void OpenAiStreamFormatter::AppendFinal(const Event& event, std::string* out) {
   if (event.finish_reason == FinishReason::kError) {
-    out->append(SseData(OpenAiErrorJson(absl::InternalError(
-        event.error.empty() ? "the request failed" : event.error))));
+    out->append(SseData(OpenAiErrorJson(absl::Status(
+        event.error_code, event.error.empty() ? "the request failed" : event.error))));
   } else {
     const bool chat = context_.endpoint == OpenAiEndpoint::kChatCompletions;
     Json choice = {{"index", 0},

@@ -61,6 +61,7 @@ struct GenerationResult {
   bool finished = false;
   FinishReason finish_reason = FinishReason::kStop;
   std::string error;
+  absl::StatusCode error_code = absl::StatusCode::kInternal;
   Usage usage;
 
   void Add(const Event& event);

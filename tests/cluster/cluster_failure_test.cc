@@ -131,9 +131,9 @@ class KilledWorkerTest : public ::testing::Test {
     launch.coordinator = absl::StrCat("127.0.0.1:", port);
     launch.world_size = 2;
     launch.extra_args = {"--threads", "1", "--log-level", "warn", "--kv-cache-mb", "8"};
-    auto launcher = coordinator::LocalLauncher::Start(launch, [this](int rank, const std::string& how) {
+    auto launcher = coordinator::LocalLauncher::Start(launch, [this](const coordinator::WorkerExit& exit) {
       absl::MutexLock lock(&mu_);
-      exits_.push_back(absl::StrCat("rank ", rank, " ", how));
+      exits_.push_back(absl::StrCat("rank ", exit.rank, " ", exit.how));
     });
     ASSERT_TRUE(launcher.ok()) << launcher.status();
     launcher_ = std::move(*launcher);

@@ -1,5 +1,6 @@
 // The HTTP and gRPC servers on 127.0.0.1, port 0, against FakeEngine: routes, SSE framing,
 // errors naming the field, 413/429/503, abort on disconnect or cancel, health checking.
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <memory>
@@ -35,7 +36,13 @@ TEST_F(ApiServerTest, HealthReadyModelsAndMetrics) {
   EXPECT_EQ(Get("/health").status, 200);
   EXPECT_EQ(Get("/ready").status, 200);
   engine_->set_ready(false);
-  ExpectError(Call(http::verb::get, "/ready"), 503, "");
+  const Reply not_ready = Call(http::verb::get, "/ready");
+  ExpectError(not_ready, 503, "");
+  EXPECT_EQ(not_ready.retry_after, "5");
+  EXPECT_EQ(Call(http::verb::get, "/health").status, 200) << "not ready is still alive";
+  healthy_ = false;  // the workers stayed away past the recovery timeout
+  ExpectError(Call(http::verb::get, "/health"), 503, "");
+  healthy_ = true;
   const Reply models = Call(http::verb::get, "/v1/models");
   EXPECT_EQ(models.status, 200);
   EXPECT_EQ(Json::parse(models.body)["data"][0]["id"], "tiny");

@@ -3,6 +3,7 @@
 // fixture derived from it may pass its own options to StartServers. Test-only.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -29,6 +30,7 @@ struct Reply {
   std::string content_type;
   std::string body;
   std::string www_authenticate;
+  std::string retry_after;  // the Retry-After header, if any
 };
 
 using Headers = std::vector<std::pair<std::string, std::string>>;  // extra request headers
@@ -49,6 +51,7 @@ class ApiServersTest : public ::testing::Test {
     http_options.address = "127.0.0.1";
     http_options.port = 0;
     http_options.metrics = [] { return std::string("gemmaserve_up 1\n"); };
+    http_options.healthy = [this] { return healthy_.load(); };
     http_ = HttpServer::Start(std::move(http_options), engine_.get(), model_.get()).value();
     grpc_options.address = "127.0.0.1:0";
     grpc_ = GrpcApiServer::Start(grpc_options, engine_.get(), model_.get()).value();
@@ -85,7 +88,8 @@ class ApiServersTest : public ::testing::Test {
     http::read(socket, buffer, response, error);
     return {static_cast<int>(response.result_int()),
             std::string(response[http::field::content_type]), response.body(),
-            std::string(response[http::field::www_authenticate])};
+            std::string(response[http::field::www_authenticate]),
+            std::string(response[http::field::retry_after])};
   }
   Reply Post(const std::string& target, const std::string& body, const Headers& headers = {}) {
     return Call(boost::beast::http::verb::post, target, body, headers);
@@ -123,6 +127,7 @@ class ApiServersTest : public ::testing::Test {
   std::unique_ptr<GrpcApiServer> grpc_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Inference::Stub> stub_;
+  std::atomic<bool> healthy_{true};  // what HttpServerOptions::healthy answers
 };
 
 }  // namespace gemmaserve::coordinator::api

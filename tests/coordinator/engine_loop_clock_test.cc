@@ -40,12 +40,19 @@ class EngineLoopClockTest : public ::testing::Test {
     options.scheduler.sliding_window = 16;
     options.scheduler.max_model_len = 64;
     options.eos_token_ids = {kEos};
+    options.recovery_timeout = absl::Seconds(30);
     engine_ = std::make_unique<EngineLoop>(
         options, /*tokenizer=*/nullptr, [this](const pb::StepPlan& plan) { return Step(plan); },
-        [] { return true; }, clock_, &observer_);
+        [this] { return workers_ready_; }, clock_, &observer_);
   }
 
   absl::StatusOr<pb::StepResult> Step(const pb::StepPlan& plan) {
+    plans_.push_back(plan);
+    if (lose_workers_) {  // as WorkerGroup::Step when a worker dies mid-step
+      lose_workers_ = false;
+      workers_ready_ = false;
+      return absl::UnavailableError("a worker left");
+    }
     clock_.Advance(step_time_);
     pb::StepResult result;
     result.set_step_id(plan.step_id());
@@ -86,8 +93,23 @@ class EngineLoopClockTest : public ::testing::Test {
     EXPECT_EQ(load.used_sliding_blocks + load.used_full_blocks, 0);
   }
 
+  // A request for the 3-token prompt {2, 5, 6} that ignores EOS.
+  std::shared_ptr<RequestStream> SubmitIgnoringEos(const std::string& id, int64_t max_tokens) {
+    Request request;
+    request.request_id = id;
+    request.prompt_ids = {2, 5, 6};
+    request.max_tokens = max_tokens;
+    request.ignore_eos = true;
+    absl::StatusOr<std::shared_ptr<RequestStream>> stream = engine_->Submit(std::move(request));
+    EXPECT_TRUE(stream.ok()) << stream.status();
+    return stream.ok() ? *stream : nullptr;
+  }
+
   testing::ManualClock clock_;
   absl::Duration step_time_ = absl::ZeroDuration();  // each step advances the clock this much
+  bool workers_ready_ = true;
+  bool lose_workers_ = false;  // the next step fails as if a worker died, and they turn not ready
+  std::vector<pb::StepPlan> plans_;  // every plan the loop ran
   RecordingObserver observer_;
   std::unique_ptr<EngineLoop> engine_;
 };
@@ -189,6 +211,65 @@ TEST_F(EngineLoopClockTest, EndsOnAStopIdOnEosAndAtMaxTokens) {
   EXPECT_EQ(past_tokens, (std::vector<int32_t>{13, 14, 15, kEos, 17}));
   ASSERT_TRUE(past_done.has_value());
   EXPECT_EQ(past_done->finish_reason, FinishReason::kLength);
+  ExpectIdle();
+}
+
+TEST_F(EngineLoopClockTest, LostWorkersRecomputeRunningRequestsWhichContinueWithoutARepeat) {
+  std::shared_ptr<RequestStream> stream = SubmitIgnoringEos("a", /*max_tokens=*/6);
+  for (int i = 0; i < 3; ++i) engine_->RunOnce();
+  EXPECT_EQ(Take(*stream).first, (std::vector<int32_t>{13, 14, 15}));
+
+  lose_workers_ = true;
+  engine_->RunOnce();  // the step fails: the request goes back to waiting, its blocks freed
+  EXPECT_FALSE(engine_->Ready());
+  LoadInfo load = engine_->Load();
+  EXPECT_EQ(load.running_requests, 0);
+  EXPECT_EQ(load.waiting_requests, 1);
+  EXPECT_EQ(load.used_sliding_blocks + load.used_full_blocks, 0);
+  Request fresh;
+  fresh.request_id = "b";
+  fresh.prompt_ids = {2, 5};
+  EXPECT_EQ(engine_->Submit(std::move(fresh)).status().code(), absl::StatusCode::kUnavailable);
+  const size_t num_plans = plans_.size();
+  engine_->RunOnce();  // nothing is scheduled while the workers are away
+  EXPECT_EQ(plans_.size(), num_plans);
+  auto [during, not_done] = Take(*stream);
+  EXPECT_TRUE(during.empty());
+  EXPECT_FALSE(not_done.has_value());
+
+  workers_ready_ = true;
+  for (int i = 0; i < 3; ++i) engine_->RunOnce();
+  // Recomputed from the prompt plus what it had generated, from position 0 (no prefix reuse of
+  // the lost KV), sampling the token after them.
+  ASSERT_GT(plans_.size(), num_plans);
+  const pb::SequencePlan& recompute = plans_[num_plans].sequences(0);
+  EXPECT_EQ(recompute.num_cached(), 0);
+  EXPECT_EQ(std::vector<int32_t>(recompute.token_ids().begin(), recompute.token_ids().end()),
+            (std::vector<int32_t>{2, 5, 6, 13, 14, 15}));
+  EXPECT_TRUE(recompute.sample());
+  auto [after, done] = Take(*stream);
+  EXPECT_EQ(after, (std::vector<int32_t>{16, 17, 18}));
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(done->finish_reason, FinishReason::kLength);
+  EXPECT_EQ(done->usage.completion_tokens, 6);
+  ExpectIdle();
+}
+
+TEST_F(EngineLoopClockTest, RequestsFailUnavailableWhenTheWorkersStayAwayPastTheRecoveryTimeout) {
+  std::shared_ptr<RequestStream> stream = SubmitIgnoringEos("a", /*max_tokens=*/6);
+  engine_->RunOnce();
+  lose_workers_ = true;
+  engine_->RunOnce();
+  clock_.Advance(absl::Seconds(30));
+  engine_->RunOnce();
+  EXPECT_FALSE(Take(*stream).second.has_value()) << "failed within the recovery timeout";
+  clock_.Advance(absl::Seconds(1));
+  engine_->RunOnce();
+  auto [tokens, done] = Take(*stream);
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(done->finish_reason, FinishReason::kError);
+  EXPECT_EQ(done->error_code, absl::StatusCode::kUnavailable);
+  EXPECT_NE(done->error.find("did not come back"), std::string::npos) << done->error;
   ExpectIdle();
 }
 

@@ -3,10 +3,12 @@
 // chunked prefill, preemption, prefix caching and aborts never change a sequence's tokens and never
 // leak a KV block.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/synchronization/notification.h"
@@ -44,7 +46,7 @@ Collected Collect(RequestStream& stream) {
 class EngineLoopTest : public ::testing::Test {
  protected:
   void StartEngine(const std::string& model, int64_t num_blocks, int64_t max_tokens_per_step = 64,
-                   int64_t max_num_seqs = 256) {
+                   int64_t max_num_seqs = 256, std::function<bool()> ready = [] { return true; }) {
     ref_ = testing::LoadGoldenReference(model);
     auto loaded = worker::LoadShard("tests/data/" + model, parallel::ShardPlan::Single());
     ASSERT_TRUE(loaded.ok()) << loaded.status();
@@ -62,9 +64,10 @@ class EngineLoopTest : public ::testing::Test {
         options, nullptr,
         [this](const internal::v1::StepPlan& plan) {
           if (on_step_) on_step_();
+          if (step_override_) return step_override_(plan);
           return shard_->executor().Execute(plan);
         },
-        [] { return true; }, clock_);
+        std::move(ready), clock_);
     engine_->Start();
   }
 
@@ -98,6 +101,9 @@ class EngineLoopTest : public ::testing::Test {
   std::unique_ptr<worker::ModelShard> shard_;
   std::unique_ptr<EngineLoop> engine_;
   std::function<void()> on_step_;  // on the loop thread, before each step runs
+  // Runs the step instead of shard_ when set (on the loop thread).
+  std::function<absl::StatusOr<internal::v1::StepResult>(const internal::v1::StepPlan&)>
+      step_override_;
   int next_id_ = 0;
 };
 
@@ -225,6 +231,45 @@ TEST_F(EngineLoopTest, RejectsWhatCanNeverRunAndKeepsServing) {
   ASSERT_TRUE(live.ok());
   EXPECT_EQ(engine_->Submit(Greedy(1, 16, "dup")).status().code(), absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(Collect(**live).tokens, ref_.greedy[1]);
+}
+
+TEST_F(EngineLoopTest, WorkersLostMidGenerationComeBackAndEveryStreamEndsWithTheGoldenTokens) {
+  // The workers fail at the 6th step and come back 200 ms later with an empty KV cache (a fresh
+  // shard): each running sequence must be recomputed from its prompt and tokens, not from KV.
+  std::atomic<bool> ready{true};
+  std::thread revive;
+  int num_steps = 0;
+  StartEngine("gemma4-tiny-moe", /*num_blocks=*/128, /*max_tokens_per_step=*/64,
+              /*max_num_seqs=*/256, [&ready] { return ready.load(); });
+  step_override_ = [&](const internal::v1::StepPlan& plan)
+      -> absl::StatusOr<internal::v1::StepResult> {
+    if (++num_steps != 6) return shard_->executor().Execute(plan);
+    ready = false;
+    auto loaded = worker::LoadShard("tests/data/gemma4-tiny-moe", parallel::ShardPlan::Single());
+    shard_ = std::make_unique<worker::ModelShard>(std::move(*loaded), kBlockSize, 128, comm_);
+    revive = std::thread([&ready] {
+      absl::SleepFor(absl::Milliseconds(200));
+      ready = true;
+    });
+    return absl::UnavailableError("a worker left");
+  };
+  std::vector<std::pair<size_t, std::shared_ptr<RequestStream>>> streams;
+  for (int i = 0; i < 8; ++i) {
+    auto stream = engine_->Submit(Greedy(i % 4));
+    ASSERT_TRUE(stream.ok()) << stream.status();
+    streams.push_back({i % 4, *stream});
+  }
+  while (ready) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_EQ(engine_->Submit(Greedy(0)).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_FALSE(engine_->Ready());
+  for (auto& [sequence, stream] : streams) {
+    const Collected out = Collect(*stream);
+    EXPECT_EQ(out.tokens, ref_.greedy[sequence]) << "sequence " << sequence;
+    EXPECT_EQ(out.final.finish_reason, FinishReason::kLength);
+  }
+  revive.join();
+  EXPECT_GT(num_steps, 6);
+  ExpectNoBlocksUsed();
 }
 
 TEST_F(EngineLoopTest, DrainRefusesNewRequestsAndFinishesRunningOnes) {

@@ -432,6 +432,44 @@ TEST_F(SchedulerTest, PreemptedSequenceResumesWithSameTokens) {
   }
 }
 
+TEST_F(SchedulerTest, RecomputeAllRequeuesRunningInAdmissionOrderAndForgetsThePrefixCache) {
+  const uint64_t a = Submit(Tokens(22, 1), 12);
+  Drain(20);  // a's blocks stay cached
+  ASSERT_GT(scheduler_->block_manager().pool(model::LayerKind::kFull).num_cached(), 0);
+  const uint64_t b = Submit(Tokens(22, 1), 12);  // a's prompt: a prefix hit
+  const uint64_t c = Submit(Tokens(9, 300), 12);
+  for (int i = 0; i < 4; ++i) Step();
+  const uint64_t d = Submit(Tokens(5, 400), 12);  // still waiting
+  const std::vector<int32_t> b_tokens = Get(b).token_ids;
+  const std::vector<int32_t> c_tokens = Get(c).token_ids;
+  ASSERT_GT(b_tokens.size(), 22u);
+  ASSERT_EQ(Get(d).status, SequenceStatus::kWaiting);
+
+  EXPECT_EQ(scheduler_->RecomputeAll(), 2);
+  CheckAll();
+  EXPECT_EQ(scheduler_->num_running(), 0);
+  EXPECT_EQ(scheduler_->num_waiting(), 3);
+  EXPECT_EQ(Get(b).token_ids, b_tokens);
+  EXPECT_EQ(Get(c).token_ids, c_tokens);
+  EXPECT_EQ(scheduler_->block_manager().pool(model::LayerKind::kFull).num_cached(), 0);
+  EXPECT_EQ(scheduler_->block_manager().pool(model::LayerKind::kSliding).num_cached(), 0);
+
+  // Recomputed first, in admission order, from position 0: the lost KV is not reused.
+  const ScheduledStep step = Step();
+  ASSERT_GE(step.plan.sequences_size(), 2);
+  EXPECT_EQ(step.plan.sequences(0).sequence_id(), b);
+  EXPECT_EQ(step.plan.sequences(1).sequence_id(), c);
+  for (const pb::SequencePlan& plan : step.plan.sequences()) EXPECT_EQ(plan.num_cached(), 0);
+  Drain(100);
+  for (uint64_t id : {a, b, c, d}) {
+    const Sequence& seq = Get(id);
+    ASSERT_EQ(seq.num_output_tokens(), 12) << "sequence " << id;
+    for (int64_t position = seq.num_prompt_tokens; position < seq.num_tokens(); ++position) {
+      EXPECT_EQ(seq.token_ids[position], FakeToken(id, position)) << "sequence " << id;
+    }
+  }
+}
+
 // Every prompt token after the first, in order, with its own logprob.
 void ExpectAllPromptLogprobs(const Sequence& seq) {
   ASSERT_EQ(static_cast<int64_t>(seq.prompt_logprobs.size()), seq.num_prompt_tokens - 1)
@@ -537,6 +575,10 @@ TEST_F(SchedulerTest, RandomWorkloadKeepsInvariantsAndDrains) {
     const ScheduledStep step = Step();
     if (scheduler_->HasWork()) {
       EXPECT_FALSE(step.empty()) << "work left but nothing scheduled";
+    }
+    if (uniform(0, 99) == 0) {  // the workers lost the KV cache
+      scheduler_->RecomputeAll();
+      CheckAll();
     }
   }
   Drain(2000);

@@ -26,6 +26,7 @@ struct HttpReply {
   int status = 0;  // 0: no response (connection refused or closed)
   std::string content_type;
   std::string body;
+  std::string retry_after;  // the Retry-After header, if any
 };
 
 class HttpClient {
@@ -57,7 +58,8 @@ class HttpClient {
     if (error) return {};
     const auto& response = parser.get();
     return {static_cast<int>(response.result_int()),
-            std::string(response[http::field::content_type]), response.body()};
+            std::string(response[http::field::content_type]), response.body(),
+            std::string(response[http::field::retry_after])};
   }
   HttpReply Get(const std::string& target) const {
     return Call(boost::beast::http::verb::get, target);

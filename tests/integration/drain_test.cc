@@ -20,15 +20,6 @@ using Json = nlohmann::json;
 
 constexpr int kDrainTimeoutS = 30;
 
-// Running (a zombie left to an init that does not reap counts as gone).
-bool Alive(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return false;
-  const size_t close = line.rfind(')');
-  return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
-}
-
 TEST(DrainTest, SigtermRefusesNewRequestsFinishesRunningOnesAndExitsZero) {
   ServeProcess server;
   ASSERT_TRUE(server.Start({"--drain-timeout-s", std::to_string(kDrainTimeoutS)}))
@@ -79,7 +70,7 @@ TEST(DrainTest, SigtermRefusesNewRequestsFinishesRunningOnesAndExitsZero) {
   EXPECT_EQ(ids.size(), static_cast<size_t>(kMaxTokens));
 
   EXPECT_EQ(server.WaitExit(kDrainTimeoutS), 0) << server.output();
-  for (pid_t worker : workers) EXPECT_FALSE(Alive(worker)) << "worker " << worker;
+  for (pid_t worker : workers) EXPECT_FALSE(IsRunning(worker)) << "worker " << worker;
 }
 
 // Sends `body` as a POST to /v1/completions on a raw socket, reads until the first SSE event,

@@ -10,6 +10,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <regex>
@@ -75,6 +76,18 @@ class ServeProcess {
   // The pids of the server's direct children (its workers).
   std::vector<pid_t> Children() const {
     return child_ ? ChildrenOf(child_->pid()) : std::vector<pid_t>();
+  }
+
+  // The pid of the server's worker of `rank`, or 0.
+  pid_t WorkerPid(int rank) const {
+    for (pid_t pid : Children()) {
+      const std::vector<std::string> args = CommandLineOf(pid);
+      const auto flag = std::find(args.begin(), args.end(), "--rank");
+      if (flag != args.end() && flag + 1 != args.end() && *(flag + 1) == std::to_string(rank)) {
+        return pid;
+      }
+    }
+    return 0;
   }
 
   // Sends SIGTERM to the server alone (not its group): the drain path.

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/api_clients.h"
@@ -138,6 +139,49 @@ TEST_F(ServeTest, EchoedCompletionGivesThePromptsGoldenLogprobs) {
     EXPECT_EQ(logprobs["top_logprobs"][j].size(), 1u);
   }
   EXPECT_TRUE(WaitIdle(*stub_));
+}
+
+TEST_F(ServeTest, TemperatureTooSmallForF32IsGreedyWithFiniteLogprobs) {
+  const GoldenReference golden = LoadGoldenReference("gemma4-tiny-moe");
+  Json body = Json::parse(CompletionBody(golden.inputs[1], 4));
+  body["temperature"] = 3e-39;  // passes validation as a double, is denormal as a float
+  body["logprobs"] = 2;
+  const HttpReply reply = http_->Post("/v1/completions", body.dump());
+  ASSERT_EQ(reply.status, 200) << reply.body;
+  const Json logprobs = Json::parse(reply.body)["choices"][0]["logprobs"];
+  ASSERT_EQ(logprobs["token_logprobs"].size(), 4u) << reply.body;
+  for (const Json& logprob : logprobs["token_logprobs"]) {
+    EXPECT_TRUE(logprob.is_number()) << reply.body;  // NaN would print as null
+  }
+  const GrpcResult greedy = GenerateAll(*stub_, GreedyTokenRequest(golden.inputs[1], 4));
+  EXPECT_EQ(Json::parse(reply.body)["choices"][0]["text"], greedy.text);
+}
+
+// A second server given the ports of a running one fails to start, naming the port: with
+// SO_REUSEPORT the kernel would have split the connections between the two.
+TEST_F(ServeTest, SecondServerOnAPortInUseFailsNamingIt) {
+  const std::vector<std::pair<std::string, int>> taken = {
+      {"--grpc-port", server_->grpc_port()},
+      {"--internal-port", server_->internal_port()},
+      {"--http-port", server_->http_port()}};
+  for (const auto& [flag, port] : taken) {
+    SCOPED_TRACE(flag);
+    std::vector<std::string> argv = {GEMMASERVE_BINARY, "serve", "--model",
+                                     "tests/data/gemma4-tiny-moe", "--ep", "2",
+                                     "--host", "127.0.0.1", "--worker-metrics-port", "-1",
+                                     "--kv-cache-mb", "8"};
+    for (const char* other : {"--grpc-port", "--internal-port", "--http-port"}) {
+      argv.insert(argv.end(), {other, other == flag ? std::to_string(port) : "0"});
+    }
+    const ProcessResult run = RunProcess(argv, absl::Seconds(60));
+    EXPECT_FALSE(run.timed_out);
+    EXPECT_EQ(run.exit_code, 1) << run.output;
+    EXPECT_THAT(run.output, ::testing::HasSubstr(absl::StrCat("cannot listen on 127.0.0.1:", port)));
+  }
+  // The first server was not disturbed.
+  EXPECT_EQ(http_->Get("/ready").status, 200);
+  const GrpcResult result = GenerateAll(*stub_, GreedyTokenRequest({2, 40}, 2));
+  EXPECT_TRUE(result.status.ok()) << result.status.error_message();
 }
 
 // Both requests below could run to the context length: only an abort ends them early.

@@ -439,6 +439,28 @@ TEST_F(BadShardedCheckpointTest, MalformedIndex) {
   EXPECT_THAT(OpenStatus().message(), AllOf(HasSubstr(index_), HasSubstr("tensor a")));
 }
 
+TEST_F(BadShardedCheckpointTest, ShardPathsOutsideTheModelDirectoryAreRefused) {
+  // A real shard elsewhere: the index must not be able to point at it.
+  TempDir elsewhere;
+  std::filesystem::copy_file(dir_.File("model-00001-of-00003.safetensors"),
+                             elsewhere.File("model-00001-of-00003.safetensors"));
+  const std::string escape =
+      "../" + std::filesystem::path(elsewhere.path()).filename().string() +
+      "/model-00001-of-00003.safetensors";
+  for (const std::string& shard :
+       {elsewhere.File("model-00001-of-00003.safetensors"), escape,
+        std::string("sub/../../model-00001-of-00003.safetensors"), std::string("")}) {
+    SCOPED_TRACE(shard);
+    nlohmann::json index = nlohmann::json::parse(ReadBytes(index_));
+    index["weight_map"]["a"] = shard;
+    WriteBytes(index_, index.dump());
+    const absl::Status status = OpenStatus();
+    EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+    EXPECT_THAT(status.message(), AllOf(HasSubstr(index_), HasSubstr("tensor a"),
+                                        HasSubstr("outside the model directory")));
+  }
+}
+
 TEST_F(BadShardedCheckpointTest, CorruptShardNamesTheShard) {
   const std::string shard = dir_.File("model-00003-of-00003.safetensors");
   WriteBytes(shard, "1234567");

@@ -21,7 +21,7 @@
 namespace gemmaserve::testing {
 
 inline constexpr int64_t kTinyBlockSize = 16;
-inline constexpr int64_t kTinyNumBlocks = 8;  // 128 positions per sequence
+inline constexpr int64_t kTinyNumBlocks = 16;  // 256 positions for one sequence, 64 for each of 4
 
 // The weights of tests/data/`model`, prepared for the CPU.
 inline model::ModelWeights LoadTinyWeights(const std::string& model, model::Gemma4Config& config) {
@@ -38,14 +38,15 @@ inline model::ModelWeights LoadTinyWeights(const std::string& model, model::Gemm
 
 struct TinyModel {
   TinyModel(model::ModelWeights weights, model::Gemma4Config config,
-            const model::StepLimits& limits = {}, DType kv_dtype = DType::kF32)
+            const model::StepLimits& limits = {}, DType kv_dtype = DType::kF32,
+            const Device& device = Device::Cpu())
       : model(std::make_unique<model::Gemma4Model>(std::move(config), std::move(weights), comm,
                                                    limits)) {
     model::KvCacheOptions options;
     options.block_size = kTinyBlockSize;
     options.num_blocks = {kTinyNumBlocks, kTinyNumBlocks};
     options.dtype = kv_dtype;
-    cache = std::make_unique<model::KvCache>(model->weights().layers, options);
+    cache = std::make_unique<model::KvCache>(model->weights().layers, options, device);
   }
 
   static std::unique_ptr<TinyModel> Load(const std::string& name,

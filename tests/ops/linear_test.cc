@@ -180,9 +180,9 @@ void ExpectKernelMatchesPortable(const internal::PanelKernel& kernel) {
     Tensor x = RandomTensor({rows, 530}, rng);
     Tensor portable = NanTensor({rows, 32});
     Tensor tiled = NanTensor({rows, 32});
-    internal::PackedMatmul(internal::kPortableKernel, x.data<float>(), rows, 530, w.data<float>(),
-                           2, portable.data<float>(), 32);
-    internal::PackedMatmul(kernel, x.data<float>(), rows, 530, w.data<float>(), 2,
+    internal::PackedMatmul(internal::kPortableKernel, x.data<float>(), rows, 530, w.raw_data(),
+                           w.dtype(), 2, portable.data<float>(), 32);
+    internal::PackedMatmul(kernel, x.data<float>(), rows, 530, w.raw_data(), w.dtype(), 2,
                            tiled.data<float>(), 32);
     std::vector<double> expected(portable.data<float>(), portable.data<float>() + portable.numel());
     SCOPED_TRACE(::testing::Message() << kernel.name << ", " << rows << " rows");
@@ -210,13 +210,172 @@ TEST(PackedLinearTest, Avx2AndAvx512GiveBitwiseTheSameOutputs) {
   Tensor x = RandomTensor({33, 2100}, rng);
   Tensor avx2 = NanTensor({33, 64});
   Tensor avx512 = NanTensor({33, 64});
-  internal::PackedMatmul(internal::kAvx2Kernel, x.data<float>(), 33, 2100, w.data<float>(), 4,
-                         avx2.data<float>(), 64);
-  internal::PackedMatmul(internal::kAvx512Kernel, x.data<float>(), 33, 2100, w.data<float>(), 4,
-                         avx512.data<float>(), 64);
+  internal::PackedMatmul(internal::kAvx2Kernel, x.data<float>(), 33, 2100, w.raw_data(),
+                         w.dtype(), 4, avx2.data<float>(), 64);
+  internal::PackedMatmul(internal::kAvx512Kernel, x.data<float>(), 33, 2100, w.raw_data(),
+                         w.dtype(), 4, avx512.data<float>(), 64);
   for (int64_t i = 0; i < avx2.numel(); ++i) {
     ASSERT_EQ(avx2.data<float>()[i], avx512.data<float>()[i]) << "element " << i;
   }
+}
+
+// bf16 panels are widened exactly, so every kernel gives bitwise the outputs it gives on the f32
+// panels of the same (bf16-valued) weights, on every row count and across depth blocks.
+TEST(PackedLinearTest, Bf16PanelsGiveBitwiseTheOutputsOfF32PanelsOnEveryKernel) {
+  std::mt19937 rng(39);
+  Tensor weights = RandomTensor({48, 2100}, rng);
+  for (int64_t i = 0; i < weights.numel(); ++i) {
+    weights.data<float>()[i] = RoundToBf16(weights.data<float>()[i]);
+  }
+  const Tensor f32 = PackLinearWeight(weights);
+  const Tensor bf16 = PackLinearWeight(weights, DType::kBF16);
+  ASSERT_EQ(bf16.dtype(), DType::kBF16);
+  ASSERT_EQ(bf16.shape(), f32.shape());
+  std::vector<const internal::PanelKernel*> kernels = {&internal::kPortableKernel};
+  if (internal::CpuHasAvx2Fma()) kernels.push_back(&internal::kAvx2Kernel);
+  if (internal::CpuHasAvx512f()) kernels.push_back(&internal::kAvx512Kernel);
+  for (const internal::PanelKernel* kernel : kernels) {
+    for (int64_t rows : {1, 5, 16, 37}) {
+      Tensor x = RandomTensor({rows, 2100}, rng);
+      Tensor from_f32 = NanTensor({rows, 48});
+      Tensor from_bf16 = NanTensor({rows, 48});
+      internal::PackedMatmul(*kernel, x.data<float>(), rows, 2100, f32.raw_data(), DType::kF32, 3,
+                             from_f32.data<float>(), 48);
+      internal::PackedMatmul(*kernel, x.data<float>(), rows, 2100, bf16.raw_data(), DType::kBF16,
+                             3, from_bf16.data<float>(), 48);
+      for (int64_t i = 0; i < from_f32.numel(); ++i) {
+        ASSERT_EQ(from_bf16.data<float>()[i], from_f32.data<float>()[i])
+            << kernel->name << ", " << rows << " rows, element " << i;
+      }
+    }
+  }
+}
+
+// A one-row step runs kRowPanels panels at a time (independent sums, for decode speed); every
+// output must still be bitwise what the same row gives inside a batch, remainder panels and depth
+// blocks (2100 > 2048) included, on f32 and bf16 panels.
+TEST(PackedLinearTest, OneRowOverManyPanelsEqualsItsRowInABatchBitwise) {
+  std::mt19937 rng(41);
+  Tensor weights = RandomTensor({16 * 10, 2100}, rng);
+  for (int64_t i = 0; i < weights.numel(); ++i) {
+    weights.data<float>()[i] = RoundToBf16(weights.data<float>()[i]);
+  }
+  std::vector<const internal::PanelKernel*> kernels = {&internal::kPortableKernel};
+  if (internal::CpuHasAvx2Fma()) kernels.push_back(&internal::kAvx2Kernel);
+  if (internal::CpuHasAvx512f()) kernels.push_back(&internal::kAvx512Kernel);
+  Tensor x = RandomTensor({9, 2100}, rng);
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    const Tensor w = PackLinearWeight(weights, dtype);
+    for (const internal::PanelKernel* kernel : kernels) {
+      Tensor batch = NanTensor({9, 160});
+      internal::PackedMatmul(*kernel, x.data<float>(), 9, 2100, w.raw_data(), dtype, 10,
+                             batch.data<float>(), 160);
+      for (int64_t r : {0, 8}) {
+        Tensor alone = NanTensor({1, 160});
+        internal::PackedMatmul(*kernel, x.data<float>() + r * 2100, 1, 2100, w.raw_data(), dtype,
+                               10, alone.data<float>(), 160);
+        for (int64_t j = 0; j < 160; ++j) {
+          ASSERT_EQ(alone.data<float>()[j], batch.data<float>()[r * 160 + j])
+              << kernel->name << " " << DTypeName(dtype) << ", row " << r << ", output " << j;
+        }
+      }
+    }
+  }
+}
+
+TEST(PackedLinearTest, ABf16PackedWeightThroughLinearAndItsRowsReadBack) {
+  std::mt19937 rng(40);
+  Tensor weights = RandomTensor({32, 24}, rng);
+  for (int64_t i = 0; i < weights.numel(); ++i) {
+    weights.data<float>()[i] = RoundToBf16(weights.data<float>()[i]);
+  }
+  const Tensor bf16 = PackLinearWeight(weights, DType::kBF16);
+  EXPECT_TRUE(IsPackedLinearWeight(bf16));
+  EXPECT_EQ(bf16.nbytes() * 2, PackLinearWeight(weights).nbytes());
+  Tensor x = RandomTensor({3, 24}, rng);
+  Tensor y = NanTensor({3, 32});
+  Linear(x, bf16, y);
+  ExpectAllNear(y, ReferenceLinear(x, weights), 1e-5);
+  std::vector<float> row(24);
+  CopyLinearWeightRow(bf16, 17, row.data());
+  for (int64_t k = 0; k < 24; ++k) EXPECT_EQ(row[k], weights.data<float>()[17 * 24 + k]);
+}
+
+// The bf16 engines of --cpu-precision bf16 against a double reference over the bf16-rounded x and
+// weights: their products are exact, so only the order of the f32 sums differs. Row counts cover
+// whole tiles, a remainder and several tiles; an odd number of panels covers AMX's pairs.
+TEST(PackedLinearTest, Bf16EnginesMatchAReferenceOverRoundedInputs) {
+  std::vector<internal::Bf16Engine> engines;
+  if (internal::CpuHasAmxBf16()) engines.push_back(internal::Bf16Engine::kAmx);
+  if (internal::CpuHasAvx512Bf16()) engines.push_back(internal::Bf16Engine::kAvx512Bf16);
+  if (engines.empty()) GTEST_SKIP() << "this CPU has neither AMX-BF16 nor AVX512-BF16";
+  std::mt19937 rng(42);
+  Tensor weights = RandomTensor({80, 96}, rng);
+  for (int64_t i = 0; i < weights.numel(); ++i) {
+    weights.data<float>()[i] = RoundToBf16(weights.data<float>()[i]);
+  }
+  const Tensor w = PackLinearWeight(weights, DType::kBF16);
+  for (internal::Bf16Engine engine : engines) {
+    for (int64_t rows : {16, 17, 40}) {
+      Tensor x = RandomTensor({rows, 96}, rng);
+      Tensor rounded = Tensor::Empty(DType::kF32, x.shape());
+      for (int64_t i = 0; i < x.numel(); ++i) {
+        rounded.data<float>()[i] = RoundToBf16(x.data<float>()[i]);
+      }
+      Tensor y = NanTensor({rows, 80});
+      internal::PackedMatmulBf16(engine, x.data<float>(), rows, 96, w.raw_data(), 5,
+                                 y.data<float>(), 80);
+      SCOPED_TRACE(::testing::Message() << internal::Bf16EngineName(engine) << ", " << rows
+                                        << " rows");
+      ExpectAllNear(y, ReferenceLinear(rounded, weights), 1e-4);
+    }
+  }
+}
+
+TEST(PackedLinearTest, CpuPrecisionBf16RoundsOnlyLargeStepsOnBf16Panels) {
+  if (internal::Bf16EngineFor(nullptr).value() == internal::Bf16Engine::kNone) {
+    GTEST_SKIP() << "this CPU has no bf16 engine";
+  }
+  std::mt19937 rng(43);
+  Tensor weights = RandomTensor({32, 64}, rng);
+  for (int64_t i = 0; i < weights.numel(); ++i) {
+    weights.data<float>()[i] = RoundToBf16(weights.data<float>()[i]);
+  }
+  const Tensor w = PackLinearWeight(weights, DType::kBF16);
+  Tensor x = RandomTensor({kBf16MinRows, 64}, rng);
+  Tensor exact = NanTensor({kBf16MinRows, 32});
+  Linear(x, w, exact);
+  ASSERT_TRUE(SetCpuPrecision(DType::kBF16).ok());
+  Tensor rounded = NanTensor({kBf16MinRows, 32});
+  Linear(x, w, rounded);
+  Tensor small = NanTensor({kBf16MinRows - 1, 32});
+  Linear(x.Rows(kBf16MinRows - 1), w, small);
+  ASSERT_TRUE(SetCpuPrecision(DType::kF32).ok());
+  bool any_different = false;
+  for (int64_t i = 0; i < exact.numel(); ++i) {
+    any_different |= rounded.data<float>()[i] != exact.data<float>()[i];
+    EXPECT_NEAR(rounded.data<float>()[i], exact.data<float>()[i], 0.1);
+  }
+  EXPECT_TRUE(any_different) << "bf16 compute rounded nothing";
+  for (int64_t i = 0; i < small.numel(); ++i) {
+    ASSERT_EQ(small.data<float>()[i], exact.data<float>()[i]) << "a small step left exact";
+  }
+  EXPECT_FALSE(SetCpuPrecision(DType::kF16).ok());
+}
+
+TEST(PackedLinearTest, IsaCapsChooseTheBf16Engine) {
+  EXPECT_EQ(internal::Bf16EngineFor("avx512").value(), internal::Bf16Engine::kNone);
+  EXPECT_EQ(internal::Bf16EngineFor("portable").value(), internal::Bf16Engine::kNone);
+  EXPECT_EQ(internal::Bf16EngineFor("avx512bf16").value(),
+            internal::CpuHasAvx512Bf16() ? internal::Bf16Engine::kAvx512Bf16
+                                         : internal::Bf16Engine::kNone);
+  EXPECT_EQ(internal::Bf16EngineFor(nullptr).value(),
+            internal::CpuHasAmxBf16()      ? internal::Bf16Engine::kAmx
+            : internal::CpuHasAvx512Bf16() ? internal::Bf16Engine::kAvx512Bf16
+                                           : internal::Bf16Engine::kNone);
+  // The exact tiles under the bf16 caps are the AVX-512 ones.
+  EXPECT_EQ(internal::PanelKernelFor("amx").value(), internal::PanelKernelFor("avx512").value());
+  EXPECT_FALSE(internal::Bf16EngineFor("amx512").ok());
 }
 
 TEST(PackedLinearTest, MaxCpuIsaCapsTheKernelAndRejectsUnknownNames) {

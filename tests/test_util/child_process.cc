@@ -218,6 +218,14 @@ std::vector<pid_t> ChildrenOf(pid_t parent) {
   return children;
 }
 
+bool IsRunning(pid_t pid) {
+  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  const size_t close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
+}
+
 std::vector<std::string> CommandLineOf(pid_t pid) {
   std::ifstream in(absl::StrCat("/proc/", pid, "/cmdline"));
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

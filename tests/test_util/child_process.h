@@ -95,5 +95,8 @@ ProcessResult RunProcess(const std::vector<std::string>& argv, absl::Duration ti
 std::vector<pid_t> ChildrenOf(pid_t parent);
 // The arguments `pid` was started with (its /proc/PID/cmdline); empty once it is gone.
 std::vector<std::string> CommandLineOf(pid_t pid);
+// Whether `pid` exists and is not a zombie (one left to an init that does not reap counts as
+// gone). A stopped process is running.
+bool IsRunning(pid_t pid);
 
 }  // namespace gemmaserve::testing

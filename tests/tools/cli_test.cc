@@ -90,6 +90,35 @@ TEST(CliTest, RunTakesTextAndChatPrompts) {
   EXPECT_TRUE(answer["text"].is_string());
 }
 
+TEST(CliTest, ABf16KvCacheGivesTheSameTokensInProcessAndOverTwoWorkers) {
+  // The workers learn the KV cache dtype from the coordinator; every rank rounds the same keys.
+  const std::vector<std::string> run = {"run", "--model", "tests/data/gemma4-tiny-moe",
+                                        "--prompt-ids", "2,17,40,99", "--max-tokens", "12",
+                                        "--temperature", "0", "--ignore-eos", "--json",
+                                        "--kv-cache-dtype", "bf16"};
+  Output alone = Gemmaserve(run);
+  std::vector<std::string> ep2 = run;
+  ep2.insert(ep2.end(), {"--ep", "2"});
+  Output sharded = Gemmaserve(ep2);
+  ASSERT_EQ(alone.exit_code, 0) << alone.out;
+  ASSERT_EQ(sharded.exit_code, 0) << sharded.out;
+  EXPECT_EQ(nlohmann::json::parse(alone.out)["output_ids"],
+            nlohmann::json::parse(sharded.out)["output_ids"]);
+}
+
+TEST(CliTest, ACudaDeviceWithoutAGpuIsAClearError) {
+  // Where a GPU is visible this is not an error; everywhere else it names what is missing.
+  Output run = Gemmaserve({"run", "--model", "tests/data/gemma4-tiny-moe", "--prompt-ids", "2",
+                           "--max-tokens", "1", "--device", "cuda:7"});
+  if (run.exit_code == 0) GTEST_SKIP() << "a GPU cuda:7 is visible";
+  EXPECT_EQ(run.exit_code, 1) << run.out;
+  EXPECT_TRUE(run.out.find("--device cuda:7: ") != std::string::npos &&
+              (run.out.find("no usable CUDA GPU") != std::string::npos ||
+               run.out.find("this build has no CUDA") != std::string::npos ||
+               run.out.find("no such GPU") != std::string::npos))
+      << run.out;
+}
+
 TEST(CliTest, BadInputGivesAClearErrorAndUsageExitCode) {
   struct Case {
     std::vector<std::string> args;
@@ -106,6 +135,14 @@ TEST(CliTest, BadInputGivesAClearErrorAndUsageExitCode) {
       {{"run", "--model", "tests/data/no-such-model", "--prompt-ids", "2"},
        "no-such-model/config.json", 1},
       {{"logits", "--model", moe, "--tokens", "-5"}, "token id -5", 2},
+      {{"run", "--model", moe, "--prompt-ids", "2", "--kv-cache-dtype", "f16"},
+       "--kv-cache-dtype \"f16\": expected auto, f32 or bf16", 2},
+      {{"run", "--model", moe, "--prompt-ids", "2", "--device", "gpu"},
+       "--device \"gpu\": expected cpu, cuda or cuda:N", 2},
+      {{"logits", "--model", moe, "--tokens", "2", "--precision", "bf16"},
+       "--precision bf16 needs a GPU", 2},
+      {{"logits", "--model", moe, "--tokens", "2", "--precision", "f16"},
+       "--precision \"f16\": expected f32 or bf16", 2},
       {{"frobnicate"}, "unknown command", 2},
   };
   for (const Case& c : cases) {

@@ -22,6 +22,21 @@ TEST(SamplerTest, GreedyTakesTheHighestLogitAndTiesGoToTheLowestId) {
   EXPECT_NEAR(result.logprob, LogProbability(logits.data(), 4, 1), 1e-6);
 }
 
+TEST(SamplerTest, TemperaturesTooSmallForF32AreGreedyWithFiniteLogprobs) {
+  const std::vector<float> logits = {0.5f, 29.0f, -30.0f, 28.5f};
+  for (float temperature : {3e-39f, 1e-30f, 1e-6f}) {
+    SCOPED_TRACE(temperature);
+    SamplingOptions options;
+    options.temperature = temperature;
+    const SampleResult result = Sample(logits.data(), 4, options, 0, 4);
+    EXPECT_EQ(result.token_id, 1);
+    EXPECT_TRUE(std::isfinite(result.logprob)) << result.logprob;
+    for (const TokenProbability& top : result.top) {
+      EXPECT_TRUE(std::isfinite(top.logprob)) << top.token_id << ": " << top.logprob;
+    }
+  }
+}
+
 TEST(SamplerTest, TheSameSeedAndIndexGiveTheSameToken) {
   std::vector<float> logits(50);
   for (size_t i = 0; i < logits.size(); ++i) logits[i] = std::sin(static_cast<float>(i));

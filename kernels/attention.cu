@@ -1,0 +1,199 @@
+#include "kernels/attention.h"
+
+#include <cuda_bf16.h>
+
+#include "kernels/cuda_util.h"
+
+namespace gemmaserve::kernels {
+namespace {
+
+using internal::CheckDType;
+using internal::UseDeviceOf;
+
+__device__ inline float Load(const float* p) { return *p; }
+__device__ inline float Load(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+__device__ inline void Store(float value, float* p) { *p = value; }
+__device__ inline void Store(float value, __nv_bfloat16* p) { *p = __float2bfloat16_rn(value); }
+
+// One block per token; threads over its row of K and of V.
+template <typename T>
+__global__ void WriteKvKernel(const float* k, const float* v, const int32_t* slots, T* k_cache,
+                              T* v_cache, int64_t row) {
+  const int64_t slot = slots[blockIdx.x];
+  const float* k_row = k + blockIdx.x * row;
+  const float* v_row = v + blockIdx.x * row;
+  for (int64_t i = threadIdx.x; i < row; i += blockDim.x) {
+    Store(k_row[i], k_cache + slot * row + i);
+    Store(v_row[i], v_cache + slot * row + i);
+  }
+}
+
+struct Metadata {
+  const int32_t* token_begin;
+  const int32_t* num_tokens;
+  const int32_t* context_lens;
+  const int32_t* block_tables;  // [S, max_blocks]
+  int64_t num_sequences;
+  int64_t max_blocks;
+};
+
+// Grid (num_tokens, num_kv_heads); blockDim.x = 32 · group (one warp per query head). Lane l
+// holds dims l, l + 32, … of its head: kDim / 32 of q and of the running output.
+template <int kDim, typename T>
+__global__ void PagedAttentionKernel(const float* q, const T* k_cache, const T* v_cache,
+                                     Metadata metadata, int64_t num_heads, int64_t num_kv_heads,
+                                     int64_t block_size, int64_t sliding_window, float scale,
+                                     float* out) {
+  constexpr int kPerLane = kDim / 32;
+  const int64_t token = blockIdx.x;
+  // The sequence this token belongs to (rows outside every sequence are left alone).
+  int64_t sequence = -1;
+  for (int64_t s = 0; s < metadata.num_sequences; ++s) {
+    const int64_t begin = metadata.token_begin[s];
+    if (token >= begin && token < begin + metadata.num_tokens[s]) sequence = s;
+  }
+  if (sequence < 0) return;
+  const int64_t context_len = metadata.context_lens[sequence];
+  const int64_t position =
+      context_len - metadata.num_tokens[sequence] + (token - metadata.token_begin[sequence]);
+  const int64_t first = sliding_window > 0 ? max(int64_t{0}, position - sliding_window + 1) : 0;
+  const int32_t* table = metadata.block_tables + sequence * metadata.max_blocks;
+
+  const int64_t kv_head = blockIdx.y;
+  const int64_t group = num_heads / num_kv_heads;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int64_t head = kv_head * group + warp;
+  const float* q_head = q + (token * num_heads + head) * kDim;
+  float q_lane[kPerLane];
+  float acc[kPerLane];
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    q_lane[i] = q_head[lane + 32 * i];
+    acc[i] = 0.0f;
+  }
+  float running_max = -INFINITY;
+  float running_sum = 0.0f;
+  for (int64_t p = first; p <= position; ++p) {
+    const int64_t slot = static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size;
+    const T* key = k_cache + (slot * num_kv_heads + kv_head) * kDim;
+    float dot = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) dot = fmaf(q_lane[i], Load(key + lane + 32 * i), dot);
+    for (int offset = 16; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+    const float score = dot * scale;
+    const float new_max = fmaxf(running_max, score);
+    const float correction = expf(running_max - new_max);  // 0 on the first key
+    const float weight = expf(score - new_max);
+    running_sum = running_sum * correction + weight;
+    running_max = new_max;
+    const T* value = v_cache + (slot * num_kv_heads + kv_head) * kDim;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      acc[i] = fmaf(weight, Load(value + lane + 32 * i), acc[i] * correction);
+    }
+  }
+  float* out_head = out + (token * num_heads + head) * kDim;
+  const float inverse = 1.0f / running_sum;
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) out_head[lane + 32 * i] = acc[i] * inverse;
+}
+
+template <typename T>
+void LaunchAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                     const Metadata& metadata, int64_t sliding_window, float scale, Tensor& out) {
+  const int64_t num_tokens = q.dim(0);
+  const int64_t num_heads = q.dim(1);
+  const int64_t head_dim = q.dim(2);
+  const int64_t num_kv_heads = k_cache.dim(2);
+  const dim3 grid(static_cast<unsigned>(num_tokens), static_cast<unsigned>(num_kv_heads));
+  const unsigned threads = static_cast<unsigned>(32 * (num_heads / num_kv_heads));
+  const T* k = static_cast<const T*>(k_cache.raw_data());
+  const T* v = static_cast<const T*>(v_cache.raw_data());
+  const int64_t block_size = k_cache.dim(1);
+#define GS_ATTENTION_CASE(dim)                                                               \
+  case dim:                                                                                  \
+    PagedAttentionKernel<dim, T><<<grid, threads>>>(q.data<float>(), k, v, metadata,         \
+                                                    num_heads, num_kv_heads, block_size,     \
+                                                    sliding_window, scale, out.data<float>()); \
+    break;
+  switch (head_dim) {
+    GS_ATTENTION_CASE(32)
+    GS_ATTENTION_CASE(64)
+    GS_ATTENTION_CASE(128)
+    GS_ATTENTION_CASE(256)
+    GS_ATTENTION_CASE(512)
+    default:
+      CHECK(false) << "PagedAttention: head_dim " << head_dim
+                   << " has no CUDA kernel (32, 64, 128, 256, 512)";
+  }
+#undef GS_ATTENTION_CASE
+  GS_CUDA_CHECK_LAUNCH("PagedAttention");
+}
+
+void CheckKvCache(const Tensor& cache, const char* what) {
+  CHECK(cache.dtype() == DType::kF32 || cache.dtype() == DType::kBF16)
+      << what << ": KV cache must be f32 or bf16, got " << cache.DebugString();
+  CHECK_EQ(cache.rank(), 4) << what << ": " << cache.DebugString();
+}
+
+}  // namespace
+
+void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache,
+                  Tensor& v_cache) {
+  UseDeviceOf({&k, &v, &slots, &k_cache, &v_cache}, "WriteKvCache");
+  CheckDType(k, DType::kF32, "WriteKvCache k");
+  CheckDType(v, DType::kF32, "WriteKvCache v");
+  CheckDType(slots, DType::kI32, "WriteKvCache slots");
+  CheckKvCache(k_cache, "WriteKvCache k_cache");
+  CHECK(k.shape() == v.shape() && k_cache.shape() == v_cache.shape() &&
+        k_cache.dtype() == v_cache.dtype() && slots.numel() == k.dim(0))
+      << "WriteKvCache: " << k.DebugString() << ", " << v.DebugString() << " into "
+      << k_cache.DebugString();
+  const int64_t row = k_cache.dim(2) * k_cache.dim(3);
+  CHECK_EQ(k.numel(), k.dim(0) * row) << k.DebugString() << " into " << k_cache.DebugString();
+  if (k.dim(0) == 0) return;
+  const unsigned blocks = static_cast<unsigned>(k.dim(0));
+  if (k_cache.dtype() == DType::kBF16) {
+    WriteKvKernel<<<blocks, 256>>>(k.data<float>(), v.data<float>(), slots.data<int32_t>(),
+                                   k_cache.data<__nv_bfloat16>(), v_cache.data<__nv_bfloat16>(),
+                                   row);
+  } else {
+    WriteKvKernel<<<blocks, 256>>>(k.data<float>(), v.data<float>(), slots.data<int32_t>(),
+                                   k_cache.data<float>(), v_cache.data<float>(), row);
+  }
+  GS_CUDA_CHECK_LAUNCH("WriteKvCache");
+}
+
+void PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                    const ops::AttentionMetadata& metadata, int64_t sliding_window, float scale,
+                    Tensor& out) {
+  UseDeviceOf({&q, &k_cache, &v_cache, &out, &metadata.token_begin, &metadata.num_tokens,
+               &metadata.context_lens, &metadata.block_tables},
+              "PagedAttention");
+  CheckDType(q, DType::kF32, "PagedAttention q");
+  CheckDType(out, DType::kF32, "PagedAttention out");
+  CheckKvCache(k_cache, "PagedAttention k_cache");
+  CHECK(q.rank() == 3 && q.shape() == out.shape() && k_cache.shape() == v_cache.shape() &&
+        k_cache.dtype() == v_cache.dtype() && k_cache.dim(3) == q.dim(2))
+      << "PagedAttention: " << q.DebugString() << " over " << k_cache.DebugString();
+  const int64_t num_heads = q.dim(1);
+  const int64_t num_kv_heads = k_cache.dim(2);
+  CHECK_EQ(num_heads % num_kv_heads, 0) << num_heads << " heads over " << num_kv_heads;
+  CHECK_LE(num_heads / num_kv_heads, 32) << "PagedAttention: GQA group of "
+                                         << num_heads / num_kv_heads;
+  const int64_t s = metadata.num_sequences();
+  CHECK(metadata.block_tables.rank() == 2 && metadata.block_tables.dim(0) == s)
+      << "PagedAttention block_tables: " << metadata.block_tables.DebugString();
+  if (q.dim(0) == 0 || s == 0) return;
+  const Metadata m{metadata.token_begin.data<int32_t>(), metadata.num_tokens.data<int32_t>(),
+                   metadata.context_lens.data<int32_t>(), metadata.block_tables.data<int32_t>(),
+                   s, metadata.block_tables.dim(1)};
+  if (k_cache.dtype() == DType::kBF16) {
+    LaunchAttention<__nv_bfloat16>(q, k_cache, v_cache, m, sliding_window, scale, out);
+  } else {
+    LaunchAttention<float>(q, k_cache, v_cache, m, sliding_window, scale, out);
+  }
+}
+
+}  // namespace gemmaserve::kernels

@@ -1,0 +1,161 @@
+// The GPU benchmarks (DISABLED_ tests, run by scripts/gpu_check.sh with
+// --gtest_also_run_disabled_tests --gtest_filter='*Bench*'): the device's copy bandwidth, then
+// decode steps of the 31B layer stack (all 60 layers, random bf16 weights made on the device) at
+// batch 1 and 32 with 1,024 tokens of context each, against the floor of reading every weight
+// once at the measured bandwidth, and one 2,048-token prefill. Each time is the median of 10
+// steps after 2 warm-ups, the host waiting for the logits (as a serving step does).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <numeric>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "model/gemma4.h"
+#include "model/kv_cache.h"
+#include "model/random_checkpoint.h"
+#include "ops/copy.h"
+#include "tests/kernels/gpu_random.h"
+#include "tests/kernels/gpu_test_util.h"
+
+namespace gemmaserve::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+// Bytes per second a device-to-device copy moves, counting bytes read and written.
+double CopyBandwidth() {
+  const int64_t n = int64_t{1} << 30;  // 4 GiB of f32 each way
+  Tensor a = Tensor::Empty(DType::kF32, {n}, Gpu());
+  Tensor b = Tensor::Empty(DType::kF32, {n}, Gpu());
+  FillUniformOnGpu(a, 1, -1.0f, 1.0f);
+  std::vector<double> seconds;
+  for (int i = 0; i < 7; ++i) {
+    const auto start = Clock::now();
+    ops::Copy(a, b);
+    ops::ToHost(b.Rows(1));  // waits for the copy
+    seconds.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+  }
+  return 2.0 * static_cast<double>(a.nbytes()) / Median(seconds);
+}
+
+Tensor RandomMatrix(int64_t out, int64_t in, uint64_t seed) {
+  Tensor w = Tensor::Empty(DType::kBF16, {out, in}, Gpu());
+  FillUniformOnGpu(w, seed, -0.0346f, 0.0346f);  // standard deviation 0.02
+  return w;
+}
+
+Tensor RandomVector(int64_t n, uint64_t seed) {
+  Tensor v = Tensor::Empty(DType::kF32, {n}, Gpu());
+  FillUniformOnGpu(v, seed, 0.8f, 1.2f);
+  return v;
+}
+
+// Every weight of a dense `config`, random, bf16 matrices on the GPU (no checkpoint: 61 GB would
+// take minutes to read and copy).
+model::ModelWeights RandomDenseWeights(const model::Gemma4Config& config) {
+  model::ModelWeights w;
+  w.device = Gpu();
+  const int64_t hidden = config.hidden_size;
+  uint64_t seed = 100;
+  w.embed_tokens = RandomMatrix(config.vocab_size, hidden, seed++);
+  w.vocab_rows = {0, config.vocab_size};
+  w.final_norm = RandomVector(hidden, seed++);
+  for (const model::LayerGeometry& g : config.layers) {
+    model::LayerWeights layer;
+    layer.geometry = g;
+    layer.num_heads_local = config.num_attention_heads;
+    layer.num_kv_heads_local = g.num_kv_heads;
+    const int64_t q_width = config.num_attention_heads * g.head_dim;
+    const int64_t kv_width = g.num_kv_heads * g.head_dim;
+    layer.attention.q_proj = RandomMatrix(q_width, hidden, seed++);
+    layer.attention.k_proj = RandomMatrix(kv_width, hidden, seed++);
+    if (g.has_v_proj) layer.attention.v_proj = RandomMatrix(kv_width, hidden, seed++);
+    layer.attention.o_proj = RandomMatrix(hidden, q_width, seed++);
+    layer.attention.q_norm = RandomVector(g.head_dim, seed++);
+    layer.attention.k_norm = RandomVector(g.head_dim, seed++);
+    layer.mlp.gate_up = RandomMatrix(2 * g.mlp_width, hidden, seed++);
+    layer.mlp.down = RandomMatrix(hidden, g.mlp_width, seed++);
+    for (Tensor* norm : {&layer.input_layernorm, &layer.post_attention_layernorm,
+                         &layer.pre_feedforward_layernorm, &layer.post_feedforward_layernorm}) {
+      *norm = RandomVector(hidden, seed++);
+    }
+    layer.layer_scalar = 0.75f;
+    w.layers.push_back(std::move(layer));
+  }
+  return w;
+}
+
+// Seconds of one step of `num_sequences` sequences, each decoding one token after `context` − 1
+// cached, or prefilling `context` tokens when `prefill`; median of 10 after 2 warm-ups.
+double StepSeconds(model::Gemma4Model& model, model::KvCache& cache, int64_t num_sequences,
+                   int64_t context, bool prefill, int64_t blocks_per_sequence) {
+  model::ForwardBatch batch;
+  for (int64_t s = 0; s < num_sequences; ++s) {
+    model::BatchSequence seq;
+    seq.num_cached = prefill ? 0 : context - 1;
+    seq.num_tokens = prefill ? context : 1;
+    for (auto& table : seq.block_tables) {
+      for (int64_t b = 0; b < blocks_per_sequence; ++b) {
+        table.push_back(static_cast<int32_t>(s * blocks_per_sequence + b));
+      }
+    }
+    batch.sequences.push_back(seq);
+    for (int64_t t = 0; t < seq.num_tokens; ++t) batch.token_ids.push_back(static_cast<int32_t>((s * 7919 + t * 31) % 262144));
+  }
+  const absl::Status status = batch.Finalize(model.config(), cache.block_size(),
+                                             {cache.num_blocks(model::LayerKind::kSliding),
+                                              cache.num_blocks(model::LayerKind::kFull)});
+  EXPECT_TRUE(status.ok()) << status;
+  std::vector<double> seconds;
+  for (int i = 0; i < 12; ++i) {
+    const auto start = Clock::now();
+    ops::ToHost(model.Forward(batch, cache));
+    if (i >= 2) seconds.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+  }
+  return Median(seconds);
+}
+
+TEST(GpuBench, DISABLED_Bench31BLayerStackDecodeAndPrefill) {
+  GS_REQUIRE_GPU();
+  const double bandwidth = CopyBandwidth();
+  std::printf("device-to-device copy: %.0f GB/s (read + write)\n", bandwidth / 1e9);
+  absl::StatusOr<model::Gemma4Config> config = model::RandomCheckpointPreset("31b");
+  ASSERT_TRUE(config.ok()) << config.status();
+  parallel::LocalCommunicator comm;
+  model::ModelWeights weights = RandomDenseWeights(*config);
+  const int64_t weight_bytes = weights.TotalBytes();
+  model::Gemma4Model model(*config, std::move(weights), comm, model::StepLimits{2048, 64});
+  // 32 sequences of 1,024 tokens (64 blocks each): 30 GB of bf16 KV beside the 61 GB of weights.
+  // The prefill's 2,048 tokens use the first two sequences' blocks.
+  const int64_t block_size = 16, context = 1024, sequences = 32;
+  const int64_t blocks_per_sequence = context / block_size;
+  model::KvCacheOptions options;
+  options.block_size = block_size;
+  options.num_blocks = {sequences * blocks_per_sequence, sequences * blocks_per_sequence};
+  options.dtype = DType::kBF16;
+  model::KvCache cache(model.weights().layers, options, Gpu());
+  // The floor: every weight read once (the embedding only as the LM head) at the copy's rate of
+  // reading (half the bytes it moves).
+  const double floor_s = static_cast<double>(weight_bytes) / (bandwidth / 2.0);
+  std::printf("31B layer stack: %.1f GB of bf16 weights; floor %.2f ms per decode step\n",
+              weight_bytes / 1e9, floor_s * 1e3);
+  for (int64_t batch : {int64_t{1}, sequences}) {
+    const double s = StepSeconds(model, cache, batch, context, false, blocks_per_sequence);
+    std::printf("decode, batch %ld, context %ld: %.2f ms per step (%.2f × floor), %.0f tokens/s\n",
+                static_cast<long>(batch), static_cast<long>(context), s * 1e3, s / floor_s,
+                static_cast<double>(batch) / s);
+  }
+  const double prefill_s = StepSeconds(model, cache, 1, 2048, true, 2 * blocks_per_sequence);
+  const double flops = 2.0 * static_cast<double>(weight_bytes / 2) * 2048;  // ≈ 2 · params · tokens
+  std::printf("prefill, 2048 tokens: %.1f ms, %.0f TFLOP/s (matmuls only)\n", prefill_s * 1e3,
+              flops / prefill_s / 1e12);
+}
+
+}  // namespace
+}  // namespace gemmaserve::testing

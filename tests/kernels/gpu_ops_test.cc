@@ -1,0 +1,318 @@
+// Every CUDA kernel against its CPU op (the reference) on random inputs, at the shapes Gemma 4 uses
+// (widths 2816 and 5376, head dims 256 and 512, GQA groups 1–8, 128 experts top-8, positions up
+// to 262,143). Tolerances: max |Δ| ≤ 1e-5 × max |ref| for element-wise ops, norms and RoPE,
+// ≤ 1e-4 for matrix products and attention. The GpuOpsSanitizer* cases use small shapes, for
+// compute-sanitizer. Every test skips with the reason where no GPU is visible.
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "ops/activation.h"
+#include "ops/attention.h"
+#include "ops/copy.h"
+#include "ops/elementwise.h"
+#include "ops/linear.h"
+#include "ops/moe.h"
+#include "ops/norm.h"
+#include "ops/rope.h"
+#include "ops/routing.h"
+#include "tests/kernels/gpu_test_util.h"
+
+namespace gemmaserve::testing {
+namespace {
+
+class GpuOpsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { GS_REQUIRE_GPU(); }
+  std::mt19937 rng_{2026};
+};
+
+TEST_F(GpuOpsTest, RmsNormWithAndWithoutWeightAtGemmaWidths) {
+  for (int64_t dim : {128, 256, 512, 2816, 5376}) {
+    Tensor x = Random({7, dim}, rng_, -3.0f, 3.0f);
+    Tensor w = Random({dim}, rng_, 0.5f, 1.5f);
+    for (bool weighted : {true, false}) {
+      Tensor cpu = Nan({7, dim});
+      ops::RmsNorm(x, weighted ? w : Tensor(), 1e-6f, cpu);
+      Tensor gpu_x = ToGpu(x);
+      Tensor gpu = ToGpu(Nan({7, dim}));
+      ops::RmsNorm(gpu_x, weighted ? ToGpu(w) : Tensor(), 1e-6f, gpu);
+      ExpectClose(ToCpu(gpu), cpu, 1e-5, "RmsNorm " + std::to_string(dim));
+      ops::RmsNorm(gpu_x, weighted ? ToGpu(w) : Tensor(), 1e-6f, gpu_x);  // in place
+      ExpectClose(ToCpu(gpu_x), cpu, 1e-5, "RmsNorm in place " + std::to_string(dim));
+    }
+  }
+}
+
+TEST_F(GpuOpsTest, RopeDefaultAndProportionalUpToTheLastPosition) {
+  struct Case {
+    int64_t head_dim, angles;
+    double theta;
+  };
+  const std::vector<int32_t> positions = {0, 1, 1023, 4096, 131071, 200000, 262143};
+  for (const Case& c : {Case{256, 128, 1e4}, Case{512, 64, 1e6}, Case{32, 16, 1e4},
+                        Case{64, 8, 1e6}}) {
+    Tensor x = Random({static_cast<int64_t>(positions.size()), 3, c.head_dim}, rng_);
+    Tensor cpu = x.ToF32();  // a copy
+    ops::Rotary(c.head_dim, c.angles, c.theta).Apply(cpu, Ints(positions));
+    Tensor gpu = ToGpu(x);
+    ops::Rotary(c.head_dim, c.angles, c.theta, Gpu()).Apply(gpu, ToGpu(Ints(positions)));
+    ExpectClose(ToCpu(gpu), cpu, 1e-5, "RoPE head_dim " + std::to_string(c.head_dim));
+  }
+}
+
+TEST_F(GpuOpsTest, ElementwiseOpsGeluGateAndSoftcap) {
+  Tensor x = Random({5, 2816}, rng_, -4.0f, 4.0f);
+  Tensor y = Random({5, 2816}, rng_, -4.0f, 4.0f);
+  Tensor w = Random({2816}, rng_, 0.5f, 1.5f);
+  {
+    Tensor cpu = x.ToF32(), gpu = ToGpu(x);
+    ops::AddInPlace(cpu, y);
+    ops::AddInPlace(gpu, ToGpu(y));
+    ExpectClose(ToCpu(gpu), cpu, 1e-6, "AddInPlace");
+    ops::ScaleInPlace(cpu, 0.37f);
+    ops::ScaleInPlace(gpu, 0.37f);
+    ExpectClose(ToCpu(gpu), cpu, 1e-6, "ScaleInPlace");
+    ops::MultiplyInPlace(cpu, w, 0.0188f);
+    ops::MultiplyInPlace(gpu, ToGpu(w), 0.0188f);
+    ExpectClose(ToCpu(gpu), cpu, 1e-6, "MultiplyInPlace");
+  }
+  {
+    Tensor logits = Random({3, 4099}, rng_, -200.0f, 200.0f);
+    Tensor cpu = logits.ToF32(), gpu = ToGpu(logits);
+    ops::SoftcapInPlace(cpu, 30.0f);
+    ops::SoftcapInPlace(gpu, 30.0f);
+    ExpectClose(ToCpu(gpu), cpu, 1e-5, "SoftcapInPlace");
+  }
+  {
+    Tensor gate_up = Random({6, 2 * 704}, rng_, -5.0f, 5.0f);
+    Tensor cpu = Nan({6, 704});
+    ops::GeluTanhGate(gate_up, cpu);
+    Tensor gpu = ToGpu(Nan({6, 704}));
+    ops::GeluTanhGate(ToGpu(gate_up), gpu);
+    ExpectClose(ToCpu(gpu), cpu, 1e-5, "GeluTanhGate");
+  }
+  {
+    Tensor counts = ToGpu(Tensor::FromInts({1, 2, 3, 4}, {4}));
+    ops::SetZero(counts);
+    const Tensor back = ToCpu(counts);
+    for (int64_t i = 0; i < 4; ++i) EXPECT_EQ(back.data<int32_t>()[i], 0);
+  }
+}
+
+TEST_F(GpuOpsTest, EmbeddingFromF32AndBf16TablesAndAVocabShard) {
+  Tensor table = Random({40, 96}, rng_);
+  const std::vector<int32_t> ids = {3, 39, 0, 17, 3, 25};
+  Tensor cpu = Nan({6, 96});
+  ops::EmbeddingLookup(table, Ints(ids), 73.5f, cpu, /*first_row=*/10);  // rows 10 … 49 held
+  Tensor gpu = ToGpu(Nan({6, 96}));
+  ops::EmbeddingLookup(ToGpu(table), ToGpu(Ints(ids)), 73.5f, gpu, 10);
+  ExpectClose(ToCpu(gpu), cpu, 1e-6, "EmbeddingLookup f32");
+  Tensor rounded = RoundedToBf16(table);
+  ops::EmbeddingLookup(rounded, Ints(ids), 73.5f, cpu, 10);
+  ops::EmbeddingLookup(ToGpu(ToBf16(table)), ToGpu(Ints(ids)), 73.5f, gpu, 10);
+  ExpectClose(ToCpu(gpu), cpu, 1e-6, "EmbeddingLookup bf16");
+}
+
+TEST_F(GpuOpsTest, LinearExactInF32AndOnBf16InputsInBf16) {
+  for (int64_t rows : {1, 7, 64}) {
+    Tensor x = Random({rows, 2816}, rng_);
+    Tensor w = Random({1408, 2816}, rng_, -0.05f, 0.05f);
+    Tensor cpu = Nan({rows, 1408});
+    ops::Linear(x, w, cpu);
+    Tensor gpu = ToGpu(Nan({rows, 1408}));
+    ops::Linear(ToGpu(x), ToGpu(w), gpu);
+    ExpectClose(ToCpu(gpu), cpu, 1e-4, "Linear f32, rows " + std::to_string(rows));
+    // bf16: the same product as the CPU's over the bf16-rounded x and w.
+    ops::Linear(RoundedToBf16(x), RoundedToBf16(w), cpu);
+    ops::Linear(ToGpu(x), ToGpu(ToBf16(w)), gpu);
+    ExpectClose(ToCpu(gpu), cpu, 1e-4, "Linear bf16, rows " + std::to_string(rows));
+  }
+}
+
+// A paged cache holding `context` random keys and values per sequence, blocks scattered.
+struct PagedCase {
+  int64_t head_dim, num_heads, num_kv_heads, window;
+  DType kv_dtype;
+};
+
+void RunPagedAttention(const PagedCase& c, std::mt19937& rng) {
+  const int64_t block_size = 16;
+  const std::vector<int64_t> cached = {0, 37, 100};  // a first prefill, a chunk, a decode
+  const std::vector<int64_t> tokens = {21, 9, 1};
+  const int64_t num_blocks = 24;
+  std::vector<int32_t> order(num_blocks);
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), rng);
+  Tensor k_cache = Tensor::Zeros(c.kv_dtype, {num_blocks, block_size, c.num_kv_heads, c.head_dim});
+  Tensor v_cache = Tensor::Zeros(c.kv_dtype, k_cache.shape());
+  Tensor gpu_k = ToGpu(k_cache), gpu_v = ToGpu(v_cache);
+  std::vector<int32_t> begin, num, context, tables;
+  const int64_t max_blocks = 8;
+  int64_t next_token = 0, next_block = 0;
+  for (size_t s = 0; s < cached.size(); ++s) {
+    const int64_t length = cached[s] + tokens[s];
+    std::vector<int32_t> table(max_blocks, -1);
+    for (int64_t b = 0; b < (length + block_size - 1) / block_size; ++b) table[b] = order[next_block++];
+    std::vector<int32_t> slots;
+    for (int64_t p = 0; p < length; ++p) slots.push_back(table[p / block_size] * block_size + p % block_size);
+    Tensor keys = Random({length, c.num_kv_heads, c.head_dim}, rng, -1.5f, 1.5f);
+    Tensor values = Random({length, c.num_kv_heads, c.head_dim}, rng, -1.5f, 1.5f);
+    ops::WriteKvCache(keys, values, Ints(slots), k_cache, v_cache);
+    ops::WriteKvCache(ToGpu(keys), ToGpu(values), ToGpu(Ints(slots)), gpu_k, gpu_v);
+    begin.push_back(static_cast<int32_t>(next_token));
+    num.push_back(static_cast<int32_t>(tokens[s]));
+    context.push_back(static_cast<int32_t>(length));
+    tables.insert(tables.end(), table.begin(), table.end());
+    next_token += tokens[s];
+  }
+  ExpectClose(ToCpu(gpu_k), k_cache, 0.0, "WriteKvCache keys");
+  ExpectClose(ToCpu(gpu_v), v_cache, 0.0, "WriteKvCache values");
+  ops::AttentionMetadata cpu_meta;
+  cpu_meta.token_begin = Ints(begin);
+  cpu_meta.num_tokens = Ints(num);
+  cpu_meta.context_lens = Ints(context);
+  cpu_meta.block_tables = Tensor::FromInts(tables, {static_cast<int64_t>(cached.size()), max_blocks});
+  cpu_meta.max_context_len = *std::max_element(context.begin(), context.end());
+  ops::AttentionMetadata gpu_meta = cpu_meta;
+  gpu_meta.token_begin = ToGpu(cpu_meta.token_begin);
+  gpu_meta.num_tokens = ToGpu(cpu_meta.num_tokens);
+  gpu_meta.context_lens = ToGpu(cpu_meta.context_lens);
+  gpu_meta.block_tables = ToGpu(cpu_meta.block_tables);
+  Tensor q = Random({next_token, c.num_heads, c.head_dim}, rng, -1.5f, 1.5f);
+  Tensor cpu = Nan(q.shape());
+  ops::PagedAttention(q, k_cache, v_cache, cpu_meta, c.window, 1.0f, cpu);
+  Tensor gpu = ToGpu(Nan(q.shape()));
+  ops::PagedAttention(ToGpu(q), gpu_k, gpu_v, gpu_meta, c.window, 1.0f, gpu);
+  ExpectClose(ToCpu(gpu), cpu, 1e-4,
+              "PagedAttention head_dim " + std::to_string(c.head_dim) + ", group " +
+                  std::to_string(c.num_heads / c.num_kv_heads) + ", window " +
+                  std::to_string(c.window) + ", KV " + std::string(DTypeName(c.kv_dtype)));
+}
+
+TEST_F(GpuOpsTest, PagedAttentionHeadDims256And512GqaGroupsWindowsAndBf16Kv) {
+  for (int64_t head_dim : {256, 512}) {
+    for (int64_t group : {1, 2, 4, 8}) {
+      for (int64_t window : {0, 24}) {
+        for (DType kv : {DType::kF32, DType::kBF16}) {
+          RunPagedAttention({head_dim, 2 * group, 2, window, kv}, rng_);
+        }
+      }
+    }
+  }
+}
+
+TEST_F(GpuOpsTest, RoutingOn128ExpertsTop8AndOn8Top2) {
+  for (auto [experts, k] : {std::pair<int64_t, int64_t>{128, 8}, {8, 2}}) {
+    Tensor logits = Random({33, experts}, rng_, -3.0f, 3.0f);
+    Tensor scale = Random({experts}, rng_, 0.8f, 1.2f);
+    Tensor cpu_ids = Tensor::Empty(DType::kI32, {33, k});
+    Tensor cpu_w = Nan({33, k});
+    ops::TopKRouting(logits, scale, k, cpu_ids, cpu_w);
+    Tensor gpu_ids = ToGpu(Tensor::Empty(DType::kI32, {33, k}));
+    Tensor gpu_w = ToGpu(Nan({33, k}));
+    ops::TopKRouting(ToGpu(logits), ToGpu(scale), k, gpu_ids, gpu_w);
+    const Tensor ids = ToCpu(gpu_ids);
+    EXPECT_TRUE(std::equal(ids.data<int32_t>(), ids.data<int32_t>() + ids.numel(),
+                           cpu_ids.data<int32_t>()))
+        << experts << " experts";
+    ExpectClose(ToCpu(gpu_w), cpu_w, 1e-5, "TopKRouting weights");
+  }
+}
+
+TEST_F(GpuOpsTest, MoeDispatchGroupedMatmulAndCombineMatchTheCpu) {
+  const int64_t tokens = 19, k = 8, experts = 128, hidden = 256, width = 64, local = 32;
+  std::vector<int32_t> ids;
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::vector<int32_t> all(experts);
+    std::iota(all.begin(), all.end(), 0);
+    std::shuffle(all.begin(), all.end(), rng_);
+    ids.insert(ids.end(), all.begin(), all.begin() + k);
+  }
+  std::vector<int32_t> local_expert(experts, -1);
+  for (int64_t e = 0; e < local; ++e) local_expert[32 + e] = static_cast<int32_t>(e);  // 32 … 63
+  const Tensor expert_ids = Tensor::FromInts(ids, {tokens, k});
+  Tensor cpu_tokens = Ints(std::vector<int32_t>(tokens * k, -7));
+  Tensor cpu_rows = Ints(std::vector<int32_t>(tokens * k, -7));
+  Tensor cpu_offsets = Ints(std::vector<int32_t>(local + 1, -7));
+  Tensor cpu_counts = Tensor::Zeros(DType::kI64, {experts});
+  const int64_t n = ops::MoeDispatch(expert_ids, Ints(local_expert), cpu_tokens, cpu_rows,
+                                     cpu_offsets, cpu_counts);
+  Tensor gpu_tokens = ToGpu(cpu_tokens.Rows(tokens * k)), gpu_rows = ToGpu(cpu_rows);
+  Tensor gpu_offsets = ToGpu(cpu_offsets), gpu_counts = ToGpu(Tensor::Zeros(DType::kI64, {experts}));
+  const Tensor gpu_ids = ToGpu(expert_ids);
+  EXPECT_EQ(ops::MoeDispatch(gpu_ids, ToGpu(Ints(local_expert)), gpu_tokens, gpu_rows, gpu_offsets,
+                             gpu_counts),
+            n);
+  auto same = [](const Tensor& gpu, const Tensor& cpu, int64_t count, const char* what) {
+    const Tensor host = ToCpu(gpu);
+    EXPECT_EQ(0, std::memcmp(host.raw_data(), cpu.raw_data(), count * DTypeSize(cpu.dtype())))
+        << what;
+  };
+  same(gpu_tokens, cpu_tokens, n, "dispatched tokens");
+  same(gpu_rows, cpu_rows, tokens * k, "dispatched rows");
+  same(gpu_offsets, cpu_offsets, local + 1, "expert offsets");
+  same(gpu_counts, cpu_counts, experts, "expert counts");
+
+  Tensor x = Random({tokens, hidden}, rng_);
+  Tensor gate_up_w = Random({local, 2 * width, hidden}, rng_, -0.1f, 0.1f);
+  Tensor xe = Nan({n, hidden});
+  ops::GatherRows(x, cpu_tokens.Rows(n), xe);
+  Tensor gpu_xe = ToGpu(Nan({n, hidden}));
+  ops::GatherRows(ToGpu(x), gpu_tokens.Rows(n), gpu_xe);
+  ExpectClose(ToCpu(gpu_xe), xe, 0.0, "GatherRows");
+  Tensor gu = Nan({n, 2 * width});
+  ops::GroupedLinear(xe, ops::PackLinearWeight(gate_up_w), cpu_offsets, gu);
+  Tensor gpu_gu = ToGpu(Nan({n, 2 * width}));
+  ops::GroupedLinear(gpu_xe, ToGpu(gate_up_w), gpu_offsets, gpu_gu);
+  ExpectClose(ToCpu(gpu_gu), gu, 1e-4, "GroupedLinear");
+  Tensor y = Random({n, hidden}, rng_);
+  Tensor weights = Random({tokens, k}, rng_, 0.0f, 1.0f);
+  Tensor out = Nan({tokens, hidden});
+  ops::MoeCombine(y, expert_ids, weights, cpu_rows, out);
+  Tensor gpu_out = ToGpu(Nan({tokens, hidden}));
+  ops::MoeCombine(ToGpu(y), gpu_ids, ToGpu(weights), gpu_rows, gpu_out);
+  ExpectClose(ToCpu(gpu_out), out, 1e-6, "MoeCombine");
+}
+
+TEST_F(GpuOpsTest, VocabShardInterleave) {
+  Tensor gathered = Random({4 * 3, 50}, rng_);
+  Tensor cpu = Nan({3, 200});
+  ops::InterleaveShards(gathered, 4, cpu);
+  Tensor gpu = ToGpu(Nan({3, 200}));
+  ops::InterleaveShards(ToGpu(gathered), 4, gpu);
+  ExpectClose(ToCpu(gpu), cpu, 0.0, "InterleaveShards");
+}
+
+// Small shapes for compute-sanitizer (memcheck, racecheck): every kernel once.
+class GpuOpsSanitizerTest : public GpuOpsTest {};
+
+TEST_F(GpuOpsSanitizerTest, AttentionOnSmallShapes) {
+  RunPagedAttention({32, 4, 2, 0, DType::kF32}, rng_);
+  RunPagedAttention({64, 2, 1, 24, DType::kBF16}, rng_);
+}
+
+TEST_F(GpuOpsSanitizerTest, NormRopeRoutingDispatchAndLinearOnSmallShapes) {
+  Tensor x = ToGpu(Random({3, 64}, rng_));
+  ops::RmsNorm(x, ToGpu(Random({64}, rng_)), 1e-6f, x);
+  Tensor q = ToGpu(Random({2, 2, 32}, rng_));
+  ops::Rotary(32, 16, 1e4, Gpu()).Apply(q, ToGpu(Ints({5, 9})));
+  Tensor ids = ToGpu(Tensor::Empty(DType::kI32, {3, 2}));
+  Tensor weights = ToGpu(Nan({3, 2}));
+  ops::TopKRouting(ToGpu(Random({3, 8}, rng_)), ToGpu(Random({8}, rng_)), 2, ids, weights);
+  Tensor tokens = ToGpu(Ints(std::vector<int32_t>(6))), rows = ToGpu(Ints(std::vector<int32_t>(6)));
+  Tensor offsets = ToGpu(Ints(std::vector<int32_t>(9))), counts = ToGpu(Tensor::Zeros(DType::kI64, {8}));
+  const int64_t n = ops::MoeDispatch(ids, ToGpu(Ints({0, 1, 2, 3, 4, 5, 6, 7})), tokens, rows,
+                                     offsets, counts);
+  EXPECT_EQ(n, 6);
+  Tensor y = ToGpu(Nan({3, 16}));
+  ops::Linear(x, ToGpu(ToBf16(Random({16, 64}, rng_))), y);
+  EXPECT_FALSE(std::isnan(ToCpu(y).data<float>()[0]));
+}
+
+}  // namespace
+}  // namespace gemmaserve::testing
