@@ -237,6 +237,16 @@ TEST(InternalPortTest, EveryInternalRpcWithoutTheClusterSecretIsUnauthenticated)
   auto api = NewInferenceStub(server.grpc_port());
   const GrpcResult served = GenerateAll(*api, GreedyTokenRequest({2, 40}, 2));
   EXPECT_TRUE(served.status.ok()) << served.status.error_message() << server.output();
+
+  // A worker given another secret cannot join; it exits saying why.
+  const SecretFile wrong("not-the-cluster-secret");
+  const ProcessResult worker = RunProcess(
+      {GEMMASERVE_BINARY, "worker", "--coordinator",
+       absl::StrCat("127.0.0.1:", server.internal_port()), "--rank", "0", "--world-size", "2",
+       "--cluster-secret-file", wrong.path(), "--metrics-port", "-1", "--connect-timeout-s", "5"},
+      absl::Seconds(60));
+  EXPECT_NE(worker.exit_code, 0) << worker.output;
+  EXPECT_NE(worker.output.find("cluster secret"), std::string::npos) << worker.output;
 }
 
 HttpReply HttpsGet(int port, const std::string& ca_file, const std::string& target) {
