@@ -9,9 +9,15 @@ namespace gemmaserve::coordinator {
 namespace {
 
 // The name of a complete block: its tokens and, through the parent's name, every token before.
-constexpr uint64_t kRootHash = 0;
 uint64_t ChainHash(uint64_t parent, absl::Span<const int32_t> tokens) {
   return absl::HashOf(parent, tokens);
+}
+
+// The parent of a sequence's first block: its cache salt's, so that requests with different
+// salts (per-key caching) never name a block alike.
+uint64_t RootHash(const Sequence& seq) {
+  const std::string& salt = seq.request.cache_salt;
+  return salt.empty() ? 0 : absl::HashOf(salt);
 }
 
 }  // namespace
@@ -44,7 +50,7 @@ PrefixHit BlockManager::FindCachedPrefix(const Sequence& seq) const {
   const int64_t max_blocks = (seq.num_tokens() - 1) / block_size_;
   std::vector<uint64_t> hashes;
   std::vector<int32_t> full_blocks;
-  for (uint64_t parent = kRootHash; static_cast<int64_t>(hashes.size()) < max_blocks;) {
+  for (uint64_t parent = RootHash(seq); static_cast<int64_t>(hashes.size()) < max_blocks;) {
     parent = ChainHash(parent, BlockTokens(seq, static_cast<int64_t>(hashes.size())));
     const int32_t block = pools_[kFull].Find(parent);
     if (block < 0) break;
@@ -138,7 +144,7 @@ void BlockManager::CacheCompleteBlocks(Sequence& seq) {
   // Blocks are cached in order, so the uncached complete ones are the last few.
   int64_t first = num_complete;
   while (first > 0 && !pools_[kFull].has_hash(full[first - 1])) --first;
-  uint64_t parent = first == 0 ? kRootHash : pools_[kFull].hash(full[first - 1]);
+  uint64_t parent = first == 0 ? RootHash(seq) : pools_[kFull].hash(full[first - 1]);
   for (int64_t b = first; b < num_complete; ++b) {
     parent = ChainHash(parent, BlockTokens(seq, b));
     pools_[kFull].Cache(full[b], parent);

@@ -8,7 +8,8 @@
 //     next token, the block is freed and its table entry becomes −1, so a long sequence holds
 //     about W / block_size + 1 sliding blocks however long it grows.
 //   * Prefix caching. Every complete block is named by a hash chain, hash(parent's hash, the
-//     block's token ids), and both groups' blocks of that prefix are cached under the name. A new
+//     block's token ids), rooted in the request's cache salt, and both groups' blocks of that
+//     prefix are cached under the name; requests with different salts share no block. A new
 //     sequence starts from the longest cached prefix whose full-group blocks and the sliding-group
 //     blocks its first computed token reads (those in its window) are all cached. A cached block
 //     whose sequences are gone stays reusable until a new allocation evicts it (LRU).

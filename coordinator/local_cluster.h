@@ -7,6 +7,12 @@
 // stalled) makes the launcher replace every local worker, and a replacement that exits before it
 // attached ends its generation too, so the replica keeps trying to come back. Before the first
 // ready, a worker that exits fails WaitReady instead (a bad model or flag would only exit again).
+//
+// The internal port checks the cluster secret on every RPC (parallel/internal_auth.h). With
+// local workers and no secret given, a random one is made; local workers (replacements too) read
+// it from a memory file they inherit (`--cluster-secret-file /proc/self/fd/N`), so it is never on
+// disk, on a command line or in an environment. With mutual TLS they present the coordinator's
+// own certificate.
 #pragma once
 
 #include <atomic>
@@ -18,12 +24,16 @@
 #include "coordinator/local_launcher.h"
 #include "coordinator/worker_group.h"
 #include "grpcpp/grpcpp.h"
+#include "parallel/internal_auth.h"
 
 namespace gemmaserve::coordinator {
 
 struct LocalClusterOptions {
   ClusterSpec spec;
   std::string internal_address = "127.0.0.1:0";  // port 0 picks a free port
+  // The secret every internal RPC must carry, and mutual TLS. An empty secret with local workers
+  // gets a random one; without local workers, it leaves the port open (tests only).
+  parallel::InternalAuthOptions auth;
   bool launch_workers = true;                    // spawn spec.layout.world_size() local workers
   std::string worker_binary = "/proc/self/exe";
   std::vector<std::string> worker_args;          // e.g. {"--threads", "1"}
@@ -56,6 +66,8 @@ class LocalCluster {
   bool restart_workers_ = false;
   std::atomic<bool> restarting_{false};  // restarts have begun
   std::unique_ptr<WorkerGroup> group_;
+  std::unique_ptr<parallel::SecretCheckingCoordinator> checked_;  // the group behind the secret
+  int secret_fd_ = -1;  // the memory file local workers read the secret from
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<LocalLauncher> launcher_;
   int port_ = 0;

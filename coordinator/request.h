@@ -28,6 +28,8 @@ struct Request {
   bool ignore_eos = false;
   bool prompt_logprobs = false;
   absl::Time deadline = absl::InfiniteFuture();  // aborted once the engine's clock passes it
+  // The prefix cache's namespace: requests with different salts share no cached blocks.
+  std::string cache_salt;
 };
 
 enum class FinishReason { kStop, kLength, kAbort, kError };

@@ -11,10 +11,12 @@ packages=(
   libgloo-dev
   libopenblas-openmp-dev
   libboost-dev libboost-system-dev
+  libssl-dev openssl
   nlohmann-json3-dev libspdlog-dev libfmt-dev
   prometheus-cpp-dev
   libgtest-dev libgmock-dev
   libbenchmark-dev
+  clang libclang-rt-14-dev
   iproute2
 )
 

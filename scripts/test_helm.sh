@@ -115,12 +115,14 @@ check_grep() {
   record "$name" "$status" "$log"
 }
 
-check_rendered default Deployment,StatefulSet,Service,PodDisruptionBudget,ServiceAccount \
+check_rendered default Deployment,StatefulSet,Service,PodDisruptionBudget,ServiceAccount,Secret,NetworkPolicy \
   LeaderWorkerSet,ServiceMonitor,PrometheusRule,ConfigMap
 check_rendered cpu Deployment,StatefulSet,ServiceMonitor,PrometheusRule,ConfigMap LeaderWorkerSet \
   tests/helm/cpu-values.yaml
 check_rendered multinode Deployment,LeaderWorkerSet,ServiceMonitor,PrometheusRule,ConfigMap StatefulSet \
   tests/helm/multinode-values.yaml
+check_rendered secure Deployment,StatefulSet,Secret,NetworkPolicy,ServiceMonitor LeaderWorkerSet \
+  tests/helm/secure-values.yaml
 
 # The validator itself: every defect planted in invalid-manifests.yaml is reported.
 validator_log="$work/invalid-manifests.log"
@@ -145,6 +147,27 @@ check_grep "multinode: EP=8 as 2 pods × 4 GPUs, NCCL env, shm" "$work/multinode
   "--drain-timeout-s=120" "terminationGracePeriodSeconds: 150" "grafana_dashboard: \"1\"" \
   'gemmaserve_moe_balancedness{namespace="serving", job="gs-gemmaserve-coordinator", layer="all"}) < 0.75' \
   'gemmaserve_requests_waiting{namespace="serving", job="gs-gemmaserve-coordinator"}) > 64'
+
+# Authentication is wired: the cluster secret reaches the coordinator and every worker (workers get
+# no API keys), the internal port admits only the worker pods, the chart's Secret is rendered.
+check_grep "default: cluster secret for coordinator and workers, internal port for workers only" \
+  "$work/default.yaml" "kind: Secret" "name: gs-gemmaserve-auth" "cluster-secret:" \
+  "--cluster-secret-file=/etc/gemmaserve/auth/cluster-secret" "secretName: gs-gemmaserve-auth" \
+  "mountPath: /etc/gemmaserve/auth" "kind: NetworkPolicy" "port: internal" "fsGroup: 10001"
+check "default: the cluster secret reaches both components" \
+  test "$(grep -c -- '--cluster-secret-file=/etc/gemmaserve/auth/cluster-secret' "$work/default.yaml")" -eq 2
+check "default: workers mount only the cluster secret, and no API keys are rendered" \
+  sh -c '! grep -q "api-key" "$0" && grep -q "key: cluster-secret" "$0"' "$work/default.yaml"
+check_grep "secure: API keys, per-key cache, public TLS, internal mutual TLS, peers named" \
+  "$work/secure.yaml" "--api-key-file=/etc/gemmaserve/auth/api-keys" "--prefix-cache-per-key" \
+  "--tls-cert=/etc/gemmaserve/tls/tls.crt" "--tls-key=/etc/gemmaserve/tls/tls.key" \
+  "scheme: HTTPS" "secretName: gemmaserve-public-tls" "secretName: gemmaserve-internal-tls" \
+  "--internal-tls-ca=/etc/gemmaserve/internal-tls/ca.crt" "kubernetes.io/metadata.name: gateway" \
+  "kubernetes.io/metadata.name: monitoring" "port: metrics-1" "scheme: https" \
+  "cluster-secret: \"$(printf %s fixed-cluster-secret-for-the-test | base64 -w0)\"" \
+  "api-keys: \"$(printf 'sk-team-one\nsk-team-two' | base64 -w0)\""
+check "secure: internal mutual TLS flags on the coordinator and both worker ranks' pod" \
+  test "$(grep -c -- '--internal-tls-cert=/etc/gemmaserve/internal-tls/tls.crt' "$work/secure.yaml")" -eq 2
 
 # The worker pod's command, run with a stand-in gemmaserve: ranks, devices, signals.
 check "multinode: worker wrapper starts ranks 4-7 on pod 1 and stops them together" \

@@ -77,6 +77,15 @@ void FlagSet::Bool(std::string name, bool* target, std::string help) {
   Add(std::move(flag));
 }
 
+void FlagSet::StringList(std::string name, std::vector<std::string>* target, std::string help) {
+  Flag flag{name, std::move(help), "", false, false, false, nullptr};
+  flag.set = [target](const std::string& value) {
+    target->push_back(value);
+    return absl::OkStatus();
+  };
+  Add(std::move(flag));
+}
+
 void FlagSet::IntList(std::string name, std::vector<int64_t>* target, std::string help,
                       bool required) {
   Flag flag{name, std::move(help), "", false, required, false, nullptr};

@@ -28,6 +28,8 @@ class FlagSet {
   void Double(std::string name, double* target, std::string help, bool required = false);
   // A switch: present means true. `--name=false` is also accepted.
   void Bool(std::string name, bool* target, std::string help);
+  // Repeatable: each occurrence appends its value (--api-key A --api-key B).
+  void StringList(std::string name, std::vector<std::string>* target, std::string help);
   // Comma-separated integers: --prompt-ids 2,17,40
   void IntList(std::string name, std::vector<int64_t>* target, std::string help,
                bool required = false);

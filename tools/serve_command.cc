@@ -38,6 +38,7 @@
 #include "tools/commands.h"
 #include "tools/flags.h"
 #include "tools/parallel_flags.h"
+#include "tools/server_flags.h"
 
 namespace gemmaserve::tools {
 namespace {
@@ -46,6 +47,7 @@ struct ServeConfig {
   std::string model_dir;
   ParallelFlags parallel;
   std::string host = "0.0.0.0";
+  std::string internal_host;  // empty: 127.0.0.1 for serve, 0.0.0.0 for coordinator
   int64_t grpc_port = 50051;
   int64_t http_port = 8000;
   int64_t internal_port = 50052;
@@ -67,6 +69,8 @@ struct ServeConfig {
   int64_t step_timeout_per_token_ms = 50;
   int64_t recovery_timeout_s = 300;
   std::string log_level = "info";
+  ApiFlags api;
+  InternalPortFlags internal;
 };
 
 void AddFlags(FlagSet& flags, ServeConfig& c, bool local_workers) {
@@ -76,6 +80,9 @@ void AddFlags(FlagSet& flags, ServeConfig& c, bool local_workers) {
   flags.Int("grpc-port", &c.grpc_port, "gemmaserve.v1.Inference, grpc.health.v1, reflection");
   flags.Int("http-port", &c.http_port, "OpenAI-compatible HTTP, /health, /ready, /metrics");
   flags.Int("internal-port", &c.internal_port, "the worker protocol (gemmaserve.internal.v1)");
+  flags.String("internal-host", &c.internal_host,
+               local_workers ? "address the internal port listens on (default 127.0.0.1)"
+                             : "address the internal port listens on (default 0.0.0.0)");
   flags.String("served-model-name", &c.served_model_name, "model name clients send (default: the directory's name)");
   if (local_workers) {
     flags.Int("threads", &c.threads, "compute threads per worker");
@@ -106,6 +113,8 @@ void AddFlags(FlagSet& flags, ServeConfig& c, bool local_workers) {
             "how long lost workers may take to come back before /health turns 503 and the "
             "requests waiting for them fail");
   flags.String("log-level", &c.log_level, "trace, debug, info, warn, error or off");
+  c.api.AddFlags(flags);
+  c.internal.AddFlags(flags);
 }
 
 // Waits for SIGINT/SIGTERM (blocked in every thread, see Serve) up to `timeout`; true if one came.
@@ -119,6 +128,16 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
   ASSIGN_OR_RETURN(model::Gemma4Config config, model::Gemma4Config::FromModelDir(c.model_dir));
   ASSIGN_OR_RETURN(const parallel::ParallelLayout layout, c.parallel.Resolve(config, c.model_dir));
   ASSIGN_OR_RETURN(auto served, coordinator::api::ServedModel::Load(c.model_dir, c.served_model_name));
+  coordinator::api::HttpServerOptions http_options;
+  coordinator::api::GrpcApiServerOptions grpc_options;
+  RETURN_IF_ERROR(c.api.Apply(&http_options, &grpc_options));
+  ASSIGN_OR_RETURN(const parallel::InternalAuthOptions internal_auth, c.internal.Resolve());
+  if (!local_workers && internal_auth.cluster_secret.empty()) {
+    return absl::InvalidArgumentError(
+        "--cluster-secret-file (or GEMMASERVE_CLUSTER_SECRET) is required: every RPC on the "
+        "internal port must carry the secret the workers are given");
+  }
+  spdlog::info("open file limit {}", RaiseOpenFileLimit());
 
   // Signals are taken by sigtimedwait on this thread only: block them before any thread starts.
   sigset_t signals;
@@ -148,8 +167,10 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
     shape.num_experts = config.num_experts;
   }
   cluster_options.spec.max_message_bytes = coordinator::StepMessageLimit(shape);
-  cluster_options.internal_address =
-      absl::StrCat(local_workers ? "127.0.0.1" : c.host, ":", c.internal_port);
+  const std::string internal_host =
+      !c.internal_host.empty() ? c.internal_host : local_workers ? "127.0.0.1" : "0.0.0.0";
+  cluster_options.internal_address = absl::StrCat(internal_host, ":", c.internal_port);
+  cluster_options.auth = internal_auth;
   cluster_options.launch_workers = local_workers;
   RETURN_IF_ERROR(ops::SetCpuPrecision(c.cpu_precision));  // checks the value before any worker
   cluster_options.worker_args = {"--threads", absl::StrCat(c.threads), "--cpu-precision",
@@ -170,14 +191,12 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
   coordinator::EngineMetrics observer(*metrics);
 
   coordinator::DeferredEngine deferred;
-  coordinator::api::HttpServerOptions http_options;
   http_options.metrics = [&metrics] { return metrics->Serialize(); };
   coordinator::WorkerGroup& group = cluster->group();
   http_options.healthy = [&group] { return group.healthy(); };
   http_options.address = c.host;
   http_options.port = static_cast<int>(c.http_port);
   ASSIGN_OR_RETURN(auto http, coordinator::api::HttpServer::Start(http_options, &deferred, served.get()));
-  coordinator::api::GrpcApiServerOptions grpc_options;
   grpc_options.address = absl::StrCat(c.host, ":", c.grpc_port);
   ASSIGN_OR_RETURN(auto grpc_api, coordinator::api::GrpcApiServer::Start(grpc_options, &deferred, served.get()));
   grpc_api->SetServing(false);

@@ -4,6 +4,7 @@
 #include "common/status_macros.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
+#include "tools/server_flags.h"
 #include "worker/worker.h"
 
 namespace gemmaserve::tools {
@@ -16,6 +17,7 @@ int WorkerMain(int argc, char** argv) {
   int64_t connect_timeout_s = 60;
   int64_t metrics_port = options.metrics_port;
   std::string log_level = "info";
+  InternalPortFlags internal;
   FlagSet flags("worker", "Run one rank of a model replica, driven by a coordinator.");
   flags.String("coordinator", &options.coordinator, "HOST:PORT of the coordinator's internal port",
                true);
@@ -33,6 +35,7 @@ int WorkerMain(int argc, char** argv) {
   flags.Int("connect-timeout-s", &connect_timeout_s,
             "seconds to keep retrying an unreachable coordinator");
   flags.String("log-level", &log_level, "trace, debug, info, warn, error or off");
+  internal.AddFlags(flags);
   const absl::Status parsed = flags.Parse(argc, argv);
   return RunCommand(flags, parsed, [&]() -> absl::Status {
     RETURN_IF_ERROR(InitLogging(log_level));
@@ -41,6 +44,7 @@ int WorkerMain(int argc, char** argv) {
     options.threads = static_cast<int>(threads);
     options.connect_timeout = absl::Seconds(connect_timeout_s);
     options.metrics_port = static_cast<int>(metrics_port);
+    ASSIGN_OR_RETURN(options.auth, internal.Resolve());
     return worker::RunWorker(options);
   });
 }

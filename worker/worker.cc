@@ -172,17 +172,6 @@ absl::Status ServeSteps(pb::Coordinator::Stub& stub, const pb::ClusterConfig& cl
   return stream->Finish(/*shutdown=*/false);
 }
 
-// A channel to the coordinator whose messages may be as large as the step stream's limit.
-std::shared_ptr<grpc::Channel> StepChannel(const std::string& coordinator,
-                                           int64_t max_message_bytes) {
-  grpc::ChannelArguments arguments;
-  if (max_message_bytes > 0) {
-    arguments.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
-    arguments.SetMaxSendMessageSize(static_cast<int>(max_message_bytes));
-  }
-  return grpc::CreateCustomChannel(coordinator, grpc::InsecureChannelCredentials(), arguments);
-}
-
 }  // namespace
 
 absl::Status RunWorker(const WorkerOptions& options) {
@@ -206,12 +195,13 @@ absl::Status RunWorker(const WorkerOptions& options) {
     metrics_options.port = options.metrics_port;
     ASSIGN_OR_RETURN(metrics, WorkerMetrics::Start(metrics_options));
   }
-  ASSIGN_OR_RETURN(
-      pb::ClusterConfig cluster,
-      FetchClusterConfig(*pb::Coordinator::NewStub(grpc::CreateChannel(
-                             options.coordinator, grpc::InsecureChannelCredentials())),
-                         options));
-  auto channel = StepChannel(options.coordinator, cluster.max_message_bytes());
+  ASSIGN_OR_RETURN(auto config_channel,
+                   parallel::CreateInternalChannel(options.coordinator, options.auth));
+  ASSIGN_OR_RETURN(pb::ClusterConfig cluster,
+                   FetchClusterConfig(*pb::Coordinator::NewStub(config_channel), options));
+  // The step stream's messages may be as large as the coordinator's limit.
+  ASSIGN_OR_RETURN(auto channel, parallel::CreateInternalChannel(options.coordinator, options.auth,
+                                                                 cluster.max_message_bytes()));
   std::unique_ptr<pb::Coordinator::Stub> stub = pb::Coordinator::NewStub(channel);
   ASSIGN_OR_RETURN(parallel::ShardPlan plan, PlanFor(cluster, options));
   RETURN_IF_ERROR(CheckShardFits(cluster.model_dir(), options));

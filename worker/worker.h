@@ -20,11 +20,13 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "parallel/internal_auth.h"
 
 namespace gemmaserve::worker {
 
 struct WorkerOptions {
   std::string coordinator;         // HOST:PORT of the coordinator's internal port
+  parallel::InternalAuthOptions auth;  // the cluster secret every call carries; mutual TLS
   int rank = 0;
   int world_size = 1;
   std::string device = "cpu";      // "cpu" (workers on GPUs come with NCCL between ranks)

@@ -21,8 +21,9 @@ absl::Status WithParam(absl::Status status, const std::string& field);
 // The field an InvalidField error names, or "" for any other status.
 std::string ParamOf(const absl::Status& status);
 
-// 400 bad input, 404 not found, 409 id in use, 413 too large, 429 queue full, 503 not ready or
-// draining, 504 deadline, 501 unimplemented, 500 anything else.
+// 400 bad input, 401 no valid API key, 403 forbidden, 404 not found, 409 id in use, 413 too
+// large, 429 queue full, 503 not ready or draining, 504 deadline, 501 unimplemented, 500
+// anything else.
 int HttpStatusOf(const absl::Status& status);
 
 // {"error": {"message", "type", "param", "code"}} as OpenAI sends it: type is

@@ -33,6 +33,28 @@ absl::Status CheckTokenId(const text::Tokenizer& tokenizer, const std::string& f
                                           tokenizer.id_limit() - 1, ")"));
 }
 
+absl::Status CheckStops(const GenerateParams& p, const RequestLimits& limits) {
+  if (static_cast<int64_t>(p.stop.size()) > limits.max_stop_strings) {
+    return InvalidField("stop", absl::StrCat(p.stop.size(), " stop strings; at most ",
+                                             limits.max_stop_strings));
+  }
+  if (static_cast<int64_t>(p.stop_token_ids.size()) > limits.max_stop_strings) {
+    return InvalidField("stop_token_ids", absl::StrCat(p.stop_token_ids.size(),
+                                                       " stop token ids; at most ",
+                                                       limits.max_stop_strings));
+  }
+  for (size_t i = 0; i < p.stop.size(); ++i) {
+    if (static_cast<int64_t>(p.stop[i].size()) > limits.max_stop_string_bytes) {
+      return InvalidField("stop", absl::StrCat("stop string ", i, " has ", p.stop[i].size(),
+                                               " bytes; at most ", limits.max_stop_string_bytes));
+    }
+    if (!text::IsValidUtf8(p.stop[i])) {
+      return InvalidField("stop", absl::StrCat("stop string ", i, " is not valid UTF-8"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckSampling(const GenerateParams& p) {
   constexpr double kInf = INFINITY;
   RETURN_IF_ERROR(CheckRange("temperature", p.temperature, 0, kInf));
@@ -50,11 +72,6 @@ absl::Status CheckSampling(const GenerateParams& p) {
   if (p.top_logprobs < 0 || p.top_logprobs > kMaxTopLogprobs) {
     return InvalidField(p.top_logprobs_param, absl::StrCat("must be in [0, ", kMaxTopLogprobs,
                                                            "], got ", p.top_logprobs));
-  }
-  for (size_t i = 0; i < p.stop.size(); ++i) {
-    if (!text::IsValidUtf8(p.stop[i])) {
-      return InvalidField("stop", absl::StrCat("stop string ", i, " is not valid UTF-8"));
-    }
   }
   return absl::OkStatus();
 }
@@ -123,9 +140,10 @@ absl::StatusOr<std::vector<int32_t>> PromptIds(const GenerateParams& params,
 }
 
 absl::StatusOr<Request> BuildRequest(GenerateParams params, const ServedModel& model,
-                                     int64_t max_model_len) {
+                                     int64_t max_model_len, const RequestLimits& limits) {
   if (max_model_len <= 0) return absl::UnavailableError("the model is not loaded yet");
   RETURN_IF_ERROR(CheckSampling(params));
+  RETURN_IF_ERROR(CheckStops(params, limits));
   for (size_t i = 0; i < params.stop_token_ids.size(); ++i) {
     RETURN_IF_ERROR(CheckTokenId(model.tokenizer(), "stop_token_ids", params.stop_token_ids[i]));
   }

@@ -68,12 +68,21 @@ struct GenerateParams {
 
 inline constexpr int64_t kMaxTopLogprobs = 20;
 
+// Bounds on what one request may ask of the engine beyond the context length (serve's flags).
+// Every stop string is searched for in the held-back text after each token, so their number and
+// length bound the engine thread's work per token of one request.
+struct RequestLimits {
+  int64_t max_stop_strings = 64;        // also the most stop_token_ids
+  int64_t max_stop_string_bytes = 256;  // UTF-8 bytes of one stop string
+};
+
 // Validates `params` and tokenizes its input. INVALID_ARGUMENT (InvalidField) naming the field
-// for: a value out of range, a stop string or message text that is not valid UTF-8, a token id
+// for: a value out of range, more stop strings or stop ids than `limits` allow, a stop string
+// longer than they allow or not valid UTF-8, message text that is not valid UTF-8, a token id
 // outside the vocabulary, an empty prompt or conversation, or a prompt (plus max_tokens, when
 // given) longer than `max_model_len`. Chat input stops on the end-of-turn token as well.
 absl::StatusOr<Request> BuildRequest(GenerateParams params, const ServedModel& model,
-                                     int64_t max_model_len);
+                                     int64_t max_model_len, const RequestLimits& limits = {});
 
 // The prompt ids of an input, as BuildRequest computes them (for Tokenize).
 absl::StatusOr<std::vector<int32_t>> PromptIds(const GenerateParams& params,

@@ -1,24 +1,32 @@
 // One HTTP connection of the HttpServer (http_server.h): reads requests one after another
-// (keep-alive), routes them, and for generation requests submits to the Engine and writes the
-// response as its events arrive. Internal to api/.
+// (keep-alive), authenticates them on their headers, routes them, and for generation requests
+// prepares them on the tokenizer pool, submits to the Engine and writes the response as its
+// events arrive. The connection is plain TCP or TLS; both go through WithStream. Internal to api/.
 //
-// Thread-safety: every member function runs on the session's strand, except the notifier given
-// to the RequestStream, which only posts through the EventPoster.
+// Thread-safety: every member function runs on the session's strand, except Evict and
+// Terminate (which post to it) and the notifier given to the RequestStream (which only posts
+// through the EventPoster).
 #pragma once
 
-#include <array>
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <variant>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "boost/asio/io_context.hpp"
+#include "boost/asio/ssl/context.hpp"
+#include "boost/asio/thread_pool.hpp"
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
+#include "boost/beast/ssl/ssl_stream.hpp"
+#include "coordinator/api/http_connections.h"
 #include "coordinator/api/http_server.h"
 #include "coordinator/api/openai_response.h"
-#include "coordinator/api/request_ids.h"
 
 namespace gemmaserve::coordinator::api {
 
@@ -40,24 +48,48 @@ struct HttpContext {
   const HttpServerOptions* options;
   Engine* engine;
   const ServedModel* model;
-  RequestIdGenerator* request_ids;
   std::shared_ptr<EventPoster> poster;
+  ConnectionTable* connections;
+  boost::asio::thread_pool* tokenizer_pool;
+  boost::asio::ssl::context* tls;          // null: plain HTTP
+  const std::atomic<bool>* shutting_down;  // no more keep-alive, no new generations
 };
 
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(boost::asio::ip::tcp::socket socket, const HttpContext* context);
-  ~HttpSession();  // aborts an unfinished request
+  ~HttpSession();  // aborts an unfinished request, leaves the connection table
 
+  // Joins the connection table and starts (with the TLS handshake, when TLS is on).
   void Start();
+  // Closes the connection if it is waiting for a request when the strand gets to it.
+  void Evict();
+  // Shutdown. Without `force`: an idle connection closes, a generation is aborted (its final
+  // event comes from the engine and is written as usual), other responses finish. With `force`:
+  // a generation still open ends with a bare final abort event (then [DONE]); then it closes.
+  void Terminate(bool force);
 
  private:
+  using PlainStream = boost::beast::tcp_stream;
+  using TlsStream = boost::beast::ssl_stream<boost::beast::tcp_stream>;
   using HttpRequest = boost::beast::http::request<boost::beast::http::string_body>;
   using Response = boost::beast::http::response<boost::beast::http::string_body>;
+  struct Prepared;  // a generation request, parsed and tokenized off the event loop
+
+  static std::variant<PlainStream, TlsStream> MakeStream(boost::asio::ip::tcp::socket socket,
+                                                         boost::asio::ssl::context* tls);
+  boost::beast::tcp_stream& Tcp();
+  template <class F>
+  void WithStream(F&& f) {
+    std::visit(std::forward<F>(f), stream_);
+  }
 
   void ReadRequest();
+  void OnHeader(boost::beast::error_code error);
   void OnRead(boost::beast::error_code error);
-  void Route(const HttpRequest& request);
+  // Errors of reading a request: closes, or answers 400/413/431 and closes.
+  void OnReadError(boost::beast::error_code error);
+  void Route(HttpRequest& request);
   void SendJson(int status, const nlohmann::json& body);
   void SendText(int status, std::string content_type, std::string body);
   void SendError(const absl::Status& status);
@@ -66,10 +98,15 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void ExchangeDone();
   void Continue();
   void Close();
+  void ArmWriteTimer();
 
   // Generation.
-  void StartGeneration(OpenAiEndpoint endpoint, const std::string& body);
+  void StartGeneration(OpenAiEndpoint endpoint, std::string body);
+  std::unique_ptr<Prepared> Prepare(OpenAiEndpoint endpoint, const std::string& body) const;
+  void Submit(std::unique_ptr<Prepared> prepared);
+  void StartStream();
   void OnEvents();
+  void HandleEvents(std::vector<Event> events);
   void FlushStream();
   void OnStreamWritten(boost::beast::error_code error);
   void FinishStream();
@@ -79,13 +116,18 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void AbortGeneration();
 
   const HttpContext* context_;
-  boost::beast::tcp_stream stream_;
+  std::variant<PlainStream, TlsStream> stream_;
+  uint64_t connection_id_ = 0;
   boost::beast::flat_buffer buffer_;
   std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
   bool keep_alive_ = false;
   bool closed_ = false;
+  bool awaiting_request_ = false;  // a request is being read (the connection is idle)
+  Client client_;
+  absl::Status unauthenticated_;  // the current request's authentication failure, if any
 
   // The generation in flight, if any.
+  bool preparing_ = false;  // on the tokenizer pool
   std::shared_ptr<RequestStream> events_;
   std::string request_id_;
   bool finished_ = false;  // the final event has been handled

@@ -3,8 +3,15 @@
 // on the request's RequestStream in short slices so that a cancelled call or a passed deadline
 // aborts the request within kCancelPoll.
 //
+// With API keys (ClientPolicy), every call of gemmaserve.v1.Inference needs metadata
+// "authorization: Bearer KEY" (else UNAUTHENTICATED). Request ids are scoped by their owner
+// (client_auth.h): Abort ends only a request the same key (or, without keys, the same
+// connection) started, and a client-chosen request_id never collides with another client's.
+//
 // GrpcApiServer runs it on its own port with grpc.health.v1 (the default health service; the
-// overall status follows Engine::Ready through SetServing) and server reflection.
+// overall status follows Engine::Ready through SetServing; open to all, as a probe) and server
+// reflection, over TLS when given a certificate. Shutdown gives every open Generate call its
+// final message (finish reason abort when the request had to be cut) before the call ends.
 //
 // Thread-safety: all methods may be called concurrently. The Engine and ServedModel must outlive
 // both classes.
@@ -15,7 +22,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "coordinator/api/request_ids.h"
+#include "absl/synchronization/notification.h"
+#include "coordinator/api/client_auth.h"
 #include "coordinator/api/served_model.h"
 #include "coordinator/engine.h"
 #include "gemmaserve/v1/inference.grpc.pb.h"
@@ -28,7 +36,8 @@ class InferenceService final : public v1::Inference::Service {
   // How often a waiting Generate checks for cancellation.
   static constexpr absl::Duration kCancelPoll = absl::Milliseconds(50);
 
-  InferenceService(Engine* engine, const ServedModel* model);
+  // `policy` must outlive the service.
+  InferenceService(Engine* engine, const ServedModel* model, const ClientPolicy* policy);
 
   grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                         grpc::ServerWriter<v1::GenerateResponse>* writer) override;
@@ -41,26 +50,39 @@ class InferenceService final : public v1::Inference::Service {
   grpc::Status GetLoad(grpc::ServerContext* context, const v1::GetLoadRequest* request,
                        v1::Load* response) override;
 
+  // Open Generate calls abort their requests and end with a final message within `grace`
+  // (abort, with what usage the engine reported, or a bare abort if it reported nothing).
+  void BeginShutdown(absl::Duration grace);
+
  private:
-  // Streams `events` to `writer` until the final event; aborts on cancel or a failed write.
+  // The caller, or UNAUTHENTICATED.
+  absl::StatusOr<Client> Authenticate(const grpc::ServerContext& context) const;
+  // Streams `events` to `writer` until the final event; aborts on cancel, a failed write or
+  // shutdown. `engine_id` is the scoped id, `request_id` the client's.
   grpc::Status StreamEvents(grpc::ServerContext* context, RequestStream& events,
-                            const std::string& request_id, bool chat,
-                            grpc::ServerWriter<v1::GenerateResponse>* writer);
+                            const std::string& engine_id, const std::string& request_id,
+                            bool chat, grpc::ServerWriter<v1::GenerateResponse>* writer);
 
   Engine* engine_;
   const ServedModel* model_;
-  RequestIdGenerator request_ids_{"grpc"};
+  const ClientPolicy* policy_;
+  absl::Notification shutting_down_;
+  absl::Duration shutdown_grace_;  // written before shutting_down_ is notified
 };
 
 struct GrpcApiServerOptions {
   std::string address = "0.0.0.0:50051";  // "HOST:0" picks a free port
   // Largest request message; a prompt of token ids or a long conversation must fit.
   int max_receive_bytes = 16 << 20;
+  ClientPolicy policy;
+  // PEM certificate chain and private key: serve TLS. Both empty: plaintext.
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 class GrpcApiServer {
  public:
-  // UNAVAILABLE when the address cannot be bound.
+  // UNAVAILABLE when the address cannot be bound; the TLS files' errors.
   static absl::StatusOr<std::unique_ptr<GrpcApiServer>> Start(const GrpcApiServerOptions& options,
                                                               Engine* engine,
                                                               const ServedModel* model);
@@ -70,13 +92,15 @@ class GrpcApiServer {
   // Sets grpc.health.v1's overall status (SERVING / NOT_SERVING); the coordinator calls it when
   // readiness changes.
   void SetServing(bool serving);
-  // Cancels open calls (their requests are aborted) and waits for handlers to return.
-  void Shutdown();
+  // Ends open calls as InferenceService::BeginShutdown does, within `grace`, then cancels what
+  // is left and waits for the handlers to return.
+  void Shutdown(absl::Duration grace = absl::Seconds(2));
 
  private:
-  GrpcApiServer(std::unique_ptr<InferenceService> service, std::unique_ptr<grpc::Server> server,
-                int port);
+  GrpcApiServer(std::unique_ptr<ClientPolicy> policy, std::unique_ptr<InferenceService> service,
+                std::unique_ptr<grpc::Server> server, int port);
 
+  std::unique_ptr<ClientPolicy> policy_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_;

@@ -1,31 +1,25 @@
-// Request ids for requests that arrive without one: "PREFIX-TAG-N", where TAG is random per
-// server start (so ids from two coordinator runs never collide in logs) and N counts up.
-// Thread-safe.
+// Request ids. A generated id carries 96 random bits from a CSPRNG ("http-" or "grpc-" plus 24
+// hex digits), so ids say nothing about other requests and cannot be guessed. Ids reach the
+// engine scoped by their owner (client_auth.h): a client may pick its own ids over gRPC without
+// ever meeting another client's. Pure functions; thread-safe.
 #pragma once
 
-#include <atomic>
-#include <cstdint>
 #include <string>
+#include <string_view>
 
-#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
+#include "common/secrets.h"
 
 namespace gemmaserve::coordinator::api {
 
-class RequestIdGenerator {
- public:
-  explicit RequestIdGenerator(const std::string& prefix) {
-    absl::BitGen random;
-    prefix_ = absl::StrCat(prefix, "-", absl::StrFormat("%08x", absl::Uniform<uint32_t>(random)),
-                           "-");
-  }
+inline std::string NewRequestId(const std::string& prefix) {
+  return absl::StrCat(prefix, "-", RandomHex(12));
+}
 
-  std::string Next() { return absl::StrCat(prefix_, next_.fetch_add(1)); }
-
- private:
-  std::string prefix_;
-  std::atomic<uint64_t> next_{1};
-};
+// The engine's id of a request that `owner` calls `request_id`. Length-prefixed, so no choice of
+// owner and id spells another pair's scoped id.
+inline std::string ScopedRequestId(const std::string& owner, const std::string& request_id) {
+  return absl::StrCat(owner.size(), ":", owner, "/", request_id);
+}
 
 }  // namespace gemmaserve::coordinator::api

@@ -27,9 +27,10 @@ class BlockManagerTest : public ::testing::Test {
     manager_ = std::make_unique<BlockManager>(num_blocks, kBlockSize, kWindow, prefix_caching);
   }
 
-  Sequence& NewSequence(std::vector<int32_t> tokens) {
+  Sequence& NewSequence(std::vector<int32_t> tokens, std::string cache_salt = "") {
     Request request;
     request.prompt_ids = std::move(tokens);
+    request.cache_salt = std::move(cache_salt);
     sequences_.push_back(std::make_unique<Sequence>(sequences_.size(), std::move(request)));
     return *sequences_.back();
   }
@@ -197,6 +198,23 @@ TEST_F(BlockManagerTest, CachedFreeBlocksAreTakenLast) {
   EXPECT_EQ(manager_->FindCachedPrefix(b).num_tokens, 16);
   Admit(b, 1);  // revives a's four blocks and takes the last uncached one
   EXPECT_EQ(Used(model::LayerKind::kFull), 9);
+}
+
+TEST_F(BlockManagerTest, SaltedSequencesShareBlocksOnlyWithTheirOwnSalt) {
+  Make(32);
+  Sequence& a = NewSequence(Tokens(20, 1), "key-a");
+  Admit(a, 20);
+  Free(a);
+  // The same prompt under another salt, or none, finds nothing cached.
+  EXPECT_EQ(manager_->FindCachedPrefix(NewSequence(Tokens(20, 1), "key-b")).num_tokens, 0);
+  EXPECT_EQ(manager_->FindCachedPrefix(NewSequence(Tokens(20, 1))).num_tokens, 0);
+  // Under its own salt it does, and caching more under that salt keeps the chain.
+  Sequence& again = NewSequence(Tokens(24, 1), "key-a");
+  EXPECT_EQ(manager_->FindCachedPrefix(again).num_tokens, 20);
+  Admit(again, 4);
+  Free(again);
+  EXPECT_EQ(manager_->FindCachedPrefix(NewSequence(Tokens(25, 1), "key-a")).num_tokens, 24);
+  EXPECT_EQ(manager_->FindCachedPrefix(NewSequence(Tokens(25, 1), "key-b")).num_tokens, 0);
 }
 
 TEST_F(BlockManagerTest, DisabledPrefixCachingNeverHits) {

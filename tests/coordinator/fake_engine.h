@@ -1,7 +1,9 @@
 // FakeEngine: a deterministic Engine for API-layer tests. Each request is answered from a
 // background thread with one event per token: the prompt's ids echoed in order (or the scripted
-// texts, each as token 40), max_tokens of them, then a final event with finish reason kLength.
-// In hold mode nothing is sent until Abort, which finishes the stream with kAbort.
+// texts, each as token 40), max_tokens of them, then a final event with finish reason kLength;
+// an Abort ends it early with kAbort.
+// In hold mode nothing is sent until Abort, which finishes the stream with kAbort (unless aborts
+// are ignored: a stalled engine).
 // Thread-safe.
 #pragma once
 
@@ -42,6 +44,7 @@ class FakeEngine : public Engine {
     {
       absl::MutexLock lock(&mu_);
       aborted_.push_back(request_id);
+      if (ignore_abort_) return;
       auto it = live_.find(request_id);
       if (it == live_.end()) return;
       stream = it->second;
@@ -76,6 +79,10 @@ class FakeEngine : public Engine {
     absl::MutexLock lock(&mu_);
     hold_ = hold;
   }
+  void set_ignore_abort(bool ignore) {
+    absl::MutexLock lock(&mu_);
+    ignore_abort_ = ignore;
+  }
   void set_script(std::vector<std::string> texts) {
     absl::MutexLock lock(&mu_);
     script_ = std::move(texts);
@@ -102,6 +109,10 @@ class FakeEngine : public Engine {
     }
     const int64_t count = script.empty() ? request.max_tokens : static_cast<int64_t>(script.size());
     for (int64_t i = 0; i < count; ++i) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (!live_.contains(request.request_id)) return;  // aborted
+      }
       Event event;
       const int32_t id = script.empty()
                              ? request.prompt_ids[i % request.prompt_ids.size()]
@@ -133,6 +144,7 @@ class FakeEngine : public Engine {
   mutable absl::Mutex mu_;
   bool ready_ ABSL_GUARDED_BY(mu_) = true;
   bool hold_ ABSL_GUARDED_BY(mu_) = false;
+  bool ignore_abort_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status submit_status_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> script_ ABSL_GUARDED_BY(mu_);
   std::vector<Request> submitted_ ABSL_GUARDED_BY(mu_);

@@ -288,6 +288,37 @@ TEST_F(OpenAiApiTest, UnsupportedRequestsAreRefused) {
                  "messages[0].tool_call_id");
 }
 
+// Stop strings, as many as a JSON array of `count` copies of `stop`.
+std::string StopList(int count, const std::string& stop) {
+  Json list = Json::array();
+  for (int i = 0; i < count; ++i) list.push_back(stop);
+  return list.dump();
+}
+
+TEST_F(OpenAiApiTest, StopStringsAndStopIdsAreBoundedInCountAndLength) {
+  const RequestLimits limits;  // the defaults: 64 stop strings of 256 bytes
+  ASSERT_EQ(limits.max_stop_strings, 64);
+  EXPECT_TRUE(Completion(R"({"prompt": "x", "stop": )" + StopList(64, "ab") + "}").ok());
+  ExpectBadField(Completion(R"({"prompt": "x", "stop": )" + StopList(65, "ab") + "}"), "stop");
+  EXPECT_TRUE(Completion(R"({"prompt": "x", "stop": )" + StopList(1, std::string(256, 'a')) + "}")
+                  .ok());
+  ExpectBadField(
+      Completion(R"({"prompt": "x", "stop": )" + StopList(1, std::string(257, 'a')) + "}"), "stop");
+  Json ids = Json::array();
+  for (int i = 0; i < 65; ++i) ids.push_back(2);
+  ExpectBadField(Completion(R"({"prompt": "x", "stop_token_ids": )" + ids.dump() + "}"),
+                 "stop_token_ids");
+
+  // Configured limits replace the defaults.
+  absl::StatusOr<OpenAiRequest> parsed = ParseOpenAiRequest(
+      OpenAiEndpoint::kCompletions, R"({"prompt": "x", "stop": ["a", "b", "c"]})", "tiny");
+  ASSERT_TRUE(parsed.ok());
+  const RequestLimits two{.max_stop_strings = 2, .max_stop_string_bytes = 8};
+  ExpectBadField(BuildRequest(parsed->params, *model_, kMaxModelLen, two).status(), "stop");
+  parsed->params.stop = {"a", "b"};
+  EXPECT_TRUE(BuildRequest(parsed->params, *model_, kMaxModelLen, two).ok());
+}
+
 TEST_F(OpenAiApiTest, PromptsLongerThanTheContextAreRefused) {
   const std::string long_text(2000, 'a');
   ExpectBadField(Completion(R"({"prompt": ")" + long_text + R"("})"), "prompt");

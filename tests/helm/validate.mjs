@@ -20,9 +20,11 @@ import { parseAllDocuments } from "yaml";
 import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
 import { PodTemplateSpec } from "kubernetes-models/v1/PodTemplateSpec";
 import { Service } from "kubernetes-models/v1/Service";
+import { Secret } from "kubernetes-models/v1/Secret";
 import { ServiceAccount } from "kubernetes-models/v1/ServiceAccount";
 import { Deployment } from "kubernetes-models/apps/v1/Deployment";
 import { StatefulSet } from "kubernetes-models/apps/v1/StatefulSet";
+import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicy";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
 import { PrometheusRule } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule";
 import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor";
@@ -103,10 +105,12 @@ function validateLeaderWorkerSet(obj) {
 
 const kValidators = {
   "v1/ConfigMap": validateWith(ConfigMap),
+  "v1/Secret": validateWith(Secret),
   "v1/Service": validateWith(Service),
   "v1/ServiceAccount": validateWith(ServiceAccount),
   "apps/v1/Deployment": validateWith(Deployment),
   "apps/v1/StatefulSet": validateWith(StatefulSet),
+  "networking.k8s.io/v1/NetworkPolicy": validateWith(NetworkPolicy),
   "policy/v1/PodDisruptionBudget": validateWith(PodDisruptionBudget),
   "monitoring.coreos.com/v1/ServiceMonitor": validateWith(ServiceMonitor),
   "monitoring.coreos.com/v1/PrometheusRule": validateWith(PrometheusRule),
@@ -161,6 +165,31 @@ function checkPodTemplate(template) {
   return problems;
 }
 
+// The coordinator's internal port hands out the cluster layout and takes ranks: a NetworkPolicy
+// rule that admits it must name its peers (a rule without "from" admits everyone), and a
+// Secret's data must be base64.
+function checkAccess(obj) {
+  const problems = [];
+  if (obj.kind === "NetworkPolicy") {
+    (obj.spec?.ingress ?? []).forEach((rule, i) => {
+      const ports = rule.ports ?? [];
+      const admitsInternal = ports.length === 0 || ports.some((p) => p.port === "internal");
+      const selectsCoordinator = obj.spec?.podSelector?.matchLabels?.["app.kubernetes.io/component"] === "coordinator";
+      if (selectsCoordinator && admitsInternal && !(rule.from ?? []).length) {
+        problems.push(`spec.ingress[${i}]: admits the internal port from anyone`);
+      }
+    });
+  }
+  if (obj.kind === "Secret") {
+    for (const [key, value] of Object.entries(obj.data ?? {})) {
+      if (typeof value !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(value) || value.length % 4 !== 0) {
+        problems.push(`data.${key}: not base64`);
+      }
+    }
+  }
+  return problems;
+}
+
 function checkDashboard(obj) {
   if (obj.kind !== "ConfigMap" || obj.metadata?.labels?.grafana_dashboard === undefined) return [];
   const problems = [];
@@ -209,7 +238,8 @@ function validateFile(path, expectKinds, forbidKinds) {
     } catch (e) {
       for (const line of e.message.split("\n")) problems.push(`${id}: ${line}`);
     }
-    const extra = [...checkNames(obj), ...podTemplates(obj).flatMap(checkPodTemplate), ...checkDashboard(obj)];
+    const extra = [...checkNames(obj), ...podTemplates(obj).flatMap(checkPodTemplate), ...checkDashboard(obj),
+                   ...checkAccess(obj)];
     for (const p of extra) problems.push(`${id}: ${p}`);
   });
   for (const kind of expectKinds) {

@@ -31,7 +31,9 @@ struct HttpReply {
 
 class HttpClient {
  public:
-  explicit HttpClient(int port) : port_(port) {}
+  // `api_key`, when set, goes with every request as "Authorization: Bearer KEY".
+  explicit HttpClient(int port, std::string api_key = "")
+      : port_(port), api_key_(std::move(api_key)) {}
 
   HttpReply Call(boost::beast::http::verb verb, const std::string& target,
                  const std::string& body = "") const {
@@ -44,6 +46,7 @@ class HttpClient {
     http::request<http::string_body> request(verb, target, 11);
     request.set(http::field::host, "127.0.0.1");
     request.set(http::field::content_type, "application/json");
+    if (!api_key_.empty()) request.set(http::field::authorization, "Bearer " + api_key_);
     request.body() = body;
     request.prepare_payload();
     http::write(socket, request, error);
@@ -77,6 +80,7 @@ class HttpClient {
     http::request<http::string_body> request(http::verb::post, target, 11);
     request.set(http::field::host, "127.0.0.1");
     request.set(http::field::content_type, "application/json");
+    if (!api_key_.empty()) request.set(http::field::authorization, "Bearer " + api_key_);
     request.body() = body;
     request.prepare_payload();
     http::write(socket, request);
@@ -96,6 +100,7 @@ class HttpClient {
     return {boost::asio::ip::make_address("127.0.0.1"), static_cast<uint16_t>(port_)};
   }
   int port_;
+  std::string api_key_;
 };
 
 // The `data:` payloads of an SSE body, in order ("[DONE]" included).
@@ -124,9 +129,12 @@ inline std::unique_ptr<v1::Inference::Stub> NewInferenceStub(int port) {
                                                     grpc::InsecureChannelCredentials()));
 }
 
-inline GrpcResult GenerateAll(v1::Inference::Stub& stub, const v1::GenerateRequest& request) {
+// `api_key`, when set, goes with the call as metadata "authorization: Bearer KEY".
+inline GrpcResult GenerateAll(v1::Inference::Stub& stub, const v1::GenerateRequest& request,
+                              const std::string& api_key = "") {
   GrpcResult result;
   grpc::ClientContext context;
+  if (!api_key.empty()) context.AddMetadata("authorization", "Bearer " + api_key);
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(240));
   auto reader = stub.Generate(&context, request);
   v1::GenerateResponse response;

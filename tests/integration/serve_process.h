@@ -31,7 +31,8 @@ class ServeProcess {
 
   // Starts `gemmaserve serve` on the tiny MoE model with EP 2, every port 0, worker metrics off,
   // plus `extra_flags`; false (with output() telling why) unless it is ready within timeout_s.
-  bool Start(const std::vector<std::string>& extra_flags, double timeout_s = 120) {
+  bool Start(const std::vector<std::string>& extra_flags, double timeout_s = 120,
+             const ChildOptions& options = {}) {
     std::vector<std::string> argv = {GEMMASERVE_BINARY, "serve",
                                      "--model", "tests/data/gemma4-tiny-moe",
                                      "--ep", "2",
@@ -43,7 +44,7 @@ class ServeProcess {
                                      "--threads", "1",
                                      "--kv-cache-mb", "8"};
     argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
-    absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Start(argv);
+    absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Start(argv, options);
     if (!child.ok()) return false;
     child_ = std::move(*child);
 

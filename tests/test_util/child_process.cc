@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -87,6 +88,10 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Start(
   std::vector<std::string> env = ChildEnvironment(options);
   std::vector<char*> arg_pointers = Pointers(args);
   std::vector<char*> env_pointers = Pointers(env);
+  rlimit open_files{};
+  if (options.max_open_files) {
+    open_files.rlim_cur = open_files.rlim_max = static_cast<rlim_t>(*options.max_open_files);
+  }
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) {
     return absl::InternalError(absl::StrCat("pipe: ", strerror(errno)));
@@ -105,6 +110,7 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Start(
     dup2(in, STDIN_FILENO);
     dup2(out[1], STDOUT_FILENO);
     if (options.capture_stderr) dup2(out[1], STDERR_FILENO);
+    if (options.max_open_files && setrlimit(RLIMIT_NOFILE, &open_files) != 0) _exit(126);
     execve(arg_pointers[0], arg_pointers.data(), env_pointers.data());
     _exit(127);
   }

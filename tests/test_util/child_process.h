@@ -32,6 +32,9 @@ struct ChildOptions {
   std::string stdin_data;
   // False: only stdout is captured, and stderr goes to this process's stderr.
   bool capture_stderr = true;
+  // Set: the child's soft and hard limit on open files (RLIMIT_NOFILE), inherited by its own
+  // children.
+  std::optional<int64_t> max_open_files;
 };
 
 // How a child ended.

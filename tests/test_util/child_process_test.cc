@@ -54,6 +54,14 @@ TEST(ChildProcessTest, StdinAndEnvironmentAreTheOnesGiven) {
   EXPECT_EQ(Shell("cat; echo done").output, "done\n");
 }
 
+TEST(ChildProcessTest, OpenFileLimitIsSetInTheChild) {
+  ChildOptions options;
+  options.max_open_files = 123;
+  const ProcessResult run = Shell("ulimit -n; ulimit -Hn", options);
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_EQ(run.output, "123\n123\n");
+}
+
 TEST(ChildProcessTest, TimeoutKillsTheWholeGroup) {
   // The shell leaves a grandchild holding the output pipe; killing the group ends both.
   const ProcessResult run = Shell("sleep 60 & echo started; wait", {}, absl::Milliseconds(300));

@@ -30,6 +30,9 @@ JSON schema cannot express are checked in gemmaserve.validate, included by every
 {{- define "gemmaserve.workerName" -}}
 {{- printf "%s-worker" (include "gemmaserve.fullname" . | trunc 40 | trimSuffix "-") }}
 {{- end }}
+{{- define "gemmaserve.authSecretName" -}}
+{{- default (printf "%s-auth" (include "gemmaserve.fullname" . | trunc 40 | trimSuffix "-")) .Values.auth.existingSecret }}
+{{- end }}
 {{/* Not the workload's name: LeaderWorkerSet creates a headless Service named after itself. */}}
 {{- define "gemmaserve.workerServiceName" -}}
 {{- printf "%s-worker-headless" (include "gemmaserve.fullname" . | trunc 40 | trimSuffix "-") }}
@@ -96,8 +99,62 @@ include of a template that cannot exist follows it: an error lint does report, n
 {{- if ne (len ($ports | uniq)) 3 }}
 {{- include "gemmaserve.fail" (printf "coordinator.ports must be distinct, got grpc %d, http %d, internal %d" (int $c.ports.grpc) (int $c.ports.http) (int $c.ports.internal)) }}
 {{- end }}
+{{- $auth := .Values.auth }}
+{{- if and $auth.apiKeys.enabled (not $auth.existingSecret) (not $auth.apiKeys.keys) }}
+{{- include "gemmaserve.fail" "auth.apiKeys.enabled needs auth.apiKeys.keys (or auth.existingSecret holding api-keys)" }}
+{{- end }}
+{{- if and $auth.existingSecret (or $auth.apiKeys.keys $auth.clusterSecret) }}
+{{- include "gemmaserve.fail" "with auth.existingSecret the cluster secret and the API keys live in that Secret: leave auth.clusterSecret and auth.apiKeys.keys empty" }}
+{{- end }}
+{{- if and $auth.prefixCachePerKey (not $auth.apiKeys.enabled) }}
+{{- include "gemmaserve.fail" "auth.prefixCachePerKey needs auth.apiKeys.enabled: the cache is salted by the client's key" }}
+{{- end }}
 {{- if gt (add (int $w.metricsPort) (int $w.ranksPerPod) -1) 65535 }}
 {{- include "gemmaserve.fail" (printf "workers.metricsPort (%d) + ranksPerPod (%d) - 1 exceeds 65535" (int $w.metricsPort) (int $w.ranksPerPod)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The secrets both components mount: the auth Secret (workers get only its cluster-secret) and the
+internal port's TLS Secret. Mode 0440 with the pod's fsGroup, so only the server's group reads them.
+Include with (dict "root" $ "worker" true|false).
+*/}}
+{{- define "gemmaserve.secretVolumes" -}}
+- name: auth
+  secret:
+    secretName: {{ include "gemmaserve.authSecretName" .root }}
+    defaultMode: 288
+    {{- if .worker }}
+    items:
+      - key: cluster-secret
+        path: cluster-secret
+    {{- end }}
+{{- with .root.Values.tls.internalSecretName }}
+- name: internal-tls
+  secret:
+    secretName: {{ . }}
+    defaultMode: 288
+{{- end }}
+{{- end }}
+
+{{- define "gemmaserve.secretVolumeMounts" -}}
+- name: auth
+  mountPath: /etc/gemmaserve/auth
+  readOnly: true
+{{- if .Values.tls.internalSecretName }}
+- name: internal-tls
+  mountPath: /etc/gemmaserve/internal-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* The flags that point both components at those files. */}}
+{{- define "gemmaserve.internalAuthArgs" -}}
+- --cluster-secret-file=/etc/gemmaserve/auth/cluster-secret
+{{- if .Values.tls.internalSecretName }}
+- --internal-tls-cert=/etc/gemmaserve/internal-tls/tls.crt
+- --internal-tls-key=/etc/gemmaserve/internal-tls/tls.key
+- --internal-tls-ca=/etc/gemmaserve/internal-tls/ca.crt
 {{- end }}
 {{- end }}
 

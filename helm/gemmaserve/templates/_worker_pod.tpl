@@ -47,6 +47,7 @@ spec:
         - --coordinator={{ include "gemmaserve.internalServiceName" . }}:{{ .Values.coordinator.ports.internal }}
         - --world-size={{ .Values.parallelism.worldSize }}
         - --collective-host=$(POD_IP)
+        {{- include "gemmaserve.internalAuthArgs" . | nindent 8 }}
         {{- if gt (int $w.threads) 0 }}
         - --threads={{ $w.threads }}
         {{- end }}
@@ -104,12 +105,14 @@ spec:
       {{- end }}
       volumeMounts:
         {{- include "gemmaserve.modelVolumeMount" . | nindent 8 }}
+        {{- include "gemmaserve.secretVolumeMounts" . | nindent 8 }}
         - name: dshm
           mountPath: /dev/shm
         - name: tmp
           mountPath: /tmp
   volumes:
     {{- include "gemmaserve.modelVolume" . | nindent 4 }}
+    {{- include "gemmaserve.secretVolumes" (dict "root" . "worker" true) | nindent 4 }}
     - name: dshm
       emptyDir:
         medium: Memory
