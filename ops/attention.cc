@@ -5,7 +5,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
+
+#include "ops/fast_math.h"
 
 #include "ops/ops_util.h"
 
@@ -136,6 +139,258 @@ void CheckMetadata(const AttentionMetadata& m, int64_t num_tokens, const Tensor&
   }
 }
 
+// Every tensor of a PagedAttention call: dtypes, devices, shapes and the metadata.
+void CheckAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                    const AttentionMetadata& metadata, int64_t sliding_window,
+                    const Tensor& out) {
+  CheckCpuF32(q, "PagedAttention q");
+  CheckKvCache(k_cache, "PagedAttention k_cache");
+  CheckKvCache(v_cache, "PagedAttention v_cache");
+  CheckCpuF32(out, "PagedAttention out");
+  CHECK_EQ(q.rank(), 3);
+  CHECK(q.shape() == out.shape()) << q.DebugString() << " vs " << out.DebugString();
+  CHECK(k_cache.shape() == v_cache.shape() && k_cache.dtype() == v_cache.dtype());
+  CHECK_EQ(k_cache.dim(3), q.dim(2));
+  CHECK_EQ(q.dim(1) % k_cache.dim(2), 0) << q.dim(1) << " heads over " << k_cache.dim(2);
+  CheckMetadata(metadata, q.dim(0), k_cache, sliding_window);
+}
+
+// The tiled kernel (PagedAttention): flash-style attention with an online softmax in f32. A work
+// item is one sequence's block of query positions for the query heads of one KV head's group
+// (kQueryRows rows together); it walks its keys in tiles of kKeyTile, widening each tile of keys
+// and values once into f32 scratch, and computes the tile's scores and its share of the output as
+// two matrix products over all of its rows. Keys before a sliding window are never read. When
+// there are fewer items than threads have work for (a decode over a long context), an item's keys
+// are split over several items whose partial results (unnormalised output, running max and sum
+// per row) are merged at the end (split-KV).
+constexpr int64_t kQueryRows = 64;
+constexpr int64_t kKeyTile = 128;  // at head_dim 512 a key and a value tile are 512 KiB together
+constexpr int64_t kMinSplitKeys = 512;
+
+struct AttentionWork {
+  int32_t sequence;
+  int32_t kv_head;
+  int32_t first_query;  // among the sequence's tokens of this step
+  int32_t queries;
+  int32_t first_key;  // positions in the sequence, inclusive
+  int32_t last_key;
+  int32_t partial;  // −1: writes its rows of `out`; else the index of its partial result
+  int64_t cost;     // rows × keys: the largest items are handed out first
+};
+
+// The rows of the work items whose keys were split: where their partials are and how many.
+struct SplitRows {
+  int32_t sequence;
+  int32_t kv_head;
+  int32_t first_query;
+  int32_t queries;
+  int32_t first_partial;
+  int32_t num_partials;
+};
+
+struct AttentionShape {
+  int64_t num_heads, group, head_dim, block_size, max_blocks, window;
+  float scale;
+};
+
+// Per-thread scratch of the tiled kernel, grown ahead and reused, so a steady decode allocates
+// nothing.
+struct TileScratch {
+  std::vector<float> q, o, scores, keys, values, max, sum;
+  void Reserve(int64_t rows, int64_t head_dim) {
+    auto grow = [](std::vector<float>& v, int64_t n) {
+      if (v.size() < static_cast<size_t>(n)) v.resize(static_cast<size_t>(n));
+    };
+    grow(q, rows * head_dim);
+    grow(o, rows * head_dim);
+    grow(scores, rows * kKeyTile);
+    grow(keys, kKeyTile * head_dim);
+    grow(values, kKeyTile * head_dim);
+    grow(max, rows);
+    grow(sum, rows);
+  }
+};
+
+// Rows [first, first + count) of one KV head of a sequence as an f32 [count, head_dim] tile.
+void GatherTile(const Tensor& cache, const int32_t* block_table, int64_t kv_head, int64_t first,
+                int64_t count, float* tile) {
+  const int64_t block_size = cache.dim(1);
+  const int64_t row_elements = cache.dim(2) * cache.dim(3);
+  const int64_t head_dim = cache.dim(3);
+  const bool f32 = cache.dtype() == DType::kF32;
+  for (int64_t done = 0; done < count;) {
+    const int64_t position = first + done;
+    const int64_t offset = position % block_size;
+    const int64_t rows = std::min(block_size - offset, count - done);
+    const int64_t slot = int64_t{block_table[position / block_size]} * block_size + offset;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t src = (slot + r) * row_elements + kv_head * head_dim;
+      float* dst = tile + (done + r) * head_dim;
+      if (f32) {
+        std::memcpy(dst, cache.data<float>() + src, static_cast<size_t>(head_dim) * sizeof(float));
+      } else {
+        ConvertToF32(DType::kBF16, cache.data<uint16_t>() + src, dst, static_cast<size_t>(head_dim));
+      }
+    }
+    done += rows;
+  }
+}
+
+// One work item. Writes its normalised rows into `out`, or (split items) its unnormalised output
+// rows, running maxima and sums into `partial_o`, `partial_max`, `partial_sum`.
+void RunAttentionWork(const AttentionWork& work, const AttentionShape& shape, const Tensor& q,
+                      const Tensor& k_cache, const Tensor& v_cache,
+                      const AttentionMetadata& metadata, TileScratch& scratch, Tensor& out,
+                      float* partial_o, float* partial_max, float* partial_sum) {
+  const int64_t d = shape.head_dim;
+  const int64_t rows = int64_t{work.queries} * shape.group;
+  scratch.Reserve(rows, d);
+  const int64_t s = work.sequence;
+  const int64_t num_tokens = metadata.num_tokens.data<int32_t>()[s];
+  const int64_t first_token = metadata.token_begin.data<int32_t>()[s] + work.first_query;
+  const int64_t first_position =
+      metadata.context_lens.data<int32_t>()[s] - num_tokens + work.first_query;
+  const int32_t* block_table = metadata.block_tables.data<int32_t>() + s * shape.max_blocks;
+
+  // Row r is query position first_position + r / group, head kv_head · group + r % group.
+  float* q_rows = scratch.q.data();
+  for (int64_t i = 0; i < work.queries; ++i) {
+    const float* src =
+        q.data<float>() + ((first_token + i) * shape.num_heads + work.kv_head * shape.group) * d;
+    float* dst = q_rows + i * shape.group * d;
+    for (int64_t e = 0; e < shape.group * d; ++e) dst[e] = src[e] * shape.scale;
+  }
+  float* o = scratch.o.data();
+  float* row_max = scratch.max.data();
+  float* row_sum = scratch.sum.data();
+  std::fill_n(o, rows * d, 0.0f);
+  std::fill_n(row_max, rows, -std::numeric_limits<float>::infinity());
+  std::fill_n(row_sum, rows, 0.0f);
+
+  for (int64_t tile = work.first_key; tile <= work.last_key; tile += kKeyTile) {
+    const int64_t n = std::min(kKeyTile, work.last_key - tile + 1);
+    GatherTile(k_cache, block_table, work.kv_head, tile, n, scratch.keys.data());
+    float* scores = scratch.scores.data();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(rows),
+                static_cast<blasint>(n), static_cast<blasint>(d), 1.0f, q_rows,
+                static_cast<blasint>(d), scratch.keys.data(), static_cast<blasint>(d), 0.0f,
+                scores, static_cast<blasint>(n));
+    // Online softmax: each row's scores become exp(score − new max) over the keys it may see
+    // (zero elsewhere), and its sum and output so far are rescaled to the new max.
+    for (int64_t r = 0; r < rows; ++r) {
+      float* row = scores + r * n;
+      const int64_t position = first_position + r / shape.group;
+      const int64_t lo =
+          std::max(tile, shape.window > 0 ? position - shape.window + 1 : int64_t{0}) - tile;
+      const int64_t hi = std::min(tile + n - 1, position) - tile;
+      if (lo > hi) {
+        std::fill_n(row, n, 0.0f);
+        continue;
+      }
+      float tile_max = row[lo];
+#pragma omp simd reduction(max : tile_max)
+      for (int64_t k = lo; k <= hi; ++k) tile_max = std::max(tile_max, row[k]);
+      const float new_max = std::max(row_max[r], tile_max);
+      const float rescale = row_sum[r] == 0.0f ? 0.0f : FastExp(row_max[r] - new_max);
+      float tile_sum = 0.0f;
+#pragma omp simd reduction(+ : tile_sum)
+      for (int64_t k = lo; k <= hi; ++k) {
+        row[k] = FastExp(row[k] - new_max);
+        tile_sum += row[k];
+      }
+      std::fill(row, row + lo, 0.0f);
+      std::fill(row + hi + 1, row + n, 0.0f);
+      row_sum[r] = row_sum[r] * rescale + tile_sum;
+      row_max[r] = new_max;
+      if (rescale != 1.0f && rescale != 0.0f) {
+        float* o_row = o + r * d;
+        for (int64_t e = 0; e < d; ++e) o_row[e] *= rescale;
+      }
+    }
+    GatherTile(v_cache, block_table, work.kv_head, tile, n, scratch.values.data());
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(rows),
+                static_cast<blasint>(d), static_cast<blasint>(n), 1.0f, scores,
+                static_cast<blasint>(n), scratch.values.data(), static_cast<blasint>(d), 1.0f, o,
+                static_cast<blasint>(d));
+  }
+
+  if (work.partial >= 0) {
+    std::copy_n(o, rows * d, partial_o);
+    std::copy_n(row_max, rows, partial_max);
+    std::copy_n(row_sum, rows, partial_sum);
+    return;
+  }
+  for (int64_t i = 0; i < work.queries; ++i) {
+    float* dst =
+        out.data<float>() + ((first_token + i) * shape.num_heads + work.kv_head * shape.group) * d;
+    for (int64_t j = 0; j < shape.group; ++j) {
+      const int64_t r = i * shape.group + j;
+      const float inv_sum = 1.0f / row_sum[r];
+      for (int64_t e = 0; e < d; ++e) dst[j * d + e] = o[r * d + e] * inv_sum;
+    }
+  }
+}
+
+// The work items of one call, largest first, and the split rows to merge after them. Items get
+// kQueryRows rows (at least one query position); when there are fewer than two per thread, each
+// item's keys are split into up to that many chunks of at least kMinSplitKeys.
+void PlanAttentionWork(const AttentionMetadata& metadata, const AttentionShape& shape,
+                       int64_t num_kv_heads, int64_t threads, std::vector<AttentionWork>& items,
+                       std::vector<SplitRows>& splits, int64_t& total_cost) {
+  items.clear();
+  splits.clear();
+  const int64_t queries_per_item = std::max<int64_t>(1, kQueryRows / shape.group);
+  for (int64_t s = 0; s < metadata.num_sequences(); ++s) {
+    const int64_t tokens = metadata.num_tokens.data<int32_t>()[s];
+    const int64_t first_position = metadata.context_lens.data<int32_t>()[s] - tokens;
+    for (int64_t kv_head = 0; kv_head < num_kv_heads; ++kv_head) {
+      for (int64_t first = 0; first < tokens; first += queries_per_item) {
+        const int64_t queries = std::min(queries_per_item, tokens - first);
+        const int64_t position = first_position + first;
+        const int64_t first_key =
+            shape.window > 0 ? std::max<int64_t>(0, position - shape.window + 1) : 0;
+        const int64_t last_key = position + queries - 1;
+        items.push_back({static_cast<int32_t>(s), static_cast<int32_t>(kv_head),
+                         static_cast<int32_t>(first), static_cast<int32_t>(queries),
+                         static_cast<int32_t>(first_key), static_cast<int32_t>(last_key), -1,
+                         queries * shape.group * (last_key - first_key + 1)});
+      }
+    }
+  }
+  const int64_t base_items = static_cast<int64_t>(items.size());
+  if (threads > 1 && base_items > 0 && base_items < 2 * threads) {
+    const int64_t wanted = (2 * threads + base_items - 1) / base_items;
+    int32_t next_partial = 0;
+    for (int64_t i = 0; i < base_items; ++i) {
+      const AttentionWork whole = items[i];
+      const int64_t keys = whole.last_key - whole.first_key + 1;
+      const int64_t chunks = std::min(wanted, keys / kMinSplitKeys);
+      if (chunks < 2) continue;
+      // Chunk boundaries on tile boundaries, so each chunk reads whole tiles.
+      const int64_t tiles = (keys + kKeyTile - 1) / kKeyTile;
+      splits.push_back({whole.sequence, whole.kv_head, whole.first_query, whole.queries,
+                        next_partial, static_cast<int32_t>(chunks)});
+      for (int64_t c = 0; c < chunks; ++c) {
+        AttentionWork part = whole;
+        part.first_key = static_cast<int32_t>(whole.first_key + tiles * c / chunks * kKeyTile);
+        part.last_key = static_cast<int32_t>(
+            std::min<int64_t>(whole.last_key, whole.first_key + tiles * (c + 1) / chunks * kKeyTile - 1));
+        part.partial = next_partial++;
+        part.cost = whole.queries * shape.group * (part.last_key - part.first_key + 1);
+        if (c == 0) {
+          items[i] = part;
+        } else {
+          items.push_back(part);
+        }
+      }
+    }
+  }
+  total_cost = 0;
+  for (const AttentionWork& item : items) total_cost += item.cost;
+  std::sort(items.begin(), items.end(),
+            [](const AttentionWork& a, const AttentionWork& b) { return a.cost > b.cost; });
+}
+
 }  // namespace
 
 void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache,
@@ -165,28 +420,13 @@ void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor&
   }
 }
 
-void PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                    const AttentionMetadata& metadata, int64_t sliding_window, float scale,
-                    Tensor& out) {
-#ifdef GEMMASERVE_HAVE_CUDA
-  if (q.device().is_cuda()) {
-    return kernels::PagedAttention(q, k_cache, v_cache, metadata, sliding_window, scale, out);
-  }
-#endif
-  CheckCpuF32(q, "PagedAttention q");
-  CheckKvCache(k_cache, "PagedAttention k_cache");
-  CheckKvCache(v_cache, "PagedAttention v_cache");
-  CheckCpuF32(out, "PagedAttention out");
-  CHECK_EQ(q.rank(), 3);
-  CHECK(q.shape() == out.shape()) << q.DebugString() << " vs " << out.DebugString();
-  CHECK(k_cache.shape() == v_cache.shape() && k_cache.dtype() == v_cache.dtype());
+void PagedAttentionReference(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                             const AttentionMetadata& metadata, int64_t sliding_window,
+                             float scale, Tensor& out) {
+  CheckAttention(q, k_cache, v_cache, metadata, sliding_window, out);
   const int64_t num_heads = q.dim(1);
   const int64_t head_dim = q.dim(2);
-  const int64_t num_kv_heads = k_cache.dim(2);
-  CHECK_EQ(k_cache.dim(3), head_dim);
-  CHECK_EQ(num_heads % num_kv_heads, 0) << num_heads << " heads over " << num_kv_heads;
-  CheckMetadata(metadata, q.dim(0), k_cache, sliding_window);
-  const int64_t group = num_heads / num_kv_heads;
+  const int64_t group = num_heads / k_cache.dim(2);
 
   const int64_t max_blocks = metadata.block_tables.dim(1);
   const size_t needed = static_cast<size_t>(std::max<int64_t>(metadata.max_context_len, 1));
@@ -217,6 +457,102 @@ void PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cach
       }
     }
   });
+}
+
+void PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                    const AttentionMetadata& metadata, int64_t sliding_window, float scale,
+                    Tensor& out) {
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (q.device().is_cuda()) {
+    return kernels::PagedAttention(q, k_cache, v_cache, metadata, sliding_window, scale, out);
+  }
+#endif
+  CheckAttention(q, k_cache, v_cache, metadata, sliding_window, out);
+  const AttentionShape shape{q.dim(1),          q.dim(1) / k_cache.dim(2),
+                             q.dim(2),          k_cache.dim(1),
+                             metadata.block_tables.dim(1), sliding_window,
+                             scale};
+  // The call's plan lives on the calling thread and is reused; its capacity settles after the
+  // first steps, so planning allocates nothing.
+  // (The threads of the parallel region reach them through these references: a thread_local
+  // named inside the region would be each thread's own.)
+  thread_local std::vector<AttentionWork> plan_items;
+  thread_local std::vector<SplitRows> plan_splits;
+  thread_local std::vector<float> plan_o, plan_max, plan_sum;
+  std::vector<AttentionWork>& items = plan_items;
+  std::vector<SplitRows>& splits = plan_splits;
+  std::vector<float>& partial_o = plan_o;
+  std::vector<float>& partial_max = plan_max;
+  std::vector<float>& partial_sum = plan_sum;
+  const int64_t threads = omp_get_max_threads();
+  int64_t total_cost = 0;
+  PlanAttentionWork(metadata, shape, k_cache.dim(2), threads, items, splits, total_cost);
+  int64_t partial_rows = 0;
+  for (const SplitRows& split : splits) {
+    partial_rows += int64_t{split.num_partials} * split.queries * shape.group;
+  }
+  if (partial_o.size() < static_cast<size_t>(partial_rows * shape.head_dim)) {
+    partial_o.resize(static_cast<size_t>(partial_rows * shape.head_dim));
+    partial_max.resize(static_cast<size_t>(partial_rows));
+    partial_sum.resize(static_cast<size_t>(partial_rows));
+  }
+  // Partial p's rows start at row_offset(p): the partials are numbered split by split, and all
+  // partials of one split have the same number of rows.
+  auto partial_row = [&](const AttentionWork& item) {
+    int64_t row = 0;
+    for (const SplitRows& split : splits) {
+      const int64_t split_rows = int64_t{split.queries} * shape.group;
+      if (item.partial < split.first_partial + split.num_partials) {
+        return row + (item.partial - split.first_partial) * split_rows;
+      }
+      row += split.num_partials * split_rows;
+    }
+    return row;
+  };
+  auto run = [&](const AttentionWork& item) {
+    thread_local TileScratch scratch;
+    const int64_t row = item.partial >= 0 ? partial_row(item) : 0;
+    RunAttentionWork(item, shape, q, k_cache, v_cache, metadata, scratch, out,
+                     partial_o.data() + row * shape.head_dim, partial_max.data() + row,
+                     partial_sum.data() + row);
+  };
+  const int64_t num_items = static_cast<int64_t>(items.size());
+  if (threads == 1 || num_items == 1 || total_cost * shape.head_dim <= kParallelElements) {
+    for (const AttentionWork& item : items) run(item);
+  } else {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t i = 0; i < num_items; ++i) run(items[i]);
+  }
+
+  // Merge each split's partials: out = Σ o_p · e^(max_p − max) / Σ sum_p · e^(max_p − max).
+  int64_t first_row = 0;
+  for (const SplitRows& split : splits) {
+    const int64_t rows = int64_t{split.queries} * shape.group;
+    const int64_t d = shape.head_dim;
+    const int64_t first_token =
+        metadata.token_begin.data<int32_t>()[split.sequence] + split.first_query;
+    for (int64_t r = 0; r < rows; ++r) {
+      float max = -std::numeric_limits<float>::infinity();
+      for (int64_t p = 0; p < split.num_partials; ++p) {
+        max = std::max(max, partial_max[first_row + p * rows + r]);
+      }
+      float* dst = out.data<float>() +
+                   ((first_token + r / shape.group) * shape.num_heads +
+                    split.kv_head * shape.group + r % shape.group) * d;
+      std::fill_n(dst, d, 0.0f);
+      float sum = 0.0f;
+      for (int64_t p = 0; p < split.num_partials; ++p) {
+        const int64_t row = first_row + p * rows + r;
+        const float weight = FastExp(partial_max[row] - max);
+        sum += partial_sum[row] * weight;
+        const float* o = partial_o.data() + row * d;
+        for (int64_t e = 0; e < d; ++e) dst[e] += o[e] * weight;
+      }
+      const float inv_sum = 1.0f / sum;
+      for (int64_t e = 0; e < d; ++e) dst[e] *= inv_sum;
+    }
+    first_row += split.num_partials * rows;
+  }
 }
 
 }  // namespace gemmaserve::ops

@@ -37,8 +37,21 @@ void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor&
 // q: [num_tokens, num_heads, head_dim] f32; out: same shape. num_heads must be a multiple of the
 // cache's num_kv_heads (GQA: head h reads KV head h / (num_heads / num_kv_heads)).
 // sliding_window = 0 means full causal attention.
+//
+// On the CPU, flash-style: the query heads of one KV head and a block of a sequence's query
+// positions are processed together against each tile of keys and values, with an online softmax
+// in f32, so each tile is read from the cache once per block rather than once per (position,
+// head); a sliding layer reads only its window's keys; a decode over a long context splits its
+// keys over the threads and merges the partial results.
 void PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                     const AttentionMetadata& metadata, int64_t sliding_window, float scale,
                     Tensor& out);
+
+// The same contract on the CPU, one (position, head) row at a time: every row re-reads its
+// context's keys and values. Kept as the reference PagedAttention is tested and benchmarked
+// against; not on the serving path.
+void PagedAttentionReference(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                             const AttentionMetadata& metadata, int64_t sliding_window,
+                             float scale, Tensor& out);
 
 }  // namespace gemmaserve::ops
