@@ -61,7 +61,7 @@ struct ServeConfig {
   int64_t max_num_seqs = 256;
   int64_t max_tokens_per_step = 2048;
   int64_t max_waiting = 1024;
-  int64_t max_model_len = 8192;
+  int64_t max_model_len = 0;  // 0: the checkpoint's max_position_embeddings
   bool no_prefix_caching = false;
   int64_t drain_timeout_s = 30;
   int64_t ready_timeout_s = 1800;
@@ -99,7 +99,9 @@ void AddFlags(FlagSet& flags, ServeConfig& c, bool local_workers) {
   flags.Int("max-num-seqs", &c.max_num_seqs, "sequences running at once");
   flags.Int("max-tokens-per-step", &c.max_tokens_per_step, "token budget of one step (chunked prefill)");
   flags.Int("max-waiting", &c.max_waiting, "queued requests before RESOURCE_EXHAUSTED / HTTP 429");
-  flags.Int("max-model-len", &c.max_model_len, "prompt plus new tokens of one request, at most");
+  flags.Int("max-model-len", &c.max_model_len,
+            "prompt plus new tokens of one request, at most (0: the checkpoint's "
+            "max_position_embeddings, or what the KV cache holds if that is less)");
   flags.Bool("no-prefix-caching", &c.no_prefix_caching, "do not reuse the KV of repeated prefixes");
   flags.Int("drain-timeout-s", &c.drain_timeout_s, "on SIGTERM, how long running requests may finish");
   flags.Int("ready-timeout-s", &c.ready_timeout_s, "how long to wait for every worker to attach");
@@ -123,6 +125,18 @@ bool AwaitSignal(const sigset_t& signals, absl::Duration timeout) {
   return sigtimedwait(&signals, nullptr, &wait) > 0;
 }
 
+// The context length asked for: --max-model-len, or the checkpoint's when it is 0; never more than
+// the checkpoint's, whose RoPE and window were trained for it.
+absl::StatusOr<int64_t> RequestedModelLen(int64_t flag, const model::Gemma4Config& config) {
+  if (flag < 0) return absl::InvalidArgumentError(absl::StrCat("--max-model-len ", flag, " < 0"));
+  if (flag > config.max_position_embeddings) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-model-len ", flag, " exceeds the checkpoint's max_position_embeddings (",
+                     config.max_position_embeddings, ")"));
+  }
+  return flag > 0 ? flag : config.max_position_embeddings;
+}
+
 absl::Status Serve(ServeConfig c, bool local_workers) {
   RETURN_IF_ERROR(InitLogging(c.log_level));
   ASSIGN_OR_RETURN(model::Gemma4Config config, model::Gemma4Config::FromModelDir(c.model_dir));
@@ -132,6 +146,7 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
   coordinator::api::GrpcApiServerOptions grpc_options;
   RETURN_IF_ERROR(c.api.Apply(&http_options, &grpc_options));
   ASSIGN_OR_RETURN(const parallel::InternalAuthOptions internal_auth, c.internal.Resolve());
+  ASSIGN_OR_RETURN(const int64_t max_model_len, RequestedModelLen(c.max_model_len, config));
   if (!local_workers && internal_auth.cluster_secret.empty()) {
     return absl::InvalidArgumentError(
         "--cluster-secret-file (or GEMMASERVE_CLUSTER_SECRET) is required: every RPC on the "
@@ -159,7 +174,7 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
   coordinator::StepShape shape;
   shape.max_num_seqs = c.max_num_seqs;
   shape.max_tokens_per_step = c.max_tokens_per_step;
-  shape.max_model_len = std::min(c.max_model_len, config.max_position_embeddings);
+  shape.max_model_len = max_model_len;
   shape.block_size = c.block_size;
   shape.max_top_logprobs = coordinator::api::kMaxTopLogprobs;
   if (config.is_moe()) {
@@ -221,7 +236,15 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
   s.max_num_seqs = c.max_num_seqs;
   s.max_tokens_per_step = c.max_tokens_per_step;
   s.max_waiting = c.max_waiting;
-  s.max_model_len = std::min({c.max_model_len, config.max_position_embeddings, s.num_blocks * c.block_size});
+  s.max_model_len = std::min(max_model_len, s.num_blocks * c.block_size);
+  if (s.max_model_len < max_model_len) {
+    spdlog::warn(
+        "the KV cache holds {} tokens ({} blocks of {}), fewer than the max model length of {} "
+        "({}): one request is limited to {} tokens; more --kv-cache-mb lifts the limit",
+        s.max_model_len, s.num_blocks, c.block_size, max_model_len,
+        c.max_model_len > 0 ? "--max-model-len" : "the checkpoint's max_position_embeddings",
+        s.max_model_len);
+  }
   s.enable_prefix_caching = !c.no_prefix_caching;
   RETURN_IF_ERROR(s.Validate());
   engine_options.eos_token_ids = served->eos_token_ids();

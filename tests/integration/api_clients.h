@@ -118,6 +118,7 @@ inline std::vector<std::string> SseEvents(const std::string& body) {
 struct GrpcResult {
   grpc::Status status;
   std::vector<int32_t> token_ids;
+  std::vector<v1::TopLogprobs> top_logprobs;  // one per token id, with top_logprobs > 0
   std::string text;
   int num_deltas = 0;
   bool has_final = false;
@@ -144,6 +145,9 @@ inline GrpcResult GenerateAll(v1::Inference::Stub& stub, const v1::GenerateReque
       result.text += response.delta().text();
       result.token_ids.insert(result.token_ids.end(), response.delta().token_ids().begin(),
                               response.delta().token_ids().end());
+      result.top_logprobs.insert(result.top_logprobs.end(),
+                                 response.delta().top_logprobs().begin(),
+                                 response.delta().top_logprobs().end());
     } else if (response.has_final()) {
       result.has_final = true;
       result.final = response.final();

@@ -112,6 +112,42 @@ TEST(RotaryTest, ProportionalLeavesNopeDimsUntouched) {
   }
 }
 
+// Positions past 200,000 (Gemma 4's context reaches 262,144): the angle is the f32 product of the
+// position and the f32 inverse frequency, as the reference computes it (HF:
+// `inv_freq = 1 / theta ** (arange(0, 2·angles, 2).float() / head_dim)`, then
+// `inv_freq @ position_ids.float()` in f32). An angle of ~2·10⁵ rad is only known to its f32 ulp
+// (0.016 rad), so the double formula would be off by that much: the reference here takes the same
+// f32 angle and rotates in double. Both RoPE kinds of the model.
+TEST(RotaryTest, PositionsPast200000MatchTheF32AngleFormula) {
+  struct Kind {
+    int64_t head_dim, rope_angles;
+    float theta;
+  };
+  for (const Kind kind : {Kind{256, 128, 1e4f}, Kind{512, 64, 1e6f}}) {
+    SCOPED_TRACE(kind.head_dim);
+    std::mt19937 rng(7);
+    Tensor x = RandomTensor({4, 2, kind.head_dim}, rng);
+    const std::vector<int32_t> positions = {200001, 231071, 262143, 250000};
+    const int64_t half = kind.head_dim / 2;
+    std::vector<double> expected(x.data<float>(), x.data<float>() + x.numel());
+    for (int64_t t = 0; t < 4; ++t) {
+      for (int64_t j = 0; j < kind.rope_angles; ++j) {
+        const float exponent = static_cast<float>(2 * j) / static_cast<float>(kind.head_dim);
+        const float inv_freq = 1.0f / std::pow(kind.theta, exponent);
+        const float angle = static_cast<float>(positions[t]) * inv_freq;
+        for (int64_t h = 0; h < 2; ++h) {
+          double* head = expected.data() + (t * 2 + h) * kind.head_dim;
+          const double a = head[j], b = head[j + half];
+          head[j] = a * std::cos(double{angle}) - b * std::sin(double{angle});
+          head[j + half] = b * std::cos(double{angle}) + a * std::sin(double{angle});
+        }
+      }
+    }
+    Rotary(kind.head_dim, kind.rope_angles, kind.theta).Apply(x, Ints(positions));
+    ExpectAllNear(x, expected, 2e-6);
+  }
+}
+
 TEST(RotaryTest, PreservesNormOfEveryPair) {
   std::mt19937 rng(43);
   Tensor x = RandomTensor({2, 4, 64}, rng, -3.0f, 3.0f);
