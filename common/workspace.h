@@ -5,9 +5,10 @@
 // layer, so the buffer holds one layer's activations, not the whole model's); Reset() empties
 // the workspace between steps. Its owner sizes it from the step's token budget (see
 // model::Gemma4Model::WorkspaceBytes). A step that needs more than that (logits for more rows than
-// planned, say) is still served: each Take that does not fit gets its own allocation, which lives
-// until the next Reset and is counted in num_overflows(), so a steady-state step allocates nothing
-// and a rare large one is slower, never wrong.
+// planned, or a whole long prompt in one step, say) is still served: each Take that does not fit
+// gets its own allocation, which lives until its Scope closes (or the next Reset) and is counted
+// in num_overflows(), so a steady-state step allocates nothing and a rare large one is slower,
+// never wrong.
 //
 // A Tensor taken from the workspace is valid until the Scope that was open when it was taken
 // closes, or the next Reset; it holds a reference to the buffer, so a stale one reads old
@@ -39,17 +40,26 @@ class Workspace {
   // An uninitialised tensor of `dtype` and `shape` on the workspace's device.
   Tensor Take(DType dtype, Shape shape);
 
-  // Gives back, when it ends, what was taken while it was open. Scopes nest.
+  // Gives back, when it ends, what was taken while it was open, overflow allocations included (so
+  // a step larger than planned holds one layer's overflow at a time, not every layer's). Scopes
+  // nest.
   class Scope {
    public:
-    explicit Scope(Workspace& workspace) : workspace_(workspace), offset_(workspace.offset_) {}
-    ~Scope() { workspace_.offset_ = offset_; }
+    explicit Scope(Workspace& workspace)
+        : workspace_(workspace),
+          offset_(workspace.offset_),
+          num_overflow_(workspace.overflow_.size()) {}
+    ~Scope() {
+      workspace_.offset_ = offset_;
+      workspace_.overflow_.resize(num_overflow_);
+    }
     Scope(const Scope&) = delete;
     Scope& operator=(const Scope&) = delete;
 
    private:
     Workspace& workspace_;
     const int64_t offset_;
+    const size_t num_overflow_;
   };
 
   // Empties the workspace and frees this step's overflow allocations.
@@ -61,6 +71,8 @@ class Workspace {
   int64_t high_water_bytes() const { return high_water_bytes_; }
   // Takes that did not fit since construction.
   int64_t num_overflows() const { return num_overflows_; }
+  // Overflow allocations held now (until their Scope closes or the next Reset).
+  int64_t live_overflows() const { return static_cast<int64_t>(overflow_.size()); }
 
   // Bytes a tensor of `dtype` and `shape` takes in a workspace, alignment included: capacity
   // planners add these up.

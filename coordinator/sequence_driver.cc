@@ -1,6 +1,7 @@
 #include "coordinator/sequence_driver.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -119,6 +120,7 @@ absl::StatusOr<std::vector<SequenceDriver::Generation>> SequenceDriver::Generate
   std::vector<int64_t> active(prompts.size());
   for (size_t s = 0; s < prompts.size(); ++s) active[s] = static_cast<int64_t>(s);
   bool prefill = true;
+  std::chrono::steady_clock::time_point decode_start;
   while (!active.empty()) {
     pb::StepPlan plan;
     plan.set_step_id(next_step_id_++);
@@ -131,8 +133,11 @@ absl::StatusOr<std::vector<SequenceDriver::Generation>> SequenceDriver::Generate
       *seq->mutable_sampling() = sampling;
       seq->set_return_logits(capture_logits);
     }
+    const bool was_prefill = prefill;
     prefill = false;
     ASSIGN_OR_RETURN(pb::StepResult result, step_(plan));
+    const auto now = std::chrono::steady_clock::now();
+    if (was_prefill) decode_start = now;
     if (result.sequences_size() != static_cast<int>(active.size())) {
       return absl::InternalError(absl::StrCat("step ", plan.step_id(), " returned ",
                                               result.sequences_size(), " sequences for ",
@@ -143,6 +148,7 @@ absl::StatusOr<std::vector<SequenceDriver::Generation>> SequenceDriver::Generate
       Generation& g = generations[active[i]];
       const pb::SequenceResult& seq = result.sequences(static_cast<int>(i));
       g.tokens.push_back(seq.token_id());
+      g.decode_seconds = std::chrono::duration<double>(now - decode_start).count();
       if (capture_logits) g.step_logits.emplace_back(seq.logits().begin(), seq.logits().end());
       if (std::find(stop_ids.begin(), stop_ids.end(), seq.token_id()) != stop_ids.end()) {
         g.finish_reason = "stop";

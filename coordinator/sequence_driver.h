@@ -41,6 +41,9 @@ class SequenceDriver {
     std::vector<int32_t> tokens;
     std::string finish_reason;             // "stop" (a stop id, kept in tokens) or "length"
     std::vector<std::vector<float>> step_logits;  // with capture_logits: [tokens][vocab]
+    // Wall time from the end of the prefill step to this sequence's last token: its decode steps
+    // (tokens.size() − 1 of them), timed apart from the prefill.
+    double decode_seconds = 0;
   };
   // Prefills the prompts together, then decodes them in lockstep until each has max_new_tokens
   // tokens or produced one of stop_ids.

@@ -33,6 +33,7 @@ struct BenchConfig {
   int64_t prompt_tokens = 128;
   int64_t decode_tokens = 32;
   int64_t bandwidth_mb = 1024;
+  bool warmup = true;
   bool json = false;
 };
 
@@ -121,24 +122,22 @@ absl::Status Bench(BenchConfig config) {
     prompt[i] = static_cast<int32_t>((i * 7919 + 2) % vocab);
   }
 
-  // One untimed prefill first: it touches the activation memory and the ops' scratch, as every
-  // later step finds them. Then a timed prefill; then two generations that share the prefill and
-  // its token, the longer one's extra time being decode_tokens decode steps.
-  RETURN_IF_ERROR(session->driver().Logits({prompt}, false).status());
+  // One untimed prefill first (unless --warmup=false, which saves a long prompt's minutes): it
+  // touches the activation memory and the ops' scratch, as every later step finds them. Then a
+  // timed prefill, and a generation whose decode steps (after its own prefill and first token)
+  // are timed apart from that prefill.
+  if (config.warmup) RETURN_IF_ERROR(session->driver().Logits({prompt}, false).status());
   auto prefill_start = Clock::now();
   RETURN_IF_ERROR(session->driver().Logits({prompt}, false).status());
   const double prefill_s = SecondsSince(prefill_start);
   internal::v1::SamplingParams greedy;
-  auto short_start = Clock::now();
-  RETURN_IF_ERROR(session->driver().Generate({prompt}, 1, greedy, {}).status());
-  const double short_s = SecondsSince(short_start);
-  auto long_start = Clock::now();
-  RETURN_IF_ERROR(
-      session->driver().Generate({prompt}, 1 + config.decode_tokens, greedy, {}).status());
+  ASSIGN_OR_RETURN(
+      const std::vector<coordinator::SequenceDriver::Generation> generated,
+      session->driver().Generate({prompt}, 1 + config.decode_tokens, greedy, {}));
   const double per_token_s =
-      (SecondsSince(long_start) - short_s) / static_cast<double>(config.decode_tokens);
+      generated[0].decode_seconds / static_cast<double>(config.decode_tokens);
 
-  // A decode token of the long generation sees, on average, the prompt, the first token and half
+  // A decode token sees, on average, the prompt, the first token and half
   // of the decoded ones.
   worker::ModelShard& shard = *session->local_shard();
   const int64_t weight_bytes = WeightBytesPerToken(shard.model());
@@ -181,6 +180,7 @@ int BenchModelMain(int argc, char** argv) {
   flags.Int("prompt-tokens", &config.prompt_tokens, "prompt length for the prefill measurement");
   flags.Int("decode-tokens", &config.decode_tokens, "tokens to decode");
   flags.Int("bandwidth-mb", &config.bandwidth_mb, "buffer size of the bandwidth probe, MiB");
+  flags.Bool("warmup", &config.warmup, "prefill once untimed before the timed prefill");
   flags.Bool("json", &config.json, "print one line of JSON");
   const absl::Status parsed = flags.Parse(argc, argv);
   return RunCommand(flags, parsed, [&] { return Bench(config); });

@@ -1,5 +1,7 @@
 #include "tools/model_session.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "kernels/device.h"
@@ -95,6 +97,11 @@ absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOp
     session->comm_ = std::make_unique<parallel::LocalCommunicator>();
     worker::ShardOptions shard_options;
     shard_options.kv_cache_dtype = kv_cache_dtype;
+    // The driver prefills a whole prompt in one step: a workspace that holds one (a layer's
+    // activations for every prompt token, at most max_context) spares each layer of a long prompt
+    // fresh, page-faulted overflow memory.
+    shard_options.step_limits.max_tokens =
+        std::max(shard_options.step_limits.max_tokens, options.max_context * options.max_sequences);
     session->shard_ = std::make_unique<worker::ModelShard>(std::move(loaded), kBlockSize, blocks,
                                                            *session->comm_, shard_options);
     worker::ModelShard* shard = session->shard_.get();

@@ -55,6 +55,24 @@ TEST(WorkspaceTest, ATakeThatDoesNotFitGetsItsOwnMemoryAndIsCounted) {
   EXPECT_EQ(ws.Take(DType::kF32, {100}).raw_data(), a.raw_data());
 }
 
+// A step larger than the workspace (a whole long prompt in one step) overflows in every layer;
+// each layer's scope gives its overflow back, so the step holds one layer's at a time.
+TEST(WorkspaceTest, AScopeGivesBackTheOverflowTakenInsideIt) {
+  Workspace ws(512, Device::Cpu());
+  const Tensor outside = ws.Take(DType::kF32, {1000});  // overflows before any scope
+  ASSERT_EQ(ws.live_overflows(), 1);
+  for (int layer = 0; layer < 3; ++layer) {
+    Workspace::Scope scope(ws);
+    const Tensor a = ws.Take(DType::kF32, {1000});
+    const Tensor b = ws.Take(DType::kF32, {2000});
+    EXPECT_EQ(ws.live_overflows(), 3) << "layer " << layer;
+  }
+  EXPECT_EQ(ws.live_overflows(), 1);
+  EXPECT_EQ(ws.num_overflows(), 7);  // every take that did not fit, freed or not
+  ws.Reset();
+  EXPECT_EQ(ws.live_overflows(), 0);
+}
+
 TEST(WorkspaceTest, TensorsKeepTheBufferAliveAfterTheWorkspaceIsGone) {
   Tensor survivor;
   {
