@@ -38,8 +38,11 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args) {
 
 std::vector<std::string> WorkerArgs(const LaunchOptions& options, const std::string& binary,
                                     int rank) {
+  // Every worker is on this machine: its local rank is its rank (whatever LOCAL_RANK this process
+  // was given), which with --device cuda puts rank r on the visible GPU r.
   std::vector<std::string> args = {binary, "worker", "--coordinator", options.coordinator,
-                                   "--rank", absl::StrCat(rank), "--world-size",
+                                   "--rank", absl::StrCat(rank), "--local-rank",
+                                   absl::StrCat(rank), "--world-size",
                                    absl::StrCat(options.world_size)};
   const int metrics_port = options.metrics_port_base > 0 ? options.metrics_port_base + rank
                                                          : options.metrics_port_base;

@@ -1,5 +1,8 @@
 #include <cuda_runtime.h>
 
+#include <string>
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "kernels/device.h"
@@ -20,7 +23,12 @@ absl::StatusOr<std::vector<CudaDevice>> ListCudaDevices() {
   for (int i = 0; i < count; ++i) {
     cudaDeviceProp prop;
     if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) continue;
-    devices.push_back({i, prop.name, prop.major, prop.minor, static_cast<int64_t>(prop.totalGlobalMem)});
+    std::string uuid;
+    for (const char byte : prop.uuid.bytes) {
+      absl::StrAppend(&uuid, absl::Hex(static_cast<unsigned char>(byte), absl::kZeroPad2));
+    }
+    devices.push_back({i, prop.name, prop.major, prop.minor,
+                       static_cast<int64_t>(prop.totalGlobalMem), std::move(uuid)});
   }
   return devices;
 }
@@ -35,7 +43,7 @@ absl::Status CheckCudaDevice(int ordinal) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<int64_t> FreeCudaMemory(int ordinal) {
+absl::StatusOr<CudaMemory> CudaMemoryInfo(int ordinal) {
   RETURN_IF_ERROR(CheckCudaDevice(ordinal));
   if (cudaSetDevice(ordinal) != cudaSuccess) {
     return absl::UnavailableError(absl::StrCat("cuda:", ordinal, ": cannot make it current"));
@@ -46,7 +54,12 @@ absl::StatusOr<int64_t> FreeCudaMemory(int ordinal) {
   if (err != cudaSuccess) {
     return absl::UnavailableError(absl::StrCat("cudaMemGetInfo: ", cudaGetErrorString(err)));
   }
-  return static_cast<int64_t>(free_bytes);
+  return CudaMemory{static_cast<int64_t>(free_bytes), static_cast<int64_t>(total_bytes)};
+}
+
+absl::StatusOr<int64_t> FreeCudaMemory(int ordinal) {
+  ASSIGN_OR_RETURN(const CudaMemory memory, CudaMemoryInfo(ordinal));
+  return memory.free_bytes;
 }
 
 }  // namespace gemmaserve::kernels

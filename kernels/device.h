@@ -17,6 +17,13 @@ struct CudaDevice {
   int compute_capability_major = 0;
   int compute_capability_minor = 0;
   int64_t memory_bytes = 0;
+  std::string uuid;  // the GPU's UUID in hex: the same GPU under any CUDA_VISIBLE_DEVICES ordinal
+};
+
+// A GPU's memory now, bytes (cudaMemGetInfo).
+struct CudaMemory {
+  int64_t free_bytes = 0;
+  int64_t total_bytes = 0;
 };
 
 // Whether this build has CUDA kernels at all.
@@ -30,7 +37,10 @@ absl::StatusOr<std::vector<CudaDevice>> ListCudaDevices();
 // OK when `ordinal` names a visible device; otherwise an error saying why not, for --device.
 absl::Status CheckCudaDevice(int ordinal);
 
-// Bytes free on device `ordinal` now (cudaMemGetInfo); FAILED_PRECONDITION without CUDA.
+// Free and total bytes of device `ordinal` now; FAILED_PRECONDITION without CUDA.
+absl::StatusOr<CudaMemory> CudaMemoryInfo(int ordinal);
+
+// Bytes free on device `ordinal` now; FAILED_PRECONDITION without CUDA.
 absl::StatusOr<int64_t> FreeCudaMemory(int ordinal);
 
 // A --device value: "cpu", "cuda" (device 0) or "cuda:N", checked against this build and the

@@ -11,6 +11,8 @@ absl::StatusOr<std::vector<CudaDevice>> ListCudaDevices() {
 
 absl::Status CheckCudaDevice(int) { return ListCudaDevices().status(); }
 
+absl::StatusOr<CudaMemory> CudaMemoryInfo(int) { return ListCudaDevices().status(); }
+
 absl::StatusOr<int64_t> FreeCudaMemory(int) { return ListCudaDevices().status(); }
 
 }  // namespace gemmaserve::kernels

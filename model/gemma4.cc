@@ -206,11 +206,13 @@ Tensor Gemma4Model::LmHead(const Tensor& h, const StepMetadata& step) {
 // The bytes below mirror, take for take, what the functions above take from the workspace.
 // WorkspaceTest.AFullStepFillsTheWorkspaceExactly keeps them in step.
 
-int64_t Gemma4Model::LayerBytes(const LayerWeights& layer, int64_t t) const {
+namespace {
+
+int64_t LayerBytes(const Gemma4Config& config, const LayerWeights& layer, int64_t t) {
   auto f32 = [](Shape shape) { return Workspace::BytesFor(DType::kF32, shape); };
   auto i32 = [](Shape shape) { return Workspace::BytesFor(DType::kI32, shape); };
   const LayerGeometry& g = layer.geometry;
-  const int64_t hidden = config_.hidden_size;
+  const int64_t hidden = config.hidden_size;
   const int64_t q_width = layer.num_heads_local * g.head_dim;
   const int64_t kv_width = layer.num_kv_heads_local * g.head_dim;
   const int64_t mlp_width = ops::LinearInFeatures(layer.mlp.down);
@@ -222,13 +224,13 @@ int64_t Gemma4Model::LayerBytes(const LayerWeights& layer, int64_t t) const {
   bytes += f32({t, hidden}) + f32({t, 2 * mlp_width}) + f32({t, mlp_width}) + f32({t, hidden}) +
            f32({t, hidden});
   if (layer.has_moe) {
-    const int64_t k = config_.top_k_experts;
+    const int64_t k = config.top_k_experts;
     const int64_t rows = t * k;  // at most: every choice routed to a local expert
     const int64_t width = ops::ExpertInFeatures(layer.moe.down);
     const int64_t num_local = layer.moe.gate_up.dim(0);
     // Post-norm 1, expert input norm; router z and logits, ids, weights; dispatch; xe, gate_up,
     // act, ye, out; post-norm 2.
-    bytes += 2 * f32({t, hidden}) + f32({t, hidden}) + f32({t, config_.num_experts}) +
+    bytes += 2 * f32({t, hidden}) + f32({t, hidden}) + f32({t, config.num_experts}) +
              i32({t, k}) + f32({t, k}) + 2 * i32({rows}) + i32({num_local + 1}) +
              f32({rows, hidden}) + f32({rows, 2 * width}) + f32({rows, width}) +
              f32({rows, hidden}) + f32({t, hidden}) + f32({t, hidden});
@@ -236,23 +238,26 @@ int64_t Gemma4Model::LayerBytes(const LayerWeights& layer, int64_t t) const {
   return bytes;
 }
 
-int64_t Gemma4Model::LmHeadBytes(int64_t rows) const {
+int64_t LmHeadBytes(const Gemma4Config& config, const ModelWeights& weights, int64_t world,
+                    int64_t rows) {
   auto f32 = [](Shape shape) { return Workspace::BytesFor(DType::kF32, shape); };
-  const int64_t shard = ops::LinearOutFeatures(weights_.embed_tokens);
-  const int64_t world = comm_.world_size();
-  int64_t bytes = 2 * f32({rows, config_.hidden_size}) + f32({rows, shard});
+  const int64_t shard = ops::LinearOutFeatures(weights.embed_tokens);
+  int64_t bytes = 2 * f32({rows, config.hidden_size}) + f32({rows, shard});
   if (world > 1) bytes += f32({world * rows, shard}) + f32({rows, world * shard});
   return bytes;
 }
 
-int64_t Gemma4Model::WorkspaceBytes(const StepLimits& limits) const {
+}  // namespace
+
+int64_t Gemma4Model::WorkspaceBytes(const Gemma4Config& config, const ModelWeights& weights,
+                                    int world_size, const StepLimits& limits) {
   int64_t layer_peak = 0;
-  for (const LayerWeights& layer : weights_.layers) {
-    layer_peak = std::max(layer_peak, LayerBytes(layer, limits.max_tokens));
+  for (const LayerWeights& layer : weights.layers) {
+    layer_peak = std::max(layer_peak, LayerBytes(config, layer, limits.max_tokens));
   }
   const int64_t rows = std::min(limits.max_logits_rows, limits.max_tokens);
-  return Workspace::BytesFor(DType::kF32, {limits.max_tokens, config_.hidden_size}) +
-         std::max(layer_peak, LmHeadBytes(rows));
+  return Workspace::BytesFor(DType::kF32, {limits.max_tokens, config.hidden_size}) +
+         std::max(layer_peak, LmHeadBytes(config, weights, world_size, rows));
 }
 
 }  // namespace gemmaserve::model

@@ -71,7 +71,13 @@ class Gemma4Model {
 
   // Workspace bytes a step of `limits` needs: the residual stream, plus the larger of one layer's
   // activations (the forward gives them back after each layer) and the LM head's.
-  int64_t WorkspaceBytes(const StepLimits& limits) const;
+  int64_t WorkspaceBytes(const StepLimits& limits) const {
+    return WorkspaceBytes(config_, weights_, comm_.world_size(), limits);
+  }
+  // The same for a rank of `world_size` that will hold `weights`, before the model exists (a GPU
+  // worker sizes its KV cache from the memory left after both).
+  static int64_t WorkspaceBytes(const Gemma4Config& config, const ModelWeights& weights,
+                                int world_size, const StepLimits& limits);
 
  private:
   // h [num_tokens, hidden] → attention output [num_tokens, hidden] (before its post-norm).
@@ -89,9 +95,6 @@ class Gemma4Model {
   // x · wᵀ into a new activation.
   Tensor Project(const Tensor& x, const Tensor& w);
   void Observe(const char* name, int64_t layer, const Tensor& value) const;
-
-  int64_t LayerBytes(const LayerWeights& layer, int64_t num_tokens) const;
-  int64_t LmHeadBytes(int64_t rows) const;
 
   Gemma4Config config_;
   ModelWeights weights_;

@@ -123,6 +123,7 @@ check_rendered multinode Deployment,LeaderWorkerSet,ServiceMonitor,PrometheusRul
   tests/helm/multinode-values.yaml
 check_rendered secure Deployment,StatefulSet,Secret,NetworkPolicy,ServiceMonitor LeaderWorkerSet \
   tests/helm/secure-values.yaml
+check_rendered tp31b Deployment,LeaderWorkerSet StatefulSet tests/helm/tp31b-values.yaml
 
 # The validator itself: every defect planted in invalid-manifests.yaml is reported.
 validator_log="$work/invalid-manifests.log"
@@ -147,6 +148,12 @@ check_grep "multinode: EP=8 as 2 pods × 4 GPUs, NCCL env, shm" "$work/multinode
   "--drain-timeout-s=120" "terminationGracePeriodSeconds: 150" "grafana_dashboard: \"1\"" \
   'gemmaserve_moe_balancedness{namespace="serving", job="gs-gemmaserve-coordinator", layer="all"}) < 0.75' \
   'gemmaserve_requests_waiting{namespace="serving", job="gs-gemmaserve-coordinator"}) > 64'
+check_grep "tp31b: 31B over TP=8 as 2 pods × 4 GPUs, bf16, GPU memory share, NCCL over IB" \
+  "$work/tp31b.yaml" "size: 2" "--tp=8" "--world-size=8" "nvidia.com/gpu: 4" \
+  'device="cuda:${i}"' "--precision=bf16" "--gpu-memory-utilization=0.9" \
+  "name: NCCL_IB_HCA" "mountPath: /model"
+check "cpu: no GPU flags on CPU workers" \
+  sh -c '! grep -q -- "--gpu-memory-utilization" "$0"' "$work/cpu.yaml"
 
 # Authentication is wired: the cluster secret reaches the coordinator and every worker (workers get
 # no API keys), the internal port admits only the worker pods, the chart's Secret is rendered.

@@ -23,18 +23,21 @@ void SessionOptions::AddFlags(FlagSet& flags) {
   flags.Int("threads", &threads, "compute threads (per worker process with --tp/--ep)");
   flags.String("kv-cache-dtype", &kv_cache_dtype,
                "auto (the precision's: f32 on the CPU), f32, or bf16 (half the KV memory)");
-  flags.String("device", &device, "cpu, cuda or cuda:N (one GPU; --tp/--ep run on the CPU)");
+  flags.String("device", &device,
+               "cpu, cuda or cuda:N; with --tp/--ep, cuda puts worker r on the visible GPU r "
+               "(mod their count) and cuda:N every worker on GPU N");
   flags.String("cpu-precision", &cpu_precision,
                "f32 (exact) or bf16 (CPU prefill matmuls on AMX / AVX512-BF16, bf16-rounded inputs)");
   flags.String("precision", &precision,
                "f32 (exact) or bf16 (bf16 weights, matmul inputs and KV; GPU only)");
+  flags.Double("gpu-memory-utilization", &gpu_memory_utilization,
+               "with --tp/--ep on GPUs: the share of a GPU's memory each worker may hold");
 }
 
 namespace {
 
 // The weight format of --device and --precision, checked against this build and the GPU.
-absl::StatusOr<ops::WeightFormat> FormatFor(const SessionOptions& options,
-                                           const parallel::ParallelLayout& layout) {
+absl::StatusOr<ops::WeightFormat> FormatFor(const SessionOptions& options) {
   ops::WeightFormat format;
   ASSIGN_OR_RETURN(format.device, kernels::ParseDevice(options.device));
   if (options.precision != "f32" && options.precision != "bf16") {
@@ -45,11 +48,6 @@ absl::StatusOr<ops::WeightFormat> FormatFor(const SessionOptions& options,
   if (format.device.is_cpu() && format.matrix_dtype != DType::kF32) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--precision ", options.precision, " needs a GPU (--device cuda): the CPU computes in f32"));
-  }
-  if (!format.device.is_cpu() && layout.world_size() > 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--device ", options.device, " with ", layout.ToString(),
-        ": a GPU runs one process so far; --tp/--ep run on the CPU"));
   }
   RETURN_IF_ERROR(ops::CheckWeightFormat(format));
   return format;
@@ -83,7 +81,7 @@ absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOp
   }
   const int64_t blocks =
       (options.max_context + kBlockSize - 1) / kBlockSize * options.max_sequences;
-  ASSIGN_OR_RETURN(const ops::WeightFormat format, FormatFor(options, layout));
+  ASSIGN_OR_RETURN(const ops::WeightFormat format, FormatFor(options));
   ASSIGN_OR_RETURN(const DType kv_cache_dtype,
                    model::ResolveKvCacheDType(options.kv_cache_dtype, format.device,
                                               format.matrix_dtype));
@@ -113,7 +111,10 @@ absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOp
     cluster.spec.block_size = kBlockSize;
     cluster.spec.kv_cache_dtype = options.kv_cache_dtype;
     cluster.worker_args = {"--threads", absl::StrCat(options.threads), "--cpu-precision",
-                           options.cpu_precision, "--log-level", options.log_level};
+                           options.cpu_precision, "--log-level", options.log_level,
+                           "--device", options.device, "--precision", options.precision,
+                           "--gpu-memory-utilization",
+                           absl::StrCat(options.gpu_memory_utilization)};
     ASSIGN_OR_RETURN(session->cluster_, coordinator::LocalCluster::Start(cluster));
     if (session->cluster_->group().num_blocks() < blocks) {
       return absl::ResourceExhaustedError(absl::StrCat(

@@ -53,6 +53,9 @@ struct ServeConfig {
   int64_t internal_port = 50052;
   std::string served_model_name;
   int64_t threads = 1;
+  std::string device = "cpu";
+  std::string precision = "f32";
+  double gpu_memory_utilization = 0.9;
   std::string cpu_precision = "f32";
   int64_t kv_cache_mb = 512;
   std::string kv_cache_dtype = "auto";
@@ -86,6 +89,14 @@ void AddFlags(FlagSet& flags, ServeConfig& c, bool local_workers) {
   flags.String("served-model-name", &c.served_model_name, "model name clients send (default: the directory's name)");
   if (local_workers) {
     flags.Int("threads", &c.threads, "compute threads per worker");
+    flags.String("device", &c.device,
+                 "cpu, or cuda: worker r on the visible GPU r (mod their count); cuda:N puts every "
+                 "worker on GPU N");
+    flags.String("precision", &c.precision,
+                 "on GPUs: f32 (exact) or bf16 (weights, KV cache and matmul inputs)");
+    flags.Double("gpu-memory-utilization", &c.gpu_memory_utilization,
+                 "on GPUs: the share of a GPU's memory each worker may hold; the KV cache gets "
+                 "what weights and activations leave");
     flags.String("cpu-precision", &c.cpu_precision,
                  "f32 (exact) or bf16 (prefill matmuls on the CPU's bf16 instructions: AMX, "
                  "AVX512-BF16)");
@@ -190,7 +201,10 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
   RETURN_IF_ERROR(ops::SetCpuPrecision(c.cpu_precision));  // checks the value before any worker
   cluster_options.worker_args = {"--threads", absl::StrCat(c.threads), "--cpu-precision",
                                  c.cpu_precision, "--kv-cache-mb",
-                                 absl::StrCat(c.kv_cache_mb), "--log-level", c.log_level};
+                                 absl::StrCat(c.kv_cache_mb), "--log-level", c.log_level,
+                                 "--device", c.device, "--precision", c.precision,
+                                 "--gpu-memory-utilization",
+                                 absl::StrCat(c.gpu_memory_utilization)};
   cluster_options.metrics_port_base = static_cast<int>(c.worker_metrics_port);
   cluster_options.wait_ready = false;
   cluster_options.restart_workers = true;

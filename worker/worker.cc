@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -17,15 +18,23 @@
 #include "gemmaserve/internal/v1/worker.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "kernels/device.h"
+#include "model/checkpoint.h"
+#include "model/gemma4.h"
 #include "ops/linear.h"
 #include "ops/weights.h"
 #include "parallel/gloo_communicator.h"
 #include "parallel/grpc_key_value_store.h"
 #include "parallel/parallel_layout.h"
 #include "spdlog/spdlog.h"
+#include "worker/gpu_placement.h"
 #include "worker/model_shard.h"
+#include "worker/staged_communicator.h"
 #include "worker/step_stream.h"
 #include "worker/worker_metrics.h"
+
+#ifdef GEMMASERVE_HAVE_CUDA
+#include "parallel/nccl_communicator.h"
+#endif
 
 namespace gemmaserve::worker {
 namespace {
@@ -172,20 +181,81 @@ absl::Status ServeSteps(pb::Coordinator::Stub& stub, const pb::ClusterConfig& cl
   return stream->Finish(/*shutdown=*/false);
 }
 
+// The device and weight format of --device, --local-rank and --precision.
+absl::StatusOr<ops::WeightFormat> FormatFor(const WorkerOptions& options) {
+  ASSIGN_OR_RETURN(const int local_rank, LocalRank(options.local_rank, options.rank));
+  int visible_gpus = 0;
+  if (options.device == "cuda") {
+    ASSIGN_OR_RETURN(const std::vector<kernels::CudaDevice> devices, kernels::ListCudaDevices());
+    visible_gpus = static_cast<int>(devices.size());
+  }
+  ASSIGN_OR_RETURN(const std::string device, WorkerDevice(options.device, local_rank, visible_gpus));
+  ops::WeightFormat format;
+  ASSIGN_OR_RETURN(format.device, kernels::ParseDevice(device));
+  if (options.precision != "f32" && options.precision != "bf16") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--precision \"", options.precision, "\": expected f32 or bf16"));
+  }
+  format.matrix_dtype = options.precision == "bf16" ? DType::kBF16 : DType::kF32;
+  if (format.device.is_cpu() && format.matrix_dtype != DType::kF32) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--precision ", options.precision, " is for GPUs; on the CPU use --cpu-precision"));
+  }
+  RETURN_IF_ERROR(ops::CheckWeightFormat(format));
+  return format;
+}
+
+// This worker's place in the collective group. CPU ranks: Gloo. GPU ranks: NCCL when each has a
+// GPU of its own (every rank publishes "host/GPU uuid" in the store and reads the others'), else
+// Gloo with each collective staged through host memory (ranks sharing one GPU).
+absl::StatusOr<std::unique_ptr<parallel::Communicator>> JoinCollectives(
+    const WorkerOptions& options, const Device& device, parallel::KeyValueStore& store) {
+  std::string host = options.collective_host;
+  if (host.empty()) {
+    ASSIGN_OR_RETURN(host, LocalAddressToward(options.coordinator));
+  }
+  auto gloo = [&]() {
+    return parallel::GlooCommunicator::Create(options.rank, options.world_size, store, host,
+                                              options.join_timeout);
+  };
+  if (device.is_cpu()) {
+    ASSIGN_OR_RETURN(std::unique_ptr<parallel::GlooCommunicator> comm, gloo());
+    return std::unique_ptr<parallel::Communicator>(std::move(comm));
+  }
+  ASSIGN_OR_RETURN(const std::vector<kernels::CudaDevice> devices, kernels::ListCudaDevices());
+  char hostname[256] = {};
+  gethostname(hostname, sizeof(hostname) - 1);
+  RETURN_IF_ERROR(store.Set(absl::StrCat("placement/", options.rank),
+                            absl::StrCat(hostname, "/", devices.at(device.ordinal).uuid)));
+  std::vector<std::string> keys;
+  for (int r = 0; r < options.world_size; ++r) keys.push_back(absl::StrCat("placement/", r));
+  ASSIGN_OR_RETURN(const std::vector<std::string> placements,
+                   store.Get(keys, options.join_timeout));
+  if (EveryRankHasItsOwnGpu(placements)) {
+#ifdef GEMMASERVE_HAVE_CUDA
+    spdlog::info("rank {}: NCCL over {} ranks, one GPU each", options.rank, options.world_size);
+    ASSIGN_OR_RETURN(std::unique_ptr<parallel::NcclCommunicator> comm,
+                     parallel::NcclCommunicator::Create(options.rank, options.world_size,
+                                                        device.ordinal, store,
+                                                        options.join_timeout));
+    return std::unique_ptr<parallel::Communicator>(std::move(comm));
+#endif
+  }
+  spdlog::warn("rank {}: ranks share a GPU, where NCCL cannot run: Gloo, staged through host "
+               "memory", options.rank);
+  ASSIGN_OR_RETURN(std::unique_ptr<parallel::GlooCommunicator> comm, gloo());
+  return std::unique_ptr<parallel::Communicator>(
+      std::make_unique<StagedCommunicator>(std::move(comm)));
+}
+
 }  // namespace
 
 absl::Status RunWorker(const WorkerOptions& options) {
-  ASSIGN_OR_RETURN(const Device device, kernels::ParseDevice(options.device));
-  if (!device.is_cpu()) {
-    // The CUDA forward pass runs in `gemmaserve run` and `logits` (--device cuda); workers on GPUs
-    // need NCCL between ranks and the KV cache sized from GPU memory first.
-    return absl::FailedPreconditionError(absl::StrCat(
-        "--device ", options.device, ": workers run on the CPU so far; use --device cpu"));
-  }
   if (options.rank < 0 || options.rank >= options.world_size) {
     return absl::InvalidArgumentError(absl::StrCat("--rank ", options.rank,
                                                    " is not in a world of size ", options.world_size));
   }
+  ASSIGN_OR_RETURN(const ops::WeightFormat format, FormatFor(options));
   ops::SetNumThreads(options.threads);
   RETURN_IF_ERROR(ops::SetCpuPrecision(options.cpu_precision));
   std::unique_ptr<WorkerMetrics> metrics;
@@ -204,23 +274,55 @@ absl::Status RunWorker(const WorkerOptions& options) {
                                                                  cluster.max_message_bytes()));
   std::unique_ptr<pb::Coordinator::Stub> stub = pb::Coordinator::NewStub(channel);
   ASSIGN_OR_RETURN(parallel::ShardPlan plan, PlanFor(cluster, options));
-  RETURN_IF_ERROR(CheckShardFits(cluster.model_dir(), options));
-  spdlog::info("rank {}/{}: loading {} (tp {}, ep {}) for generation {}", options.rank,
+  const bool on_gpu = !format.device.is_cpu();
+  // On a GPU: the budget --gpu-memory-utilization allows, checked against the weights before
+  // any allocation; the memory free before loading, to see what loading took.
+  int64_t gpu_budget = 0;
+  kernels::CudaMemory before_load;
+  if (on_gpu) {
+    ASSIGN_OR_RETURN(before_load, kernels::CudaMemoryInfo(format.device.ordinal));
+    ASSIGN_OR_RETURN(model::Checkpoint checkpoint, model::Checkpoint::Open(cluster.model_dir()));
+    GpuMemoryNeeds weights_only;
+    ASSIGN_OR_RETURN(weights_only.weights,
+                     model::PreparedShardBytes(checkpoint, format, options.world_size));
+    ASSIGN_OR_RETURN(gpu_budget,
+                     GpuBudget(weights_only, before_load.free_bytes, before_load.total_bytes,
+                               options.gpu_memory_utilization, format.device.ToString()));
+  } else {
+    RETURN_IF_ERROR(CheckShardFits(cluster.model_dir(), options));
+  }
+  spdlog::info("rank {}/{}: loading {} (tp {}, ep {}) on {} for generation {}", options.rank,
                options.world_size, cluster.model_dir(), cluster.tp_size(), cluster.ep_size(),
-               cluster.generation());
-  ASSIGN_OR_RETURN(LoadedShard loaded, LoadShard(cluster.model_dir(), plan));
+               format.device.ToString(), cluster.generation());
+  ASSIGN_OR_RETURN(LoadedShard loaded, LoadShard(cluster.model_dir(), plan, format));
 
   ShardOptions shard_options;
   ASSIGN_OR_RETURN(shard_options.kv_cache_dtype,
                    model::ResolveKvCacheDType(
                        cluster.kv_cache_dtype().empty() ? "auto" : cluster.kv_cache_dtype(),
-                       loaded.weights.device));
+                       format.device, format.matrix_dtype));
   if (cluster.max_tokens_per_step() > 0) {
     shard_options.step_limits.max_tokens = cluster.max_tokens_per_step();
   }
   const int64_t pair_bytes =
       KvBytesPerBlockPair(loaded, cluster.block_size(), shard_options.kv_cache_dtype);
-  const int64_t capacity = (options.kv_cache_mb << 20) / pair_bytes;
+  int64_t kv_bytes = options.kv_cache_mb << 20;
+  if (on_gpu) {
+    ASSIGN_OR_RETURN(const kernels::CudaMemory after_load,
+                     kernels::CudaMemoryInfo(format.device.ordinal));
+    GpuMemoryNeeds needs;
+    needs.weights = loaded.weights.TotalBytes();
+    needs.workspace = model::Gemma4Model::WorkspaceBytes(loaded.config, loaded.weights,
+                                                         options.world_size,
+                                                         shard_options.step_limits);
+    needs.min_kv = pair_bytes;
+    ASSIGN_OR_RETURN(kv_bytes, GpuKvBytes(needs, gpu_budget, before_load.free_bytes,
+                                          after_load.free_bytes, format.device.ToString()));
+    spdlog::info("rank {}: {} MiB of {} for the KV cache (--gpu-memory-utilization {})",
+                 options.rank, kv_bytes >> 20, format.device.ToString(),
+                 options.gpu_memory_utilization);
+  }
+  const int64_t capacity = kv_bytes / pair_bytes;
   if (capacity < 1) {
     return absl::ResourceExhaustedError(absl::StrCat("--kv-cache-mb ", options.kv_cache_mb,
                                                      " holds no KV block of ", pair_bytes, " bytes"));
@@ -248,13 +350,8 @@ absl::Status RunWorker(const WorkerOptions& options) {
   if (options.world_size == 1) {
     comm = std::make_unique<parallel::LocalCommunicator>();
   } else {
-    std::string host = options.collective_host;
-    if (host.empty()) {
-      ASSIGN_OR_RETURN(host, LocalAddressToward(options.coordinator));
-    }
     parallel::GrpcKeyValueStore store(channel, cluster.rendezvous_namespace());
-    ASSIGN_OR_RETURN(comm, parallel::GlooCommunicator::Create(options.rank, options.world_size, store,
-                                                              host, options.join_timeout));
+    ASSIGN_OR_RETURN(comm, JoinCollectives(options, format.device, store));
   }
   if (metrics != nullptr) {
     metrics->SetWeightBytes(loaded.weights.TotalBytes());

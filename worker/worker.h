@@ -29,10 +29,16 @@ struct WorkerOptions {
   parallel::InternalAuthOptions auth;  // the cluster secret every call carries; mutual TLS
   int rank = 0;
   int world_size = 1;
-  std::string device = "cpu";      // "cpu" (workers on GPUs come with NCCL between ranks)
+  // "cpu", "cuda:N", or "cuda": the GPU of index local_rank among the visible ones.
+  std::string device = "cpu";
+  int local_rank = -1;             // −1: LOCAL_RANK from the environment, else the rank
   int threads = 1;                 // compute threads
   std::string cpu_precision = "f32";  // f32, or bf16 matmuls for large steps (ops::SetCpuPrecision)
-  int64_t kv_cache_mb = 256;       // memory budget of the KV cache
+  std::string precision = "f32";   // on a GPU: f32 (exact) or bf16 weights, KV and matmul inputs
+  int64_t kv_cache_mb = 256;       // memory budget of the KV cache on the CPU
+  // On a GPU: the share of its memory this worker may hold (weights, activations, KV cache); the
+  // KV cache gets what the rest leaves.
+  double gpu_memory_utilization = 0.9;
   int metrics_port = 9400;         // Prometheus /metrics and /health; 0 = any free port, −1 = off
   // Address peers reach this worker at for collectives: an IP, hostname or interface name.
   // Empty: the local address of the connection to the coordinator.

@@ -54,6 +54,10 @@ spec:
         {{- if gt (int $w.kvCacheMb) 0 }}
         - --kv-cache-mb={{ $w.kvCacheMb }}
         {{- end }}
+        {{- if eq .Values.backend "cuda" }}
+        - --precision={{ $w.precision }}
+        - --gpu-memory-utilization={{ $w.gpuMemoryUtilization }}
+        {{- end }}
         {{- range $w.extraArgs }}
         - {{ . | quote }}
         {{- end }}
