@@ -19,7 +19,9 @@ namespace {
 // A bf16 panel's weights of k (even) and k + 1, from the 64 bytes at `p`.
 inline void LoadPair(const uint16_t* p, __m512& even, __m512& odd) {
   const __m512i bits = _mm512_loadu_si512(p);
-  even = _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16));
+  // The masked form with every lane set is the same shift; GCC 12 warns that the unmasked
+  // intrinsic's undefined pass-through "may be used uninitialized".
+  even = _mm512_castsi512_ps(_mm512_mask_slli_epi32(bits, __mmask16{0xFFFF}, bits, 16));
   odd = _mm512_castsi512_ps(_mm512_and_si512(bits, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
 }
 
