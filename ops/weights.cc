@@ -1,6 +1,7 @@
 #include "ops/weights.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "ops/copy.h"
 #include "ops/linear.h"
 
@@ -39,6 +40,22 @@ absl::Status CheckWeightFormat(const WeightFormat& format) {
   return absl::FailedPreconditionError(absl::StrCat(
       "weights on ", format.device.ToString(), ": this build has no CUDA (GEMMASERVE_CUDA=OFF)"));
 #endif
+}
+
+absl::StatusOr<WeightFormat> WeightFormatFor(const Device& device, const std::string& precision) {
+  if (precision != "f32" && precision != "bf16") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--precision \"", precision, "\": expected f32 or bf16"));
+  }
+  WeightFormat format;
+  format.device = device;
+  format.matrix_dtype = precision == "bf16" ? DType::kBF16 : DType::kF32;
+  if (device.is_cpu() && format.matrix_dtype != DType::kF32) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--precision ", precision, " needs a GPU (--device cuda); on the CPU use --cpu-precision"));
+  }
+  RETURN_IF_ERROR(CheckWeightFormat(format));
+  return format;
 }
 
 Tensor PrepareLinearWeight(const Tensor& w, const WeightFormat& format) {

@@ -9,9 +9,12 @@
 // Vectors (norm weights, scales) are f32 everywhere.
 #pragma once
 
+#include <string>
+
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "common/tensor.h"
 
 namespace gemmaserve::ops {
@@ -26,6 +29,11 @@ struct WeightFormat {
 
 // OK when this build has a backend for `format`; otherwise an error naming what is missing.
 absl::Status CheckWeightFormat(const WeightFormat& format);
+
+// The format of a --device (already parsed) and a --precision flag ("f32" or "bf16"), checked:
+// INVALID_ARGUMENT naming the flag for another precision or bf16 on the CPU (whose flag is
+// --cpu-precision), CheckWeightFormat's error for a backend this build lacks.
+absl::StatusOr<WeightFormat> WeightFormatFor(const Device& device, const std::string& precision);
 
 // A matrix the model multiplies by, [..., out, in] (a stack of experts may lead), f32, bf16 or
 // f16 in host memory, prepared for the device's Linear and GroupedLinear.

@@ -8,8 +8,9 @@
 #include "model/checkpoint.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
-#include "ops/weights.h"
 #include "ops/linear.h"
+#include "ops/weights.h"
+#include "worker/gpu_placement.h"
 
 namespace gemmaserve::tools {
 
@@ -38,19 +39,9 @@ namespace {
 
 // The weight format of --device and --precision, checked against this build and the GPU.
 absl::StatusOr<ops::WeightFormat> FormatFor(const SessionOptions& options) {
-  ops::WeightFormat format;
-  ASSIGN_OR_RETURN(format.device, kernels::ParseDevice(options.device));
-  if (options.precision != "f32" && options.precision != "bf16") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--precision \"", options.precision, "\": expected f32 or bf16"));
-  }
-  format.matrix_dtype = options.precision == "bf16" ? DType::kBF16 : DType::kF32;
-  if (format.device.is_cpu() && format.matrix_dtype != DType::kF32) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--precision ", options.precision, " needs a GPU (--device cuda): the CPU computes in f32"));
-  }
-  RETURN_IF_ERROR(ops::CheckWeightFormat(format));
-  return format;
+  RETURN_IF_ERROR(worker::CheckGpuMemoryUtilization(options.gpu_memory_utilization));
+  ASSIGN_OR_RETURN(const Device device, kernels::ParseDevice(options.device));
+  return ops::WeightFormatFor(device, options.precision);
 }
 
 // RESOURCE_EXHAUSTED naming both numbers when the weights do not fit the GPU's free memory.

@@ -39,6 +39,7 @@
 #include "tools/flags.h"
 #include "tools/parallel_flags.h"
 #include "tools/server_flags.h"
+#include "worker/gpu_placement.h"
 
 namespace gemmaserve::tools {
 namespace {
@@ -199,6 +200,7 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
   cluster_options.auth = internal_auth;
   cluster_options.launch_workers = local_workers;
   RETURN_IF_ERROR(ops::SetCpuPrecision(c.cpu_precision));  // checks the value before any worker
+  RETURN_IF_ERROR(worker::CheckGpuMemoryUtilization(c.gpu_memory_utilization));
   cluster_options.worker_args = {"--threads", absl::StrCat(c.threads), "--cpu-precision",
                                  c.cpu_precision, "--kv-cache-mb",
                                  absl::StrCat(c.kv_cache_mb), "--log-level", c.log_level,

@@ -6,6 +6,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace gemmaserve::worker {
 namespace {
@@ -35,12 +36,15 @@ absl::StatusOr<std::string> WorkerDevice(const std::string& flag, int local_rank
   return absl::StrCat("cuda:", local_rank % visible_gpus);
 }
 
+absl::Status CheckGpuMemoryUtilization(double utilization) {
+  if (utilization > 0.0 && utilization <= 1.0) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("--gpu-memory-utilization ", utilization, " is not in (0, 1]"));
+}
+
 absl::StatusOr<int64_t> GpuBudget(const GpuMemoryNeeds& needs, int64_t free, int64_t total,
                                   double utilization, const std::string& device) {
-  if (!(utilization > 0.0 && utilization <= 1.0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--gpu-memory-utilization ", utilization, " is not in (0, 1]"));
-  }
+  RETURN_IF_ERROR(CheckGpuMemoryUtilization(utilization));
   const int64_t allowed = static_cast<int64_t>(utilization * static_cast<double>(total));
   const int64_t budget = std::min(allowed, free);
   const int64_t needed = needs.weights + needs.workspace + kGpuReserveBytes + needs.min_kv;

@@ -22,6 +22,9 @@ absl::StatusOr<int> LocalRank(int flag, int rank);
 absl::StatusOr<std::string> WorkerDevice(const std::string& flag, int local_rank,
                                          int visible_gpus);
 
+// OK for a --gpu-memory-utilization in (0, 1]; INVALID_ARGUMENT naming the value otherwise.
+absl::Status CheckGpuMemoryUtilization(double utilization);
+
 // What a GPU worker needs and has, bytes.
 struct GpuMemoryNeeds {
   int64_t weights = 0;    // its shard, prepared for the device (model::PreparedShardBytes)

@@ -190,19 +190,8 @@ absl::StatusOr<ops::WeightFormat> FormatFor(const WorkerOptions& options) {
     visible_gpus = static_cast<int>(devices.size());
   }
   ASSIGN_OR_RETURN(const std::string device, WorkerDevice(options.device, local_rank, visible_gpus));
-  ops::WeightFormat format;
-  ASSIGN_OR_RETURN(format.device, kernels::ParseDevice(device));
-  if (options.precision != "f32" && options.precision != "bf16") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--precision \"", options.precision, "\": expected f32 or bf16"));
-  }
-  format.matrix_dtype = options.precision == "bf16" ? DType::kBF16 : DType::kF32;
-  if (format.device.is_cpu() && format.matrix_dtype != DType::kF32) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--precision ", options.precision, " is for GPUs; on the CPU use --cpu-precision"));
-  }
-  RETURN_IF_ERROR(ops::CheckWeightFormat(format));
-  return format;
+  ASSIGN_OR_RETURN(const Device parsed, kernels::ParseDevice(device));
+  return ops::WeightFormatFor(parsed, options.precision);
 }
 
 // This worker's place in the collective group. CPU ranks: Gloo. GPU ranks: NCCL when each has a
@@ -255,6 +244,7 @@ absl::Status RunWorker(const WorkerOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat("--rank ", options.rank,
                                                    " is not in a world of size ", options.world_size));
   }
+  RETURN_IF_ERROR(CheckGpuMemoryUtilization(options.gpu_memory_utilization));
   ASSIGN_OR_RETURN(const ops::WeightFormat format, FormatFor(options));
   ops::SetNumThreads(options.threads);
   RETURN_IF_ERROR(ops::SetCpuPrecision(options.cpu_precision));

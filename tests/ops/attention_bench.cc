@@ -13,6 +13,7 @@
 #include "benchmark/benchmark.h"
 #include "ops/attention.h"
 #include "ops/linear.h"
+#include "tests/ops/op_test_util.h"
 
 namespace gemmaserve::ops {
 namespace {
@@ -20,14 +21,6 @@ namespace {
 constexpr int kThreads = 2;
 constexpr int64_t kBlockSize = 16;
 constexpr int64_t kNumHeads = 8;
-
-Tensor Random(Shape shape, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  Tensor t = Tensor::Empty(DType::kF32, std::move(shape));
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
-  return t;
-}
 
 // Arguments: context P, query tokens (P: prefill; 1: decode at depth P), full layer (1) or
 // sliding (0), tiled (1) or reference (0).
@@ -41,9 +34,10 @@ void BM_PagedAttention(benchmark::State& state) {
   const int64_t window = full ? 0 : 512;
   SetNumThreads(kThreads);
   const int64_t blocks = (context + kBlockSize - 1) / kBlockSize;
-  const Tensor k_cache = Random({blocks, kBlockSize, kv_heads, head_dim}, 1);
-  const Tensor v_cache = Random({blocks, kBlockSize, kv_heads, head_dim}, 2);
-  const Tensor q = Random({tokens, kNumHeads, head_dim}, 3);
+  std::mt19937 rng(1);
+  const Tensor k_cache = test_util::RandomTensor({blocks, kBlockSize, kv_heads, head_dim}, rng);
+  const Tensor v_cache = test_util::RandomTensor({blocks, kBlockSize, kv_heads, head_dim}, rng);
+  const Tensor q = test_util::RandomTensor({tokens, kNumHeads, head_dim}, rng);
   Tensor out = Tensor::Empty(DType::kF32, q.shape());
   std::vector<int32_t> table(blocks);
   for (int64_t b = 0; b < blocks; ++b) table[b] = static_cast<int32_t>((b * 7) % blocks);

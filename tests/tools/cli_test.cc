@@ -143,6 +143,16 @@ TEST(CliTest, BadInputGivesAClearErrorAndUsageExitCode) {
        "--precision bf16 needs a GPU", 2},
       {{"logits", "--model", moe, "--tokens", "2", "--precision", "f16"},
        "--precision \"f16\": expected f32 or bf16", 2},
+      {{"logits", "--model", moe, "--tokens", "2", "--gpu-memory-utilization", "1.5"},
+       "--gpu-memory-utilization 1.5 is not in (0, 1]", 2},
+      {{"worker", "--coordinator", "127.0.0.1:1", "--rank", "0", "--world-size", "1",
+        "--metrics-port", "-1", "--precision", "bf16"},
+       "--precision bf16 needs a GPU (--device cuda)", 2},
+      {{"worker", "--coordinator", "127.0.0.1:1", "--rank", "0", "--world-size", "1",
+        "--metrics-port", "-1", "--gpu-memory-utilization", "0"},
+       "--gpu-memory-utilization 0 is not in (0, 1]", 2},
+      {{"serve", "--model", moe, "--gpu-memory-utilization", "-1"},
+       "--gpu-memory-utilization -1 is not in (0, 1]", 2},
       {{"frobnicate"}, "unknown command", 2},
   };
   for (const Case& c : cases) {
