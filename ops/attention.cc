@@ -163,7 +163,7 @@ void CheckAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cach
 // there are fewer items than threads have work for (a decode over a long context), an item's keys
 // are split over several items whose partial results (unnormalised output, running max and sum
 // per row) are merged at the end (split-KV).
-constexpr int64_t kQueryRows = 64;
+constexpr int64_t kQueryRows = 128;
 constexpr int64_t kKeyTile = 128;  // at head_dim 512 a key and a value tile are 512 KiB together
 constexpr int64_t kMinSplitKeys = 512;
 
