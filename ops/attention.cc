@@ -189,7 +189,11 @@ struct SplitRows {
 };
 
 struct AttentionShape {
-  int64_t num_heads, group, head_dim, block_size, max_blocks, window;
+  int64_t num_heads;   // query heads
+  int64_t group;       // query heads per KV head
+  int64_t head_dim;
+  int64_t max_blocks;  // columns of the block tables
+  int64_t window;      // 0: full causal
   float scale;
 };
 
@@ -468,10 +472,12 @@ void PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cach
   }
 #endif
   CheckAttention(q, k_cache, v_cache, metadata, sliding_window, out);
-  const AttentionShape shape{q.dim(1),          q.dim(1) / k_cache.dim(2),
-                             q.dim(2),          k_cache.dim(1),
-                             metadata.block_tables.dim(1), sliding_window,
-                             scale};
+  const AttentionShape shape{.num_heads = q.dim(1),
+                             .group = q.dim(1) / k_cache.dim(2),
+                             .head_dim = q.dim(2),
+                             .max_blocks = metadata.block_tables.dim(1),
+                             .window = sliding_window,
+                             .scale = scale};
   // The call's plan lives on the calling thread and is reused; its capacity settles after the
   // first steps, so planning allocates nothing.
   // (The threads of the parallel region reach them through these references: a thread_local
