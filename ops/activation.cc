@@ -1,6 +1,9 @@
 #include "ops/activation.h"
 
+#include <algorithm>
+
 #include "ops/ops_util.h"
+#include "ops/vector_loops.h"
 
 #ifdef GEMMASERVE_HAVE_CUDA
 #include "kernels/elementwise.h"
@@ -21,12 +24,15 @@ void GeluTanhGate(const Tensor& gate_up, Tensor& out) {
   CheckShape(out, {rows, width}, "GeluTanhGate out");
   const float* in = gate_up.data<float>();
   float* dst = out.data<float>();
-  ParallelRanges(rows, rows * width > kParallelElements, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const float* gate = in + r * 2 * width;
-      const float* up = gate + width;
-      float* row = dst + r * width;
-      for (int64_t i = 0; i < width; ++i) row[i] = GeluTanh(gate[i]) * up[i];
+  // Split over elements, not rows: a decode step of one sequence has one row.
+  ParallelRanges(rows * width, rows * width > kParallelElements, [&](int64_t begin, int64_t end) {
+    while (begin < end) {
+      const int64_t r = begin / width;
+      const int64_t i = begin - r * width;
+      const int64_t count = std::min(end - begin, width - i);
+      const float* gate = in + r * 2 * width + i;
+      GeluTanhGateRow(gate, gate + width, count, dst + begin);
+      begin += count;
     }
   });
 }

@@ -7,7 +7,7 @@
 
 namespace gemmaserve::ops {
 
-inline float GeluTanh(float x) {
+[[gnu::always_inline]] inline float GeluTanh(float x) {
   constexpr float kSqrt2OverPi = 0.7978845608028654f;
   constexpr float kCoefficient = 0.044715f;
   const float inner = kSqrt2OverPi * (x + kCoefficient * x * x * x);

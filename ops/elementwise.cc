@@ -4,9 +4,9 @@
 #include <cmath>
 #include <cstring>
 
-#include "ops/fast_math.h"
 #include "ops/linear.h"
 #include "ops/ops_util.h"
+#include "ops/vector_loops.h"
 
 #ifdef GEMMASERVE_HAVE_CUDA
 #include "kernels/elementwise.h"
@@ -63,20 +63,6 @@ void MultiplyInPlace(Tensor& x, const Tensor& w, float scale) {
   }
 }
 
-double SumExp(const float* x, int64_t n, float scale, float shift) {
-  constexpr int64_t kBlock = 256;
-  float values[kBlock];
-  double sum = 0.0;
-  for (int64_t begin = 0; begin < n; begin += kBlock) {
-    const int64_t count = std::min(kBlock, n - begin);
-    for (int64_t i = 0; i < count; ++i) values[i] = FastExp(x[begin + i] * scale - shift);
-    float block = 0.0f;  // ≤ 256 terms in (0, 1]: float is exact enough before the double sum
-    for (int64_t i = 0; i < count; ++i) block += values[i];
-    sum += block;
-  }
-  return sum;
-}
-
 void SoftcapInPlace(Tensor& x, float cap) {
 #ifdef GEMMASERVE_HAVE_CUDA
   if (x.device().is_cuda()) return kernels::SoftcapInPlace(x, cap);
@@ -85,11 +71,8 @@ void SoftcapInPlace(Tensor& x, float cap) {
   CHECK_GT(cap, 0.0f);
   float* dst = x.data<float>();
   const int64_t n = x.numel();
-  const float inverse = 1.0f / cap;
-  ParallelRanges(n, n > kParallelElements, [&](int64_t begin, int64_t end) {
-#pragma omp simd
-    for (int64_t i = begin; i < end; ++i) dst[i] = cap * FastTanh(dst[i] * inverse);
-  });
+  ParallelRanges(n, n > kParallelElements,
+                 [&](int64_t begin, int64_t end) { SoftcapRow(dst + begin, end - begin, cap); });
 }
 
 void EmbeddingLookup(const Tensor& table, const Tensor& ids, float scale, Tensor& out,

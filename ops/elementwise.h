@@ -15,9 +15,6 @@ void AddInPlace(Tensor& x, const Tensor& y);
 void ScaleInPlace(Tensor& x, float scale);
 // x[r, i] = x[r, i] · w[i] · scale (in that order). x: [rows, dim] f32; w: [dim] f32.
 void MultiplyInPlace(Tensor& x, const Tensor& w, float scale);
-// Σ_i exp(x[i] · scale − shift), each exp in float (fast_math.h, vectorised), summed in double:
-// the normaliser of a softmax over a vocabulary, with shift its largest scaled logit.
-double SumExp(const float* x, int64_t n, float scale, float shift);
 // x = cap · tanh(x / cap): Gemma 4's final logit soft-capping (cap 30).
 void SoftcapInPlace(Tensor& x, float cap);
 // out[i, :] = table[ids[i] − first_row, :] · scale. table: [rows, dim] f32 (row-major, or packed

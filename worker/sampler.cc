@@ -5,7 +5,7 @@
 #include <numeric>
 #include <queue>
 
-#include "ops/elementwise.h"
+#include "ops/vector_loops.h"
 
 namespace gemmaserve::worker {
 namespace {
@@ -22,12 +22,6 @@ uint64_t Mix(uint64_t x) {
 double UniformDraw(uint64_t seed, uint64_t index) {
   const uint64_t bits = Mix(Mix(seed) ^ Mix(index + 0x632be59bd9b4e019ull));
   return static_cast<double>(bits >> 11) * (1.0 / 9007199254740992.0);
-}
-
-float MaxLogit(const float* logits, int64_t n) {
-  float best = -INFINITY;
-  for (int64_t i = 0; i < n; ++i) best = std::max(best, logits[i]);
-  return best;
 }
 
 bool HasPenalties(const SamplingOptions& o) {
@@ -112,7 +106,7 @@ int32_t DrawFromCandidates(const float* logits, const std::vector<int32_t>& cand
 // Plain temperature sampling (maybe with min-p): walks the ids in order, no sort.
 int32_t DrawInIdOrder(const float* logits, int64_t vocab_size, const SamplingOptions& o,
                       float scale, double draw) {
-  const float top = MaxLogit(logits, vocab_size) * scale;
+  const float top = ops::MaxRow(logits, vocab_size) * scale;
   const float floor = o.min_p > 0.0f ? top + std::log(o.min_p) : -INFINITY;
   auto weight = [&](int64_t i) {
     const float scaled = logits[i] * scale;
@@ -136,16 +130,17 @@ int32_t DrawInIdOrder(const float* logits, int64_t vocab_size, const SamplingOpt
 }  // namespace
 
 int32_t ArgMax(const float* logits, int64_t vocab_size) {
-  int64_t best = 0;
-  for (int64_t i = 1; i < vocab_size; ++i) {
-    if (logits[i] > logits[best]) best = i;
+  // The largest value by one vector pass, then its first position.
+  const float top = ops::MaxRow(logits, vocab_size);
+  for (int64_t i = 0; i < vocab_size; ++i) {
+    if (logits[i] == top) return static_cast<int32_t>(i);
   }
-  return static_cast<int32_t>(best);
+  return 0;  // every logit NaN
 }
 
 double LogSumExp(const float* logits, int64_t vocab_size, float scale) {
-  const float top = MaxLogit(logits, vocab_size) * scale;
-  return top + std::log(ops::SumExp(logits, vocab_size, scale, top));
+  const float top = ops::MaxRow(logits, vocab_size) * scale;
+  return top + std::log(ops::SumExpRow(logits, vocab_size, scale, top));
 }
 
 float LogProbability(const float* logits, int64_t vocab_size, int32_t token_id) {
@@ -160,13 +155,25 @@ std::vector<int32_t> TopIds(const float* logits, int64_t vocab_size, int64_t cou
     return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
   };
   std::priority_queue<int32_t, std::vector<int32_t>, decltype(worse)> heap(worse);
-  for (int32_t i = 0; i < vocab_size; ++i) {
-    if (static_cast<int64_t>(heap.size()) < count) {
-      heap.push(i);
-    } else if (logits[i] > logits[heap.top()]) {
-      heap.pop();
-      heap.push(i);
+  if (count <= 0) return {};
+  int64_t i = 0;
+  for (; i < vocab_size && static_cast<int64_t>(heap.size()) < count; ++i) {
+    heap.push(static_cast<int32_t>(i));
+  }
+  // Then only a logit above the heap's worst enters, so a chunk whose maximum is not above it is
+  // skipped on one vector pass.
+  constexpr int64_t kChunk = 64;
+  while (i < vocab_size) {
+    const int64_t end = std::min(i + kChunk, vocab_size);
+    if (ops::MaxRow(logits + i, end - i) > logits[heap.top()]) {
+      for (; i < end; ++i) {
+        if (logits[i] > logits[heap.top()]) {
+          heap.pop();
+          heap.push(static_cast<int32_t>(i));
+        }
+      }
     }
+    i = end;
   }
   std::vector<int32_t> ids(heap.size());
   for (size_t i = ids.size(); i > 0; --i) {

@@ -45,7 +45,7 @@ struct SampleResult {
   std::vector<TokenProbability> top;  // the num_top most likely tokens, most likely first
 };
 
-// Greedy choice: the highest logit, ties to the lowest id.
+// Greedy choice: the highest logit, ties to the lowest id; NaNs are skipped.
 int32_t ArgMax(const float* logits, int64_t vocab_size);
 
 // log Σ exp(logits[i] · scale), each exp in float, accumulated in double.
@@ -54,7 +54,8 @@ double LogSumExp(const float* logits, int64_t vocab_size, float scale = 1.0f);
 // log softmax(logits)[token_id] at temperature 1.
 float LogProbability(const float* logits, int64_t vocab_size, int32_t token_id);
 
-// The `count` highest logits' ids, highest first, ties to the lower id; one pass with a heap.
+// The `count` highest logits' ids, highest first, ties to the lower id; one pass
+// with a heap, skipping whole chunks that cannot enter it.
 std::vector<int32_t> TopIds(const float* logits, int64_t vocab_size, int64_t count);
 
 // The `count` most likely tokens at temperature 1 with their logprobs, most likely first.

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -135,6 +137,33 @@ TEST(SamplerTest, TopIdsOrdersByLogitThenId) {
   const std::vector<float> logits = {0.5f, 2.0f, -1.0f, 2.0f, 0.5f, 3.0f};
   EXPECT_EQ(TopIds(logits.data(), 6, 4), (std::vector<int32_t>{5, 1, 3, 0}));
   EXPECT_EQ(TopIds(logits.data(), 6, 10).size(), 6u);
+}
+
+// A vocabulary of many chunks: few distinct values, so ties fall inside and across chunks and
+// most chunks hold nothing above the heap's worst (the ones TopIds skips on a vector max).
+TEST(SamplerTest, TopIdsAndArgMaxMatchASortOverAWholeVocabulary) {
+  constexpr int64_t kVocab = 262144 + 37;
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> level(0, 40);
+  std::vector<float> logits(kVocab);
+  for (float& x : logits) x = static_cast<float>(level(rng)) * 0.25f;
+  logits[kVocab - 1] = 11.0f;  // the best in the ragged last chunk, ties at 10 before it
+  logits[12345] = NAN;         // after the heap is full: never a candidate
+  std::vector<int32_t> order;
+  for (int32_t i = 0; i < kVocab; ++i) {
+    if (!std::isnan(logits[i])) order.push_back(i);
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  for (int64_t count : {1, 2, 64, 1000}) {
+    EXPECT_EQ(TopIds(logits.data(), kVocab, count),
+              std::vector<int32_t>(order.begin(), order.begin() + count))
+        << "count " << count;
+  }
+  EXPECT_EQ(ArgMax(logits.data(), kVocab), kVocab - 1);
+  logits[kVocab - 1] = 0.0f;
+  EXPECT_EQ(ArgMax(logits.data(), kVocab), order[1]);  // the first of the 10s
+  EXPECT_TRUE(TopIds(logits.data(), kVocab, 0).empty());
 }
 
 TEST(SamplerTest, LogprobsAreLogSoftmaxInDouble) {

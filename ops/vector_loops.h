@@ -1,0 +1,28 @@
+// The element-wise loops over long rows that every step runs: the final softcap and the softmax
+// normaliser over 262,144 logits per sequence, the maximum behind both and behind top-k, and the
+// GELU gate of the MLPs. Each is built three times from one body: for AVX-512F, for AVX2 + FMA
+// (GCC's target attribute on a function that inlines the body) and for any x86-64. The choice
+// follows the packed Linear's kernel (panel_kernel.h), so $GEMMASERVE_MAX_CPU_ISA and
+// SetMaxCpuIsa cap both at once. The wider builds fuse multiply-adds and sum in more lanes, so
+// their results differ from the portable build's in the last bits only
+// (tests/ops/vector_loops_test.cc). Pure functions on caller-owned memory; thread-safe.
+#pragma once
+
+#include <cstdint>
+
+namespace gemmaserve::ops {
+
+// x[i] = cap · tanh(x[i] / cap) for i < n.
+void SoftcapRow(float* x, int64_t n, float cap);
+// Σ_{i<n} exp(x[i] · scale − shift), each exp in float (fast_math.h), summed per lane in float
+// over blocks of 256 and the blocks in double.
+double SumExpRow(const float* x, int64_t n, float scale, float shift);
+// max_{i<n} x[i], NaNs skipped; −∞ when n = 0 or every element is NaN.
+float MaxRow(const float* x, int64_t n);
+// out[i] = gelu_tanh(gate[i]) · up[i] for i < n (activation.h's GeluTanh).
+void GeluTanhGateRow(const float* gate, const float* up, int64_t n, float* out);
+
+// The instruction set the calls above run with now: "avx512", "avx2" or "portable".
+const char* VectorLoopsName();
+
+}  // namespace gemmaserve::ops
