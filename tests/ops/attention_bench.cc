@@ -1,5 +1,5 @@
 // PagedAttention (tiled) against PagedAttentionReference on bench-dense's attention shapes
-// (8 query heads; sliding layers: 4 KV heads of 256 over a 512-token window; full layers: 1 KV
+// (8 query heads; sliding layers: 4 KV heads of 256 over a 1,024-token window; full layers: 1 KV
 // head of 512), for a whole prefill of P tokens and for one decode step at depth P, f32 cache.
 // Not a ctest test; run from the repository root with the machine otherwise idle:
 //   build/tests/ops/attention_bench --benchmark_min_time=0.5
@@ -31,7 +31,7 @@ void BM_PagedAttention(benchmark::State& state) {
   const bool tiled = state.range(3) == 1;
   const int64_t kv_heads = full ? 1 : 4;
   const int64_t head_dim = full ? 512 : 256;
-  const int64_t window = full ? 0 : 512;
+  const int64_t window = full ? 0 : 1024;
   SetNumThreads(kThreads);
   const int64_t blocks = (context + kBlockSize - 1) / kBlockSize;
   std::mt19937 rng(1);
@@ -68,7 +68,7 @@ void Shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"context", "tokens", "full", "tiled"});
   for (const int64_t full : {0, 1}) {
     for (const int64_t tiled : {0, 1}) {
-      for (const int64_t context : {512, 4096}) b->Args({context, context, full, tiled});
+      for (const int64_t context : {512, 4096, 16384}) b->Args({context, context, full, tiled});
       for (const int64_t context : {4096, 16384, 65536}) b->Args({context, 1, full, tiled});
     }
   }

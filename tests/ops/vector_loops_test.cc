@@ -1,5 +1,6 @@
 // Every build of the row loops this CPU runs against double-precision references, on lengths that
-// leave every vector tail (1 … 2 × 16 + a remainder, and a whole vocabulary of 262,144).
+// leave every vector tail (1 … 2 × 16 + a remainder, and a whole vocabulary of 262,144), and
+// against each other bit for bit.
 #include "ops/vector_loops.h"
 
 #include <cmath>
@@ -64,6 +65,28 @@ TEST_P(VectorLoopsTest, SumExpMatchesDouble) {
   }
 }
 
+TEST_P(VectorLoopsTest, ExpShiftWritesTheWeightsAndSumsThemWithoutSubnormals) {
+  for (int64_t n : kLengths) {
+    std::vector<float> x = Logits(n, 6, 30.0f);  // many weights far below e^−40 of the shift
+    const std::vector<float> original = x;
+    float shift = 0.0f;  // the row's maximum, as the attention passes it
+    for (float v : original) shift = std::max(shift, v);
+    const float sum = ExpShiftRow(x.data(), n, shift);
+    double expected_sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double t = double{original[i]} - shift;
+      if (t < -40.0) {
+        ASSERT_EQ(x[i], 0.0f) << "n " << n << " i " << i;
+        continue;
+      }
+      ASSERT_NEAR(x[i], std::exp(t), 2e-6 * std::exp(t)) << "n " << n << " i " << i;
+      ASSERT_TRUE(std::isnormal(x[i])) << x[i];
+      expected_sum += x[i];
+    }
+    EXPECT_NEAR(sum, expected_sum, 1e-5 * std::max(1.0, expected_sum)) << "n " << n;
+  }
+}
+
 TEST_P(VectorLoopsTest, MaxFindsTheLargestAndSkipsNaN) {
   for (int64_t n : kLengths) {
     std::vector<float> x = Logits(n, 3, 10.0f);
@@ -91,6 +114,48 @@ TEST_P(VectorLoopsTest, GeluTanhGateMatchesTheFormula) {
       ASSERT_NEAR(out[i], gelu * up[i], 1e-5 * std::max(1.0, std::abs(gelu * up[i])))
           << "n " << n << " i " << i;
     }
+  }
+}
+
+// Each function's results under every cap this CPU admits, bit for bit against the portable build.
+TEST(VectorLoopsBitwiseTest, EveryBuildGivesTheSameBits) {
+  struct Results {
+    std::vector<float> softcap, exp_shift, gelu;
+    std::vector<double> sum_exp;
+    std::vector<float> sums, maxima;
+  };
+  auto run = [](const std::string& cap) {
+    EXPECT_TRUE(SetMaxCpuIsa(cap).ok());
+    Results r;
+    for (int64_t n : {int64_t{1000}, int64_t{262144} + 5}) {
+      std::vector<float> x = Logits(n, 8, 20.0f);
+      r.maxima.push_back(MaxRow(x.data(), n));
+      r.sum_exp.push_back(SumExpRow(x.data(), n, 0.9f, r.maxima.back() * 0.9f));
+      std::vector<float> gelu(n);
+      GeluTanhGateRow(x.data(), x.data() + n / 2, n / 2, gelu.data());
+      r.gelu.insert(r.gelu.end(), gelu.begin(), gelu.begin() + n / 2);
+      std::vector<float> weights = x;
+      r.sums.push_back(ExpShiftRow(weights.data(), n, r.maxima.back()));
+      r.exp_shift.insert(r.exp_shift.end(), weights.begin(), weights.end());
+      SoftcapRow(x.data(), n, 30.0f);
+      r.softcap.insert(r.softcap.end(), x.begin(), x.end());
+    }
+    EXPECT_TRUE(SetMaxCpuIsa("").ok());
+    return r;
+  };
+  const Results portable = run("portable");
+  std::vector<std::string> caps;
+  if (internal::CpuHasAvx2Fma()) caps.push_back("avx2");
+  if (internal::CpuHasAvx512f()) caps.push_back("avx512");
+  if (caps.empty()) GTEST_SKIP() << "only the portable build runs here";
+  for (const std::string& cap : caps) {
+    const Results r = run(cap);
+    EXPECT_TRUE(r.softcap == portable.softcap) << cap;
+    EXPECT_TRUE(r.exp_shift == portable.exp_shift) << cap;
+    EXPECT_TRUE(r.gelu == portable.gelu) << cap;
+    EXPECT_TRUE(r.sum_exp == portable.sum_exp) << cap;
+    EXPECT_TRUE(r.sums == portable.sums) << cap;
+    EXPECT_TRUE(r.maxima == portable.maxima) << cap;
   }
 }
 
