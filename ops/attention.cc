@@ -244,8 +244,8 @@ void GatherTile(const Tensor& cache, const int32_t* block_table, int64_t kv_head
   }
 }
 
-// Asks for rows [first, first + count) of one KV head into the L2 cache (GatherTile's rows), so that
-// the next tile streams in while this one's products run.
+// Asks for rows [first, first + count) of one KV head in the L2 cache (GatherTile's rows), so
+// that the next tile streams in while this one's products run.
 void PrefetchTile(const Tensor& cache, const int32_t* block_table, int64_t kv_head, int64_t first,
                   int64_t count) {
   const int64_t block_size = cache.dim(1);

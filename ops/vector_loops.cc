@@ -21,8 +21,9 @@ namespace {
 }
 
 // Σ term(i) for i < n in kLanes fixed lanes (element i in lane i mod kLanes), the lanes added in
-// order at the end: the same float additions at any vector width, so the AVX2 and AVX-512 builds
-// give bitwise the same sums (the portable one differs only where the others fuse a multiply-add).
+// order at the end: the same float additions at any vector width, so every build gives bitwise
+// the same sums (ops/CMakeLists.txt keeps the compiler from fusing multiply-adds in some builds
+// only).
 constexpr int kLanes = 16;
 template <typename Term>
 [[gnu::always_inline]] inline float LaneSum(int64_t n, Term term) {
@@ -99,8 +100,8 @@ struct VectorLoops {
                                     float* out) {                                              \
     GeluTanhGateBody(gate, up, n, out);                                                        \
   }                                                                                            \
-  constexpr VectorLoops k##Isa##Loops{Softcap##Isa,       SumExp##Isa,       ExpShift##Isa,    \
-                                      Max##Isa,           GeluTanhGate##Isa, label};
+  constexpr VectorLoops k##Isa##Loops{Softcap##Isa, SumExp##Isa,       ExpShift##Isa,          \
+                                      Max##Isa,     GeluTanhGate##Isa, label};
 
 GS_VECTOR_LOOPS(Portable, , "portable")
 GS_VECTOR_LOOPS(Avx2, __attribute__((target("avx2,fma"))), "avx2")

@@ -1,12 +1,12 @@
 // The element-wise loops over long rows that every step runs: the final softcap and the softmax
 // normaliser over 262,144 logits per sequence, the maximum behind both and behind top-k, the
-// attention's softmax over a key tile, and the GELU gate of the MLPs. Each is built three times from one body: for AVX-512F, for AVX2 + FMA
-// (GCC's target attribute on a function that inlines the body) and for any x86-64. The choice
-// follows the packed Linear's kernel (panel_kernel.h), so $GEMMASERVE_MAX_CPU_ISA and
-// SetMaxCpuIsa cap both at once. Every build rounds each multiply and add on its own and sums in
-// the same 16 lanes, so all three give bitwise the same results: a machine's instruction set
-// never changes a logit or a sample (tests/ops/vector_loops_test.cc). Pure functions on
-// caller-owned memory; thread-safe.
+// attention's softmax over a key tile, and the GELU gate of the MLPs. Each is built three times
+// from one body: for AVX-512F, for AVX2 (GCC's target attribute on a function that inlines
+// the body) and for any x86-64. The choice follows the packed Linear's kernel (panel_kernel.h), so
+// $GEMMASERVE_MAX_CPU_ISA and SetMaxCpuIsa cap both at once. Every build rounds each multiply and
+// add on its own and sums in the same 16 lanes, so all three give bitwise the same results: a
+// machine's instruction set never changes a logit or a sample (tests/ops/vector_loops_test.cc).
+// Pure functions on caller-owned memory; thread-safe.
 #pragma once
 
 #include <cstdint>

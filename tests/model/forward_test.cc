@@ -80,7 +80,8 @@ TEST_P(ForwardTest, PortableAndVectorisedKernelsAgreeAtEveryIntermediate) {
     if (std::string(ops::CpuKernelName()) != "avx512") continue;
     auto avx2 = TinyModel::Load(GetParam());
     KernelCap avx2_cap("avx2");
-    const std::optional<Divergence> apart = FirstDivergence(RecordPrefill(*avx2, prompt), fast, 0.0);
+    const std::optional<Divergence> apart =
+        FirstDivergence(RecordPrefill(*avx2, prompt), fast, 0.0);
     EXPECT_FALSE(apart.has_value()) << apart->name << " of layer " << apart->layer
                                     << " differs by " << apart->max_abs_diff << " (avx2 vs avx512)";
   }

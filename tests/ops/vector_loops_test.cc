@@ -45,7 +45,8 @@ TEST_P(VectorLoopsTest, SoftcapMatchesTanh) {
     SoftcapRow(x.data(), n, 30.0f);
     for (int64_t i = 0; i < n; ++i) {
       const double expected = 30.0 * std::tanh(double{original[i]} / 30.0);
-      ASSERT_NEAR(x[i], expected, 1e-5 * std::max(1.0, std::abs(expected))) << "n " << n << " i " << i;
+      ASSERT_NEAR(x[i], expected, 1e-5 * std::max(1.0, std::abs(expected)))
+          << "n " << n << " i " << i;
     }
   }
 }
@@ -110,7 +111,8 @@ TEST_P(VectorLoopsTest, GeluTanhGateMatchesTheFormula) {
     GeluTanhGateRow(gate.data(), up.data(), n, out.data());
     for (int64_t i = 0; i < n; ++i) {
       const double g = gate[i];
-      const double gelu = 0.5 * g * (1.0 + std::tanh(0.7978845608028654 * (g + 0.044715 * g * g * g)));
+      const double gelu =
+          0.5 * g * (1.0 + std::tanh(0.7978845608028654 * (g + 0.044715 * g * g * g)));
       ASSERT_NEAR(out[i], gelu * up[i], 1e-5 * std::max(1.0, std::abs(gelu * up[i])))
           << "n " << n << " i " << i;
     }
@@ -161,7 +163,9 @@ TEST(VectorLoopsBitwiseTest, EveryBuildGivesTheSameBits) {
 
 INSTANTIATE_TEST_SUITE_P(EveryInstructionSet, VectorLoopsTest,
                          testing::Values("portable", "avx2", "avx512"),
-                         [](const testing::TestParamInfo<std::string>& info) { return info.param; });
+                         [](const testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
 
 }  // namespace
 }  // namespace gemmaserve::ops
