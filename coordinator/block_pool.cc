@@ -10,6 +10,7 @@ BlockPool::BlockPool(int32_t num_blocks)
       refcount_(num_blocks, 0),
       hash_(num_blocks, 0),
       has_hash_(num_blocks, false),
+      withdrawn_(num_blocks, false),
       prev_(num_blocks + 1, num_blocks),
       next_(num_blocks + 1, num_blocks) {
   CHECK_GT(num_blocks, 0);
@@ -32,6 +33,7 @@ int32_t BlockPool::Find(uint64_t hash) const {
 }
 
 void BlockPool::Ref(int32_t block) {
+  CHECK(!withdrawn_[block]) << "block " << block << " is withdrawn";
   if (refcount_[block] == 0) Unlink(block);
   ++refcount_[block];
 }
@@ -51,9 +53,26 @@ void BlockPool::Cache(int32_t block, uint64_t hash) {
 }
 
 void BlockPool::ForgetCachedPrefixes() {
-  CHECK_EQ(num_free_, num_blocks_) << "forgetting the prefix cache while blocks are in use";
+  CHECK_EQ(num_used(), 0) << "forgetting the prefix cache while blocks are in use";
   cached_.clear();
   has_hash_.assign(has_hash_.size(), false);
+}
+
+void BlockPool::Withdraw(int32_t block) {
+  CHECK(refcount_[block] == 0 && !withdrawn_[block]) << "withdrawing block " << block
+                                                     << ", which is not free";
+  Unlink(block);
+  if (IsFindable(block)) cached_.erase(hash_[block]);
+  has_hash_[block] = false;
+  withdrawn_[block] = true;
+  ++num_withdrawn_;
+}
+
+void BlockPool::Restore(int32_t block) {
+  CHECK(withdrawn_[block]) << "restoring block " << block << ", which was not withdrawn";
+  withdrawn_[block] = false;
+  --num_withdrawn_;
+  LinkBefore(block, next_[num_blocks_]);
 }
 
 bool BlockPool::IsFindable(int32_t block) const {

@@ -5,7 +5,9 @@
 // A block is used while some sequence's block table refers to it (refcount > 0) and free
 // otherwise. A free block may still cache a prefix: it stays findable by its hash until Take()
 // hands it out again. Free blocks are kept in eviction order: blocks that cache nothing are taken
-// first, then cached blocks least recently freed first (LRU).
+// first, then cached blocks least recently freed first (LRU). A free block can also be withdrawn:
+// neither free nor used, its memory lent to the other group (the groups share pages, see
+// BlockManager) until Restore() makes it free again.
 //
 // Ownership: the pool owns only integers; block tables live in Sequence and are edited by
 // BlockManager, the pool's only user. Thread-safety: none; one thread (the engine loop) owns it.
@@ -26,9 +28,15 @@ class BlockPool {
   BlockPool& operator=(const BlockPool&) = delete;
 
   int32_t num_blocks() const { return num_blocks_; }
-  // Blocks no table refers to, including those that still cache a prefix.
+  // Blocks no table refers to, including those that still cache a prefix; not withdrawn ones.
   int32_t num_free() const { return num_free_; }
-  int32_t num_used() const { return num_blocks_ - num_free_; }
+  int32_t num_withdrawn() const { return num_withdrawn_; }
+  int32_t num_used() const { return num_blocks_ - num_free_ - num_withdrawn_; }
+  bool withdrawn(int32_t block) const { return withdrawn_[block]; }
+  // Whether Take() would hand out a block that caches nothing.
+  bool HasUncachedFree() const { return num_free_ > 0 && !IsFindable(next_[num_blocks_]); }
+  // Whether `block` is free and findable by its prefix.
+  bool IsCachedFree(int32_t block) const { return refcount_[block] == 0 && IsFindable(block); }
   // Prefixes findable by Find().
   int64_t num_cached() const { return static_cast<int64_t>(cached_.size()); }
   int32_t refcount(int32_t block) const { return refcount_[block]; }
@@ -49,8 +57,13 @@ class BlockPool {
   // block already caches the same prefix (two sequences computed it at once), that one stays the
   // findable copy and `block` only remembers its hash, for the chain of its own sequence.
   void Cache(int32_t block, uint64_t hash);
-  // Forgets every cached prefix (the KV they named is gone). Requires every block to be free.
+  // Forgets every cached prefix (the KV they named is gone). Requires every block to be free or
+  // withdrawn.
   void ForgetCachedPrefixes();
+  // Takes the free `block` out of the pool, forgetting the prefix it cached.
+  void Withdraw(int32_t block);
+  // Makes the withdrawn `block` free again, first to be taken.
+  void Restore(int32_t block);
 
  private:
   // The free list is intrusive: prev_/next_ link free blocks, index num_blocks_ is the sentinel.
@@ -60,6 +73,8 @@ class BlockPool {
 
   const int32_t num_blocks_;
   int32_t num_free_;
+  int32_t num_withdrawn_ = 0;
+  std::vector<bool> withdrawn_;
   std::vector<int32_t> refcount_;
   std::vector<uint64_t> hash_;
   std::vector<bool> has_hash_;

@@ -16,7 +16,9 @@ namespace gemmaserve::coordinator {
 struct LoadInfo {
   int64_t running_requests = 0;
   int64_t waiting_requests = 0;
-  int64_t total_blocks = 0;          // per KV group
+  int64_t total_pages = 0;           // KV pages, shared by both groups
+  int64_t used_sliding_pages = 0;    // pages holding a sliding block in use
+  int64_t used_full_pages = 0;       // pages holding a full block in use
   int64_t used_sliding_blocks = 0;
   int64_t used_full_blocks = 0;
   int64_t prefix_cache_queried_tokens = 0;

@@ -113,7 +113,7 @@ CoordinatorMetrics::CoordinatorMetrics(const CoordinatorMetricsOptions& options)
   waiting_ = AddGauge(r, "gemmaserve_requests_waiting", "Requests queued for admission");
   auto& kv_usage = prometheus::BuildGauge()
                        .Name("gemmaserve_kv_cache_usage_ratio")
-                       .Help("Used / total KV cache blocks per KV group")
+                       .Help("KV cache pages holding this group's blocks in use / all pages")
                        .Register(r);
   kv_usage_sliding_ = &kv_usage.Add({{"group", "sliding"}});
   kv_usage_full_ = &kv_usage.Add({{"group", "full"}});
@@ -124,7 +124,7 @@ CoordinatorMetrics::CoordinatorMetrics(const CoordinatorMetricsOptions& options)
                           "Same as gemmaserve_requests_running (vLLM name, for the Gateway API "
                           "inference extension)");
   gie_kv_usage_ = AddGauge(r, "gemmaserve:kv_cache_usage_perc",
-                           "KV cache usage in [0, 1]: the larger group's used / total blocks "
+                           "KV cache usage in [0, 1]: pages holding blocks in use / all pages "
                            "(vLLM name, for the Gateway API inference extension)");
 
   if (options.moe.num_layers > 0) {
@@ -169,12 +169,12 @@ void CoordinatorMetrics::SetLoad(const LoadInfo& load) {
   waiting_->Set(static_cast<double>(load.waiting_requests));
   gie_running_->Set(static_cast<double>(load.running_requests));
   gie_waiting_->Set(static_cast<double>(load.waiting_requests));
-  const double total = static_cast<double>(load.total_blocks);
-  const double sliding = total > 0 ? static_cast<double>(load.used_sliding_blocks) / total : 0.0;
-  const double full = total > 0 ? static_cast<double>(load.used_full_blocks) / total : 0.0;
+  const double total = static_cast<double>(load.total_pages);
+  const double sliding = total > 0 ? static_cast<double>(load.used_sliding_pages) / total : 0.0;
+  const double full = total > 0 ? static_cast<double>(load.used_full_pages) / total : 0.0;
   kv_usage_sliding_->Set(sliding);
   kv_usage_full_->Set(full);
-  gie_kv_usage_->Set(std::max(sliding, full));
+  gie_kv_usage_->Set(sliding + full);
 
   absl::MutexLock lock(&mu_);
   AddIncrease(load.prefix_cache_queried_tokens, &last_prefix_queried_, prefix_queried_tokens_);

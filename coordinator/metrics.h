@@ -21,7 +21,8 @@
 //     gemmaserve_preemptions_total
 //   gauges:
 //     gemmaserve_requests_running, gemmaserve_requests_waiting
-//     gemmaserve_kv_cache_usage_ratio{group}      used ÷ total blocks, group "sliding" | "full"
+//     gemmaserve_kv_cache_usage_ratio{group}      the group's pages in use ÷ all KV pages, group
+//                                                 "sliding" | "full" (the groups share the pages)
 //   MoE expert load (MoE models only): see coordinator/metrics_expert_load.h.
 //
 // Kubernetes Gateway API inference extension: its model-server protocol reads three signals to
@@ -30,9 +31,8 @@
 //   queued requests       gemmaserve_requests_waiting       = gemmaserve:num_requests_waiting
 //   running requests      gemmaserve_requests_running       = gemmaserve:num_requests_running
 //   KV cache utilization  gemmaserve_kv_cache_usage_ratio   ~ gemmaserve:kv_cache_usage_perc
-// gemmaserve:kv_cache_usage_perc is, like vLLM's, a fraction in [0, 1] despite its name; it is the
-// larger of the two groups' ratios, because admission needs blocks in both and the fuller group
-// runs out first.
+// gemmaserve:kv_cache_usage_perc is, like vLLM's, a fraction in [0, 1] despite its name: the sum
+// of the two groups' ratios, the share of the pages holding blocks in use.
 //
 // Cost: every Record call is a few atomic updates and allocates nothing; RecordStep's MoE part is
 // O(layers × experts) integer additions (see ExpertLoadMetrics). Serialize formats every series

@@ -46,14 +46,24 @@ absl::Status SchedulerOptions::Validate() const {
         {"max_tokens_per_step", max_tokens_per_step},
         {"max_waiting", max_waiting},
         {"block_size", block_size},
-        {"num_blocks", num_blocks},
+        {"kv_pages.num_pages", kv_pages.num_pages},
+        {"kv_pages.blocks_per_page[sliding]", kv_pages.blocks_per_page[0]},
+        {"kv_pages.blocks_per_page[full]", kv_pages.blocks_per_page[1]},
         {"sliding_window", sliding_window},
         {"max_model_len", max_model_len}}) {
     if (absl::Status status = RequirePositive(name, value); !status.ok()) return status;
   }
-  if (num_blocks > INT32_MAX) {
-    return absl::InvalidArgumentError(absl::StrCat("scheduler option num_blocks ", num_blocks,
-                                                   " does not fit a block id (int32)"));
+  for (model::LayerKind group : {model::LayerKind::kSliding, model::LayerKind::kFull}) {
+    if (kv_pages.num_blocks(group) > INT32_MAX) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "scheduler option kv_pages: ", kv_pages.num_blocks(group), " ",
+          model::LayerKindName(group), " blocks do not fit a block id (int32)"));
+    }
+  }
+  if (kv_pages.blocks_per_page[0] != 1 && kv_pages.blocks_per_page[1] != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scheduler option kv_pages: a page holds ", kv_pages.blocks_per_page[0],
+        " sliding or ", kv_pages.blocks_per_page[1], " full blocks; one of them must be 1"));
   }
   return absl::OkStatus();
 }
@@ -77,10 +87,24 @@ struct Scheduler::Draft {
   }
 };
 
+int64_t MaxSequenceTokens(const SchedulerOptions& options, int64_t limit) {
+  auto fits = [&options](int64_t tokens) {
+    return SequencePages(options.kv_pages, options.block_size, options.sliding_window, tokens,
+                         options.max_tokens_per_step) <= options.kv_pages.num_pages;
+  };
+  if (fits(limit)) return limit;
+  int64_t low = 0, high = limit;  // fits(low), !fits(high)
+  while (high - low > 1) {
+    const int64_t mid = low + (high - low) / 2;
+    (fits(mid) ? low : high) = mid;
+  }
+  return low;
+}
+
 Scheduler::Scheduler(const SchedulerOptions& options)
     : options_(options),
-      block_manager_(static_cast<int32_t>(options.num_blocks), options.block_size,
-                     options.sliding_window, options.enable_prefix_caching) {
+      block_manager_(options.kv_pages, options.block_size, options.sliding_window,
+                     options.enable_prefix_caching) {
   CHECK_OK(options.Validate());
 }
 
@@ -91,7 +115,6 @@ absl::Status Scheduler::Add(std::unique_ptr<Sequence> sequence) {
   const int64_t num_prompt = sequence->num_prompt_tokens;
   const int64_t max_tokens = sequence->request.max_tokens;
   const int64_t total = num_prompt + max_tokens;
-  const int64_t num_blocks = (total + options_.block_size - 1) / options_.block_size;
   if (num_prompt == 0) return absl::InvalidArgumentError("prompt is empty");
   if (max_tokens < 1) {
     return absl::InvalidArgumentError(absl::StrCat("max_tokens must be at least 1, got ", max_tokens));
@@ -101,11 +124,12 @@ absl::Status Scheduler::Add(std::unique_ptr<Sequence> sequence) {
                                                    max_tokens, " exceeds the context of ",
                                                    options_.max_model_len, " tokens"));
   }
-  if (num_blocks > options_.num_blocks) {
+  const int64_t num_pages = block_manager_.PagesFor(total, options_.max_tokens_per_step);
+  if (num_pages > options_.kv_pages.num_pages) {
     return absl::InvalidArgumentError(absl::StrCat("prompt of ", num_prompt, " tokens plus max_tokens ",
-                                                   max_tokens, " needs ", num_blocks,
-                                                   " KV blocks but the cache holds ",
-                                                   options_.num_blocks));
+                                                   max_tokens, " needs ", num_pages,
+                                                   " KV pages but the cache holds ",
+                                                   options_.kv_pages.num_pages));
   }
   if (sequences_.contains(sequence->id)) {
     return absl::AlreadyExistsError(absl::StrCat("sequence ", sequence->id, " is already live"));
@@ -144,10 +168,17 @@ void Scheduler::ScheduleWaiting(Draft& draft) {
   while (!waiting_.empty() && draft.tokens_left > 0 && num_running() < options_.max_num_seqs) {
     Sequence& seq = *waiting_.front();
     // Cached tokens would get no prompt logprobs, so such sequences compute everything.
-    const PrefixHit hit =
+    PrefixHit hit =
         seq.request.prompt_logprobs ? PrefixHit{} : block_manager_.FindCachedPrefix(seq);
-    const int64_t num_tokens = std::min(seq.num_tokens() - hit.num_tokens, draft.tokens_left);
-    if (!block_manager_.CanAllocate(hit, num_tokens)) break;
+    int64_t num_tokens = std::min(seq.num_tokens() - hit.num_tokens, draft.tokens_left);
+    if (!block_manager_.CanAllocate(hit, num_tokens)) {
+      // Alone, a sequence always fits in fresh blocks (Add checked), but its cached blocks may
+      // be spread over pages that also held others' blocks: then it starts over without them.
+      if (!running_.empty() || hit.num_tokens == 0) break;
+      hit = PrefixHit{};
+      num_tokens = std::min(seq.num_tokens(), draft.tokens_left);
+      if (!block_manager_.CanAllocate(hit, num_tokens)) break;
+    }
     block_manager_.Allocate(seq, hit, num_tokens);
     waiting_.pop_front();
     seq.status = SequenceStatus::kRunning;
@@ -304,7 +335,9 @@ LoadInfo Scheduler::Load() const {
   LoadInfo load;
   load.running_requests = num_running();
   load.waiting_requests = num_waiting();
-  load.total_blocks = block_manager_.num_blocks();
+  load.total_pages = block_manager_.num_pages();
+  load.used_sliding_pages = block_manager_.num_used_pages(model::LayerKind::kSliding);
+  load.used_full_pages = block_manager_.num_used_pages(model::LayerKind::kFull);
   load.used_sliding_blocks = block_manager_.num_used(model::LayerKind::kSliding);
   load.used_full_blocks = block_manager_.num_used(model::LayerKind::kFull);
   load.prefix_cache_queried_tokens = block_manager_.prefix_queried_tokens();

@@ -40,8 +40,9 @@ struct SchedulerOptions {
   int64_t max_waiting = 1024;
   // KV slots per block (ClusterConfig.block_size); smaller wastes less, costs longer tables.
   int64_t block_size = 16;
-  // Blocks per KV group the workers hold (RegisterResponse); the KV memory to schedule into.
-  int64_t num_blocks = 1024;
+  // The KV pages the workers hold (RegisterResponse) and how many blocks of each group one page
+  // holds: the KV memory to schedule into.
+  model::KvPages kv_pages = {.num_pages = 1024, .blocks_per_page = {1, 1}};
   // Keys a sliding-layer query sees, itself included (config.json sliding_window).
   int64_t sliding_window = 512;
   // Prompt plus new tokens of one sequence, at most max_position_embeddings.
@@ -52,6 +53,10 @@ struct SchedulerOptions {
   // INVALID_ARGUMENT naming the first field out of range.
   absl::Status Validate() const;
 };
+
+// The longest sequence, at most `limit` tokens, that fits alone in options.kv_pages
+// (SequencePages): what max_model_len can be.
+int64_t MaxSequenceTokens(const SchedulerOptions& options, int64_t limit);
 
 // What one planned sequence does in a step.
 struct ScheduledSequence {

@@ -10,12 +10,12 @@ namespace gemmaserve::coordinator {
 
 namespace pb = internal::v1;
 
-SequenceDriver::SequenceDriver(StepFn step, int64_t block_size, int64_t num_blocks,
+SequenceDriver::SequenceDriver(StepFn step, int64_t block_size, const model::KvPages& kv_pages,
                                int64_t max_sequences, int64_t vocab_size,
                                int64_t max_message_bytes)
     : step_(std::move(step)),
       block_size_(block_size),
-      blocks_per_sequence_(num_blocks / std::max<int64_t>(max_sequences, 1)),
+      runs_(kv_pages, model::BlockRuns::MaxBlocks(kv_pages, std::max<int64_t>(max_sequences, 1))),
       max_sequences_(max_sequences),
       vocab_size_(vocab_size),
       max_message_bytes_(max_message_bytes) {}
@@ -26,10 +26,9 @@ pb::SequencePlan SequenceDriver::PlanFor(int64_t slot, const std::vector<int32_t
   plan.set_sequence_id(static_cast<uint64_t>(slot));
   plan.mutable_token_ids()->Add(tokens.begin(), tokens.end());
   plan.set_num_cached(num_cached);
-  for (int64_t b = 0; b < blocks_per_sequence_; ++b) {
-    const int32_t block = static_cast<int32_t>(slot * blocks_per_sequence_ + b);
-    plan.add_sliding_blocks(block);
-    plan.add_full_blocks(block);
+  for (int64_t b = 0; b < runs_.blocks(); ++b) {
+    plan.add_sliding_blocks(runs_.Block(slot, model::LayerKind::kSliding, b));
+    plan.add_full_blocks(runs_.Block(slot, model::LayerKind::kFull, b));
   }
   return plan;
 }

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "coordinator/step_message_size.h"
 #include "gemmaserve/internal/v1/worker.pb.h"
+#include "model/kv_pages.h"
 
 namespace gemmaserve::coordinator {
 
@@ -22,14 +23,15 @@ class SequenceDriver {
  public:
   using StepFn = std::function<absl::StatusOr<internal::v1::StepResult>(const internal::v1::StepPlan&)>;
 
-  // `num_blocks` blocks of `block_size` slots per KV group are split evenly over `max_sequences`
-  // slots; `vocab_size` shapes the returned logits. No step asks for more logits than a result
-  // of `max_message_bytes` holds (step_message_size.h).
-  SequenceDriver(StepFn step, int64_t block_size, int64_t num_blocks, int64_t max_sequences,
-                 int64_t vocab_size, int64_t max_message_bytes = kDefaultMaxStepMessageBytes);
+  // The workers' `kv_pages`, in blocks of `block_size` slots, are split evenly over
+  // `max_sequences` slots (model::BlockRuns); `vocab_size` shapes the returned logits. No step
+  // asks for more logits than a result of `max_message_bytes` holds (step_message_size.h).
+  SequenceDriver(StepFn step, int64_t block_size, const model::KvPages& kv_pages,
+                 int64_t max_sequences, int64_t vocab_size,
+                 int64_t max_message_bytes = kDefaultMaxStepMessageBytes);
 
   // Tokens one sequence can hold (prompt plus generated).
-  int64_t max_context() const { return blocks_per_sequence_ * block_size_; }
+  int64_t max_context() const { return runs_.blocks() * block_size_; }
 
   // Returns, per prompt, the logits of its last position ([vocab]: every prompt prefilled in one
   // step) or of every position ([length × vocab]: each prompt prefilled in as many steps as its
@@ -62,7 +64,7 @@ class SequenceDriver {
 
   StepFn step_;
   int64_t block_size_;
-  int64_t blocks_per_sequence_;
+  model::BlockRuns runs_;  // one per slot
   int64_t max_sequences_;
   int64_t vocab_size_;
   int64_t max_message_bytes_;

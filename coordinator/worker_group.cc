@@ -93,9 +93,9 @@ uint64_t WorkerGroup::generation() const {
   return generation_;
 }
 
-int64_t WorkerGroup::num_blocks() const {
+model::KvPages WorkerGroup::kv_pages() const {
   absl::MutexLock lock(&mu_);
-  return num_blocks_;
+  return kv_pages_;
 }
 
 absl::Status WorkerGroup::WaitReady(absl::Duration timeout) {
@@ -221,19 +221,42 @@ grpc::Status WorkerGroup::Register(grpc::ServerContext* context, const pb::Regis
     return Failed(grpc::StatusCode::FAILED_PRECONDITION,
                   absl::StrCat("rank ", rank, " is already registered (by ", ranks_[rank].host, ")"));
   }
-  const int64_t capacity = std::min(request->sliding_blocks(), request->full_blocks());
-  if (num_blocks_ > 0 && capacity < num_blocks_) {
+  const model::KvPages capacity = {
+      .num_pages = request->kv_pages(),
+      .blocks_per_page = {request->sliding_blocks_per_page(), request->full_blocks_per_page()}};
+  if (capacity.num_pages < 1 || capacity.blocks_per_page[0] < 1 ||
+      capacity.blocks_per_page[1] < 1 ||
+      (capacity.blocks_per_page[0] != 1 && capacity.blocks_per_page[1] != 1)) {
+    return Failed(grpc::StatusCode::INVALID_ARGUMENT,
+                  absl::StrCat("rank ", rank, " reports ", capacity.num_pages, " KV pages of ",
+                               capacity.blocks_per_page[0], " sliding or ",
+                               capacity.blocks_per_page[1], " full blocks"));
+  }
+  // Pages must be alike on every rank, in every generation: the block ids name the same tokens.
+  const model::KvPages* reference = kv_pages_.num_pages > 0 ? &kv_pages_ : nullptr;
+  for (const RankState& other : ranks_) {
+    if (reference == nullptr && other.registered) reference = &other.capacity;
+  }
+  if (reference != nullptr && reference->blocks_per_page != capacity.blocks_per_page) {
+    return Failed(grpc::StatusCode::FAILED_PRECONDITION,
+                  absl::StrCat("rank ", rank, " holds ", capacity.blocks_per_page[0],
+                               " sliding or ", capacity.blocks_per_page[1],
+                               " full blocks per KV page, but the replica's pages hold ",
+                               reference->blocks_per_page[0], " or ",
+                               reference->blocks_per_page[1]));
+  }
+  if (kv_pages_.num_pages > 0 && capacity.num_pages < kv_pages_.num_pages) {
     return Failed(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                  absl::StrCat("rank ", rank, " holds ", capacity,
-                               " KV blocks, but the replica runs with ", num_blocks_));
+                  absl::StrCat("rank ", rank, " holds ", capacity.num_pages,
+                               " KV pages, but the replica runs with ", kv_pages_.num_pages));
   }
   ranks_[rank].registered = true;
   ranks_[rank].capacity = capacity;
   ranks_[rank].host = request->host();
-  spdlog::info("rank {} registered for generation {} from {}: {} KV blocks ({} MiB), {} MiB of "
+  spdlog::info("rank {} registered for generation {} from {}: {} KV pages ({} MiB), {} MiB of "
                "weights",
-               rank, generation, request->host(), capacity, request->kv_cache_bytes() >> 20,
-               request->weight_bytes() >> 20);
+               rank, generation, request->host(), capacity.num_pages,
+               request->kv_cache_bytes() >> 20, request->weight_bytes() >> 20);
   // Answer once every rank is in, so each learns the capacity the whole replica agrees on.
   auto settled = [this, generation]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return generation_ != generation || shutting_down_ || AllRegistered();
@@ -252,12 +275,13 @@ grpc::Status WorkerGroup::Register(grpc::ServerContext* context, const pb::Regis
                   absl::StrCat("rank ", rank, ": ranks ", MissingRanks(false),
                                " did not register in time"));
   }
-  if (num_blocks_ == 0) {
-    num_blocks_ = ranks_[0].capacity;
-    for (const RankState& r : ranks_) num_blocks_ = std::min(num_blocks_, r.capacity);
+  if (kv_pages_.num_pages == 0) {
+    kv_pages_ = ranks_[0].capacity;
+    for (const RankState& r : ranks_) {
+      kv_pages_.num_pages = std::min(kv_pages_.num_pages, r.capacity.num_pages);
+    }
   }
-  response->set_sliding_blocks(num_blocks_);
-  response->set_full_blocks(num_blocks_);
+  response->set_kv_pages(kv_pages_.num_pages);
   return grpc::Status::OK;
 }
 

@@ -34,6 +34,7 @@
 #include "absl/time/time.h"
 #include "coordinator/step_message_size.h"
 #include "gemmaserve/internal/v1/worker.grpc.pb.h"
+#include "model/kv_pages.h"
 #include "parallel/parallel_layout.h"
 #include "parallel/rendezvous_service.h"
 
@@ -77,9 +78,9 @@ class WorkerGroup final : public internal::v1::Coordinator::Service {
   // failure (never during start-up or shutdown).
   bool healthy() const;
   uint64_t generation() const;
-  // KV blocks per group every rank holds (the minimum of the first generation's capacities, kept
-  // for later ones); 0 before the first generation has registered.
-  int64_t num_blocks() const;
+  // KV pages every rank holds (the minimum of the first generation's capacities, kept for later
+  // ones) and their layout; no pages before the first generation has registered.
+  model::KvPages kv_pages() const;
   const ClusterSpec& spec() const { return spec_; }
 
   // Runs one step on every rank. UNAVAILABLE when the replica is not ready, a stream breaks, a
@@ -114,7 +115,7 @@ class WorkerGroup final : public internal::v1::Coordinator::Service {
 
   struct RankState {
     bool registered = false;
-    int64_t capacity = 0;  // KV blocks it can hold
+    model::KvPages capacity;  // KV pages it can hold
     std::string host;
     Stream* stream = nullptr;                  // set while its Attach handler runs
     grpc::ServerContext* context = nullptr;    // of that handler, to cancel the stream
@@ -149,7 +150,7 @@ class WorkerGroup final : public internal::v1::Coordinator::Service {
   mutable absl::Mutex mu_;
   std::vector<RankState> ranks_ ABSL_GUARDED_BY(mu_);
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 1;
-  int64_t num_blocks_ ABSL_GUARDED_BY(mu_) = 0;  // fixed by the first generation
+  model::KvPages kv_pages_ ABSL_GUARDED_BY(mu_);  // fixed by the first generation
   // The generation whose workers hold the KV cache the scheduler's blocks describe.
   uint64_t kv_generation_ ABSL_GUARDED_BY(mu_) = 0;
   std::string last_failure_ ABSL_GUARDED_BY(mu_);

@@ -35,6 +35,8 @@ struct Metadata {
   const int32_t* block_tables;  // [S, max_blocks]
   int64_t num_sequences;
   int64_t max_blocks;
+  int64_t block_size;    // tokens per block
+  int64_t block_stride;  // cache rows from one block to the next (the cache's dim(1))
 };
 
 // Grid (num_tokens, num_kv_heads); blockDim.x = 32 · group (one warp per query head). Lane l
@@ -42,7 +44,7 @@ struct Metadata {
 template <int kDim, typename T>
 __global__ void PagedAttentionKernel(const float* q, const T* k_cache, const T* v_cache,
                                      Metadata metadata, int64_t num_heads, int64_t num_kv_heads,
-                                     int64_t block_size, int64_t sliding_window, float scale,
+                                     int64_t sliding_window, float scale,
                                      float* out) {
   constexpr int kPerLane = kDim / 32;
   const int64_t token = blockIdx.x;
@@ -75,7 +77,9 @@ __global__ void PagedAttentionKernel(const float* q, const T* k_cache, const T* 
   float running_max = -INFINITY;
   float running_sum = 0.0f;
   for (int64_t p = first; p <= position; ++p) {
-    const int64_t slot = static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size;
+    const int64_t slot = static_cast<int64_t>(table[p / metadata.block_size]) *
+                             metadata.block_stride +
+                         p % metadata.block_size;
     const T* key = k_cache + (slot * num_kv_heads + kv_head) * kDim;
     float dot = 0.0f;
 #pragma unroll
@@ -110,12 +114,11 @@ void LaunchAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
   const unsigned threads = static_cast<unsigned>(32 * (num_heads / num_kv_heads));
   const T* k = static_cast<const T*>(k_cache.raw_data());
   const T* v = static_cast<const T*>(v_cache.raw_data());
-  const int64_t block_size = k_cache.dim(1);
 #define GS_ATTENTION_CASE(dim)                                                               \
   case dim:                                                                                  \
     PagedAttentionKernel<dim, T><<<grid, threads>>>(q.data<float>(), k, v, metadata,         \
-                                                    num_heads, num_kv_heads, block_size,     \
-                                                    sliding_window, scale, out.data<float>()); \
+                                                    num_heads, num_kv_heads, sliding_window, \
+                                                    scale, out.data<float>());               \
     break;
   switch (head_dim) {
     GS_ATTENTION_CASE(32)
@@ -188,7 +191,10 @@ void PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cach
   if (q.dim(0) == 0 || s == 0) return;
   const Metadata m{metadata.token_begin.data<int32_t>(), metadata.num_tokens.data<int32_t>(),
                    metadata.context_lens.data<int32_t>(), metadata.block_tables.data<int32_t>(),
-                   s, metadata.block_tables.dim(1)};
+                   s, metadata.block_tables.dim(1),
+                   metadata.block_size > 0 ? metadata.block_size : k_cache.dim(1), k_cache.dim(1)};
+  CHECK(m.block_size > 0 && m.block_size <= m.block_stride)
+      << "PagedAttention: blocks of " << m.block_size << " tokens in " << k_cache.DebugString();
   if (k_cache.dtype() == DType::kBF16) {
     LaunchAttention<__nv_bfloat16>(q, k_cache, v_cache, m, sliding_window, scale, out);
   } else {

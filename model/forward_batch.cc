@@ -23,19 +23,21 @@ int64_t BlocksFor(int64_t num_tokens, int64_t block_size) {
 
 }  // namespace
 
-absl::Status ForwardBatch::Finalize(const Gemma4Config& config, int64_t block_size,
-                                    const std::array<int64_t, kNumKvGroups>& num_blocks) {
+absl::Status ForwardBatch::Finalize(const Gemma4Config& config, const KvGeometry& geometry) {
+  const int64_t block_size = geometry.block_size;
+  const std::array<int64_t, kNumKvGroups>& num_blocks = geometry.num_blocks;
   auto Name = [this](size_t s) {
     return absl::StrCat("sequence ", s < sequence_ids.size() ? sequence_ids[s] : s);
   };
   for (int g = 0; g < kNumKvGroups; ++g) {
     // Slots are i32 on the device: every slot of the pool must be one.
-    if (num_blocks[g] * block_size > std::numeric_limits<int32_t>::max()) {
+    if (num_blocks[g] * geometry.block_stride[g] > std::numeric_limits<int32_t>::max()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          LayerKindName(static_cast<LayerKind>(g)), " pool of ", num_blocks[g], " blocks of ",
-          block_size, " slots exceeds 2^31 slots"));
+          LayerKindName(static_cast<LayerKind>(g)), " pool of ", num_blocks[g], " blocks ",
+          geometry.block_stride[g], " rows apart exceeds 2^31 rows"));
     }
   }
+  kv_block_size = block_size;
   positions.clear();
   token_begin.clear();
   query_lens.clear();
@@ -81,8 +83,8 @@ absl::Status ForwardBatch::Finalize(const Gemma4Config& config, int64_t block_si
       }
       for (int64_t i = 0; i < seq.num_tokens; ++i) {
         const int64_t position = seq.num_cached + i;
-        slot_mapping[g][next_token + i] =
-            static_cast<int32_t>(table[position / block_size] * block_size + position % block_size);
+        slot_mapping[g][next_token + i] = static_cast<int32_t>(
+            table[position / block_size] * geometry.block_stride[g] + position % block_size);
       }
     }
     token_begin.push_back(static_cast<int32_t>(next_token));
@@ -171,6 +173,7 @@ StepMetadata UploadBatch(const ForwardBatch& batch, const Device& device, Upload
     attention.context_lens = tensors[6];
     attention.block_tables = tensors[7 + g].View({num_sequences, batch.max_blocks[g]});
     attention.max_context_len = batch.max_context_len;
+    attention.block_size = batch.kv_block_size;
   }
   step.logits_rows = tensors[9];
   return step;

@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "common/tensor.h"
 #include "model/config.h"
+#include "model/kv_cache.h"
 #include "ops/attention.h"
 
 namespace gemmaserve::model {
@@ -44,14 +45,14 @@ struct ForwardBatch {
   std::array<std::vector<int32_t>, kNumKvGroups> block_tables;
   std::array<int64_t, kNumKvGroups> max_blocks{};
   std::vector<int32_t> logits_rows;  // token rows that get logits
+  int64_t kv_block_size = 0;         // the geometry's tokens per block
 
   int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
 
   // Validates the caller's fields against the model and cache geometry (ids inside the vocabulary,
   // contexts within max_position_embeddings, every block a token writes or may read present and
   // inside its pool) and derives the rest. INVALID_ARGUMENT naming the sequence and value.
-  absl::Status Finalize(const Gemma4Config& config, int64_t block_size,
-                        const std::array<int64_t, kNumKvGroups>& num_blocks);
+  absl::Status Finalize(const Gemma4Config& config, const KvGeometry& geometry);
 };
 
 // A finalized batch as the ops read it: i32 tensors on the model's device.

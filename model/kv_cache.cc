@@ -1,6 +1,9 @@
 #include "model/kv_cache.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "common/check.h"
 
 namespace gemmaserve::model {
 
@@ -19,28 +22,89 @@ absl::StatusOr<DType> ResolveKvCacheDType(std::string_view name, const Device& d
                                                  "\": expected auto, f32 or bf16"));
 }
 
-KvCache::KvCache(const std::vector<LayerWeights>& layers, const KvCacheOptions& options,
-                 Device device)
-    : options_(options) {
-  CHECK_GT(options.block_size, 0);
-  CHECK(CheckKvCacheDType(options.dtype).ok()) << DTypeName(options.dtype);
-  for (const LayerWeights& layer : layers) {
-    const Shape shape = {num_blocks(layer.geometry.kind), options.block_size,
-                         layer.num_kv_heads_local, layer.geometry.head_dim};
-    k_.push_back(Tensor::Zeros(options.dtype, shape, device));
-    v_.push_back(Tensor::Zeros(options.dtype, shape, device));
-  }
+KvGeometry KvGeometry::Packed(int64_t block_size, int64_t num_blocks) {
+  return {.block_size = block_size,
+          .num_blocks = {num_blocks, num_blocks},
+          .block_stride = {block_size, block_size}};
 }
 
-int64_t KvCache::BlockBytes(const std::vector<LayerWeights>& layers, LayerKind group,
-                            int64_t block_size, DType dtype) {
-  int64_t bytes = 0;
+KvPageLayout KvPageLayout::For(const std::vector<LayerWeights>& layers, int64_t block_size,
+                               DType dtype) {
+  CHECK_GT(block_size, 0);
+  std::array<int64_t, kNumKvGroups> row_bytes{};  // one token of one layer, K or V
+  KvPageLayout layout;
   for (const LayerWeights& layer : layers) {
-    if (layer.geometry.kind != group) continue;
-    bytes += 2 * block_size * layer.num_kv_heads_local * layer.geometry.head_dim *
-             static_cast<int64_t>(DTypeSize(dtype));
+    const int g = static_cast<int>(layer.geometry.kind);
+    const int64_t row =
+        layer.num_kv_heads_local * layer.geometry.head_dim * static_cast<int64_t>(DTypeSize(dtype));
+    CHECK(row_bytes[g] == 0 || row_bytes[g] == row)
+        << LayerKindName(layer.geometry.kind) << " layers of unlike KV rows: " << row_bytes[g]
+        << " and " << row << " bytes";
+    row_bytes[g] = row;
+    layout.block_bytes[g] += 2 * block_size * row;
   }
-  return bytes;
+  constexpr int kSliding = static_cast<int>(LayerKind::kSliding);
+  constexpr int kFull = static_cast<int>(LayerKind::kFull);
+  layout.blocks_per_page = {1, 1};
+  const int64_t sliding = layout.block_bytes[kSliding];
+  const int64_t full = layout.block_bytes[kFull];
+  CHECK(sliding > 0 || full > 0) << "a KV cache for no attention layer";
+  // The last layer's V view of a group starts block_size rows before the group's block ends.
+  for (int g = 0; g < kNumKvGroups; ++g) {
+    if (row_bytes[g] > 0) {
+      layout.tail_bytes =
+          std::max(layout.tail_bytes, layout.block_bytes[g] - block_size * row_bytes[g]);
+    }
+  }
+  if (sliding == 0 || full == 0) {
+    layout.page_bytes = std::max(sliding, full);
+    return layout;
+  }
+  const int big = sliding >= full ? kSliding : kFull;
+  const int small = 1 - big;
+  // The fewest of the smaller group's blocks that hold a block of the larger group, and whose
+  // bytes are whole rows of it (so its layers' views have an integral block stride).
+  int64_t per_page = (layout.block_bytes[big] + layout.block_bytes[small] - 1) /
+                     layout.block_bytes[small];
+  while (per_page * layout.block_bytes[small] % row_bytes[big] != 0) ++per_page;
+  layout.blocks_per_page[small] = per_page;
+  layout.page_bytes = per_page * layout.block_bytes[small];
+  return layout;
+}
+
+KvCache::KvCache(const std::vector<LayerWeights>& layers, const KvCacheOptions& options,
+                 Device device)
+    : options_(options), layout_(KvPageLayout::For(layers, options.block_size, options.dtype)) {
+  CHECK_GE(options.num_pages, 0);
+  CHECK(CheckKvCacheDType(options.dtype).ok()) << DTypeName(options.dtype);
+  const int64_t element = static_cast<int64_t>(DTypeSize(options.dtype));
+  geometry_.block_size = options.block_size;
+  // Each layer's K and V take their place in the group's block, layer after layer.
+  std::array<int64_t, kNumKvGroups> offset{};
+  std::vector<int64_t> k_offsets;
+  for (const LayerWeights& layer : layers) {
+    const LayerKind group = layer.geometry.kind;
+    const int g = static_cast<int>(group);
+    const int64_t row = layer.num_kv_heads_local * layer.geometry.head_dim * element;
+    geometry_.num_blocks[g] = options.num_pages * layout_.blocks_per_page[g];
+    geometry_.block_stride[g] = layout_.BlockStrideBytes(group) / row;
+    k_offsets.push_back(offset[g]);
+    offset[g] += 2 * options.block_size * row;
+  }
+  memory_ = Tensor::Zeros(options.dtype, {layout_.MemoryBytes(options.num_pages) / element}, device);
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const LayerWeights& layer = layers[l];
+    const int g = static_cast<int>(layer.geometry.kind);
+    const Shape shape = {geometry_.num_blocks[g], geometry_.block_stride[g],
+                         layer.num_kv_heads_local, layer.geometry.head_dim};
+    const int64_t row = layer.num_kv_heads_local * layer.geometry.head_dim;  // elements
+    // Views into the pages, starting at the layer's place in the first block.
+    auto view = [&](int64_t begin) {
+      return memory_.Slice(begin, begin + NumElements(shape)).View(shape);
+    };
+    k_.push_back(view(k_offsets[l] / element));
+    v_.push_back(view(k_offsets[l] / element + options.block_size * row));
+  }
 }
 
 }  // namespace gemmaserve::model

@@ -1,31 +1,81 @@
-// KvCache: the device memory holding keys and values, one block pool per KV group (sliding, full).
-// Every layer of a group has its own K and V tensors [num_blocks(group), block_size,
-// num_kv_heads(layer), head_dim(layer)], indexed by the same block ids, so one block table per
-// sequence and group addresses all of that group's layers. Block ids are owned by whoever
-// schedules (the coordinator's block manager, or a single-process driver); the cache only holds
-// the memory.
+// KvCache: the device memory holding keys and values of both KV groups (sliding, full), in one
+// pool of pages the groups share (DESIGN.md, "KV cache groups").
+//
+// A block is block_size tokens of one group: their K and V in every layer of the group. The two
+// groups' blocks differ in size (31B: a sliding block is 10 full ones), and a sequence needs a
+// sliding block only for each block_size tokens of its window but a full block for every
+// block_size tokens of its context, so fixed per-group pools would reserve the sum of both per
+// token of capacity. Instead the memory is num_pages pages, each page holding either one block of
+// the larger group or blocks_per_page blocks of the smaller one, whichever group needs it now
+// (the coordinator's BlockManager decides; this class only holds the memory). Block b of a group
+// lies in page b / blocks_per_page, so the larger group's block ids are page ids and the smaller
+// group's are page · blocks_per_page + k.
+//
+// Every layer has its own K and V tensors, views into the pages: [num_blocks(group), block_stride,
+// num_kv_heads(layer), head_dim(layer)], where block_stride ≥ block_size is the number of this
+// layer's rows from one of its blocks to the next (the page's other layers lie between). Only the
+// first block_size rows of each block are the layer's; kernels address row r of block b as cache
+// row b · block_stride + r (ops/attention.h).
 //
 // Keys are stored after k_norm and RoPE, values after v_norm; on attention_k_eq_v layers they
-// still differ, so both are kept.
+// still differ (GEMMA4.md §2.5), so both are kept.
 #pragma once
 
 #include <array>
 #include <cstdint>
-#include <vector>
-
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/tensor.h"
 #include "model/config.h"
+#include "model/kv_pages.h"
 #include "model/weights.h"
 
 namespace gemmaserve::model {
 
+// Where a step's block ids lead: what ForwardBatch::Finalize checks tables against and maps
+// tokens to cache rows with.
+struct KvGeometry {
+  int64_t block_size = 0;                            // token slots per block
+  std::array<int64_t, kNumKvGroups> num_blocks{};    // valid block ids per group: [0, num_blocks)
+  std::array<int64_t, kNumKvGroups> block_stride{};  // cache rows from one block to the next
+
+  // Both groups with `num_blocks` blocks, each layer's blocks back to back.
+  static KvGeometry Packed(int64_t block_size, int64_t num_blocks);
+};
+
+// How the two groups share a page, for one rank's layers.
+struct KvPageLayout {
+  int64_t page_bytes = 0;
+  // Blocks of each group one page holds: 1 for the larger group, the most of the smaller group's
+  // blocks that fit for the other (1 for a group without layers: its blocks take no memory).
+  std::array<int64_t, kNumKvGroups> blocks_per_page{};
+  // One block of each group across the group's layers, K and V.
+  std::array<int64_t, kNumKvGroups> block_bytes{};
+  // What the last page's views reach past it (less than one block of a group).
+  int64_t tail_bytes = 0;
+
+  // The layout of `layers` (all layers of one group alike in KV heads and head_dim, as in every
+  // Gemma 4 model) for blocks of `block_size` tokens of `dtype`.
+  static KvPageLayout For(const std::vector<LayerWeights>& layers, int64_t block_size,
+                          DType dtype);
+  // Bytes from one block of `group` to the next: page_bytes / blocks_per_page.
+  int64_t BlockStrideBytes(LayerKind group) const {
+    return page_bytes / blocks_per_page[static_cast<int>(group)];
+  }
+  // Bytes of a cache of `num_pages` pages.
+  int64_t MemoryBytes(int64_t num_pages) const { return num_pages * page_bytes + tail_bytes; }
+  // The most pages `bytes` hold (0 when not even one).
+  int64_t PagesIn(int64_t bytes) const {
+    return bytes < tail_bytes + page_bytes ? 0 : (bytes - tail_bytes) / page_bytes;
+  }
+};
+
 struct KvCacheOptions {
-  int64_t block_size = 16;                         // token slots per block
-  std::array<int64_t, kNumKvGroups> num_blocks{};  // blocks per group: [sliding, full]
+  int64_t block_size = 16;  // token slots per block
+  int64_t num_pages = 0;    // see KvPageLayout
   // f32 (the CPU default: exact) or bf16 (half the memory; keys and values rounded once).
   DType dtype = DType::kF32;
 };
@@ -41,23 +91,28 @@ absl::StatusOr<DType> ResolveKvCacheDType(std::string_view name, const Device& d
 
 class KvCache {
  public:
-  // Allocates zeroed K/V tensors for every layer on `device`. options.dtype must pass
-  // CheckKvCacheDType.
+  // Allocates the zeroed pages on `device` and every layer's K/V views into them.
+  // options.dtype must pass CheckKvCacheDType.
   KvCache(const std::vector<LayerWeights>& layers, const KvCacheOptions& options,
           Device device = Device::Cpu());
 
   int64_t block_size() const { return options_.block_size; }
   DType dtype() const { return options_.dtype; }
-  int64_t num_blocks(LayerKind group) const { return options_.num_blocks[static_cast<int>(group)]; }
+  int64_t num_pages() const { return options_.num_pages; }
+  const KvPageLayout& layout() const { return layout_; }
+  KvPages pages() const { return {options_.num_pages, layout_.blocks_per_page}; }
+  int64_t num_blocks(LayerKind group) const { return geometry_.num_blocks[static_cast<int>(group)]; }
+  const KvGeometry& geometry() const { return geometry_; }
+  // Bytes the cache's memory takes.
+  int64_t bytes() const { return layout_.MemoryBytes(options_.num_pages); }
   Tensor& k(int64_t layer) { return k_[layer]; }
   Tensor& v(int64_t layer) { return v_[layer]; }
 
-  // Bytes one block of `group` takes across all of that group's layers (K and V of `dtype`).
-  static int64_t BlockBytes(const std::vector<LayerWeights>& layers, LayerKind group,
-                            int64_t block_size, DType dtype);
-
  private:
   KvCacheOptions options_;
+  KvPageLayout layout_;
+  KvGeometry geometry_;
+  Tensor memory_;
   std::vector<Tensor> k_;
   std::vector<Tensor> v_;
 };

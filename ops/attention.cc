@@ -28,6 +28,11 @@ void CheckKvCache(const Tensor& cache, const char* what) {
   CHECK_EQ(cache.rank(), 4) << what << ": " << cache.DebugString();
 }
 
+// Tokens per block: the metadata's, or the cache's dim(1) when it packs blocks back to back.
+int64_t BlockSize(const AttentionMetadata& m, const Tensor& cache) {
+  return m.block_size > 0 ? m.block_size : cache.dim(1);
+}
+
 // `count` floats of `src` into slot row `dst` of a cache of `dtype`.
 void StoreRow(const float* src, int64_t count, DType dtype, void* dst) {
   if (dtype == DType::kF32) {
@@ -63,18 +68,18 @@ KvRows ReadRows(const Tensor& cache, int64_t first_row, int64_t rows, int64_t kv
 
 // Attention of one query head at one position over the keys [first, last] of one sequence.
 // `scores` is scratch of at least last − first + 1 floats.
-void AttendOne(const float* q, const Tensor& k_cache, const Tensor& v_cache,
+void AttendOne(const float* q, const Tensor& k_cache, const Tensor& v_cache, int64_t block_size,
                const int32_t* block_table, int64_t kv_head, int64_t first, int64_t last,
                float scale, float* scores, std::vector<float>& rows_scratch, float* out) {
-  const int64_t block_size = k_cache.dim(1);
+  const int64_t stride = k_cache.dim(1);
   const int64_t head_dim = k_cache.dim(3);
   // Scores, one BLAS gemv per cache block: scores[rows] = K_block[rows, head_dim] · q.
   for (int64_t pos = first; pos <= last;) {
     const int64_t block = pos / block_size;
     const int64_t offset = pos % block_size;
     const int64_t rows = std::min(block_size - offset, last - pos + 1);
-    const KvRows keys = ReadRows(k_cache, block_table[block] * block_size + offset, rows, kv_head,
-                                 rows_scratch);
+    const KvRows keys =
+        ReadRows(k_cache, block_table[block] * stride + offset, rows, kv_head, rows_scratch);
     cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(rows),
                 static_cast<blasint>(head_dim), scale, keys.data,
                 static_cast<blasint>(keys.stride), q, 1, 0.0f, scores + (pos - first), 1);
@@ -95,8 +100,8 @@ void AttendOne(const float* q, const Tensor& k_cache, const Tensor& v_cache,
     const int64_t block = pos / block_size;
     const int64_t offset = pos % block_size;
     const int64_t rows = std::min(block_size - offset, last - pos + 1);
-    const KvRows values = ReadRows(v_cache, block_table[block] * block_size + offset, rows,
-                                   kv_head, rows_scratch);
+    const KvRows values =
+        ReadRows(v_cache, block_table[block] * stride + offset, rows, kv_head, rows_scratch);
     cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<blasint>(rows),
                 static_cast<blasint>(head_dim), 1.0f, values.data,
                 static_cast<blasint>(values.stride), scores + (pos - first), 1, 1.0f, out, 1);
@@ -117,7 +122,10 @@ void CheckMetadata(const AttentionMetadata& m, int64_t num_tokens, const Tensor&
   CHECK(m.block_tables.rank() == 2 && m.block_tables.dim(0) == s)
       << "PagedAttention block_tables: " << m.block_tables.DebugString() << " for " << s
       << " sequences";
-  const int64_t block_size = cache.dim(1);
+  const int64_t block_size = BlockSize(m, cache);
+  CHECK(block_size > 0 && block_size <= cache.dim(1))
+      << "PagedAttention: blocks of " << block_size << " tokens in a cache of "
+      << cache.DebugString();
   const int64_t max_blocks = m.block_tables.dim(1);
   for (int64_t i = 0; i < s; ++i) {
     const int64_t begin = m.token_begin.data<int32_t>()[i];
@@ -197,6 +205,7 @@ struct AttentionShape {
   int64_t group;       // query heads per KV head
   int64_t head_dim;
   int64_t max_blocks;  // columns of the block tables
+  int64_t block_size;  // tokens per block (the cache's dim(1) is the stride between blocks)
   int64_t window;      // 0: full causal
   float scale;
 };
@@ -220,9 +229,9 @@ struct TileScratch {
 };
 
 // Rows [first, first + count) of one KV head of a sequence as an f32 [count, head_dim] tile.
-void GatherTile(const Tensor& cache, const int32_t* block_table, int64_t kv_head, int64_t first,
-                int64_t count, float* tile) {
-  const int64_t block_size = cache.dim(1);
+void GatherTile(const Tensor& cache, int64_t block_size, const int32_t* block_table,
+                int64_t kv_head, int64_t first, int64_t count, float* tile) {
+  const int64_t stride = cache.dim(1);
   const int64_t row_elements = cache.dim(2) * cache.dim(3);
   const int64_t head_dim = cache.dim(3);
   const bool f32 = cache.dtype() == DType::kF32;
@@ -230,7 +239,7 @@ void GatherTile(const Tensor& cache, const int32_t* block_table, int64_t kv_head
     const int64_t position = first + done;
     const int64_t offset = position % block_size;
     const int64_t rows = std::min(block_size - offset, count - done);
-    const int64_t slot = int64_t{block_table[position / block_size]} * block_size + offset;
+    const int64_t slot = int64_t{block_table[position / block_size]} * stride + offset;
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t src = (slot + r) * row_elements + kv_head * head_dim;
       float* dst = tile + (done + r) * head_dim;
@@ -246,15 +255,15 @@ void GatherTile(const Tensor& cache, const int32_t* block_table, int64_t kv_head
 
 // Asks for rows [first, first + count) of one KV head in the L2 cache (GatherTile's rows), so
 // that the next tile streams in while this one's products run.
-void PrefetchTile(const Tensor& cache, const int32_t* block_table, int64_t kv_head, int64_t first,
-                  int64_t count) {
-  const int64_t block_size = cache.dim(1);
+void PrefetchTile(const Tensor& cache, int64_t block_size, const int32_t* block_table,
+                  int64_t kv_head, int64_t first, int64_t count) {
+  const int64_t stride = cache.dim(1);
   const int64_t head_bytes = cache.dim(3) * static_cast<int64_t>(DTypeSize(cache.dtype()));
   const int64_t row_bytes = cache.dim(2) * head_bytes;
   const char* base = static_cast<const char*>(cache.raw_data());
   for (int64_t position = first; position < first + count; ++position) {
     const int64_t slot =
-        int64_t{block_table[position / block_size]} * block_size + position % block_size;
+        int64_t{block_table[position / block_size]} * stride + position % block_size;
     const char* row = base + slot * row_bytes + kv_head * head_bytes;
     for (int64_t line = 0; line < head_bytes; line += 64) __builtin_prefetch(row + line, 0, 2);
   }
@@ -293,11 +302,12 @@ void RunAttentionWork(const AttentionWork& work, const AttentionShape& shape, co
 
   for (int64_t tile = work.first_key; tile <= work.last_key; tile += kKeyTile) {
     const int64_t n = std::min(kKeyTile, work.last_key - tile + 1);
-    GatherTile(k_cache, block_table, work.kv_head, tile, n, scratch.keys.data());
+    GatherTile(k_cache, shape.block_size, block_table, work.kv_head, tile, n,
+               scratch.keys.data());
     if (tile + kKeyTile <= work.last_key) {
       const int64_t next = std::min(kKeyTile, work.last_key - tile - kKeyTile + 1);
-      PrefetchTile(k_cache, block_table, work.kv_head, tile + kKeyTile, next);
-      PrefetchTile(v_cache, block_table, work.kv_head, tile + kKeyTile, next);
+      PrefetchTile(k_cache, shape.block_size, block_table, work.kv_head, tile + kKeyTile, next);
+      PrefetchTile(v_cache, shape.block_size, block_table, work.kv_head, tile + kKeyTile, next);
     }
     float* scores = scratch.scores.data();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(rows),
@@ -329,7 +339,8 @@ void RunAttentionWork(const AttentionWork& work, const AttentionShape& shape, co
         for (int64_t e = 0; e < d; ++e) o_row[e] *= rescale;
       }
     }
-    GatherTile(v_cache, block_table, work.kv_head, tile, n, scratch.values.data());
+    GatherTile(v_cache, shape.block_size, block_table, work.kv_head, tile, n,
+               scratch.values.data());
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(rows),
                 static_cast<blasint>(d), static_cast<blasint>(n), 1.0f, scores,
                 static_cast<blasint>(n), scratch.values.data(), static_cast<blasint>(d), 1.0f, o,
@@ -451,6 +462,7 @@ void PagedAttentionReference(const Tensor& q, const Tensor& k_cache, const Tenso
   const int64_t group = num_heads / k_cache.dim(2);
 
   const int64_t max_blocks = metadata.block_tables.dim(1);
+  const int64_t block_size = BlockSize(metadata, k_cache);
   const size_t needed = static_cast<size_t>(std::max<int64_t>(metadata.max_context_len, 1));
   // Heads are independent: each thread takes a run of them, for every token. Parallel only when
   // there is enough work to pay for waking the threads.
@@ -473,8 +485,9 @@ void PagedAttentionReference(const Tensor& q, const Tensor& k_cache, const Tenso
             sliding_window > 0 ? std::max<int64_t>(0, position - sliding_window + 1) : 0;
         for (int64_t h = first_head; h < last_head; ++h) {
           const int64_t offset = (token * num_heads + h) * head_dim;
-          AttendOne(q.data<float>() + offset, k_cache, v_cache, block_table, h / group, first,
-                    position, scale, scores.data(), rows_scratch, out.data<float>() + offset);
+          AttendOne(q.data<float>() + offset, k_cache, v_cache, block_size, block_table, h / group,
+                    first, position, scale, scores.data(), rows_scratch,
+                    out.data<float>() + offset);
         }
       }
     }
@@ -494,6 +507,7 @@ void PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cach
                              .group = q.dim(1) / k_cache.dim(2),
                              .head_dim = q.dim(2),
                              .max_blocks = metadata.block_tables.dim(1),
+                             .block_size = BlockSize(metadata, k_cache),
                              .window = sliding_window,
                              .scale = scale};
   // The call's plan lives on the calling thread and is reused; its capacity settles after the

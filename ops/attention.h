@@ -1,9 +1,11 @@
 // Paged causal attention over a block-structured KV cache (DESIGN.md, "KV cache groups").
 //
-// Cache layout per layer: k_cache, v_cache: [num_blocks, block_size, num_kv_heads, head_dim], f32
-// or bf16 (the KV cache dtype; bf16 halves its memory, and keys and values are rounded once, when
-// written). A sequence's position p lives in physical block block_tables[s, p / block_size], row
-// p % block_size. Gemma 4 specifics: scores are q·k with scale 1.0 (q_norm/k_norm absorb it), no
+// Cache layout per layer: k_cache, v_cache: [num_blocks, block_stride, num_kv_heads, head_dim],
+// f32 or bf16 (the KV cache dtype; bf16 halves its memory, and keys and values are rounded once,
+// when written). A sequence's position p lives in physical block block_tables[s, p / block_size],
+// row p % block_size, which is cache row block · block_stride + p % block_size. block_stride is
+// block_size when a layer's blocks lie back to back, more when other layers' blocks lie between
+// them (model/kv_cache.h: the groups share pages). Gemma 4 specifics: scores are q·k with scale 1.0 (q_norm/k_norm absorb it), no
 // attention soft-cap, softmax in f32; a sliding layer lets query position q see keys
 // q−W+1 … q (W keys including itself).
 #pragma once
@@ -24,13 +26,15 @@ struct AttentionMetadata {
   Tensor block_tables;  // [S, max_blocks]: physical block per logical block; −1 past the end of a
                         // sequence and for sliding blocks freed behind the window
   int64_t max_context_len = 0;  // max over s of context_lens, known on the host (scratch sizes)
+  // Tokens per block; 0: the cache's dim(1) (blocks back to back). At most the cache's dim(1).
+  int64_t block_size = 0;
 
   int64_t num_sequences() const { return context_lens.numel(); }
 };
 
 // Writes this step's keys and values into their cache slots, rounded to the cache's dtype.
 // k, v: [num_tokens, num_kv_heads, head_dim] f32; slots: [num_tokens] i32, slot =
-// block·block_size + row.
+// block·block_stride + row (the cache's rows, [num_blocks · block_stride]).
 void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache,
                   Tensor& v_cache);
 

@@ -70,13 +70,14 @@ absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOp
                                                    " tokens exceeds max_position_embeddings ",
                                                    session->config_.max_position_embeddings));
   }
-  const int64_t blocks =
-      (options.max_context + kBlockSize - 1) / kBlockSize * options.max_sequences;
+  // Blocks of each group one sequence slot needs.
+  const int64_t blocks = (options.max_context + kBlockSize - 1) / kBlockSize;
   ASSIGN_OR_RETURN(const ops::WeightFormat format, FormatFor(options));
   ASSIGN_OR_RETURN(const DType kv_cache_dtype,
                    model::ResolveKvCacheDType(options.kv_cache_dtype, format.device,
                                               format.matrix_dtype));
   coordinator::SequenceDriver::StepFn step;
+  model::KvPages kv_pages;
   RETURN_IF_ERROR(ops::SetCpuPrecision(options.cpu_precision));
   if (layout.world_size() == 1) {
     ops::SetNumThreads(static_cast<int>(options.threads));
@@ -91,8 +92,11 @@ absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOp
     // fresh, page-faulted overflow memory.
     shard_options.step_limits.max_tokens =
         std::max(shard_options.step_limits.max_tokens, options.max_context * options.max_sequences);
-    session->shard_ = std::make_unique<worker::ModelShard>(std::move(loaded), kBlockSize, blocks,
-                                                           *session->comm_, shard_options);
+    kv_pages = model::BlockRuns::PagesFor(
+        {0, worker::KvLayout(loaded, kBlockSize, kv_cache_dtype).blocks_per_page}, blocks,
+        options.max_sequences);
+    session->shard_ = std::make_unique<worker::ModelShard>(
+        std::move(loaded), kBlockSize, kv_pages.num_pages, *session->comm_, shard_options);
     worker::ModelShard* shard = session->shard_.get();
     step = [shard](const internal::v1::StepPlan& plan) { return shard->executor().Execute(plan); };
   } else {
@@ -107,16 +111,17 @@ absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOp
                            "--gpu-memory-utilization",
                            absl::StrCat(options.gpu_memory_utilization)};
     ASSIGN_OR_RETURN(session->cluster_, coordinator::LocalCluster::Start(cluster));
-    if (session->cluster_->group().num_blocks() < blocks) {
+    const model::KvPages held = session->cluster_->group().kv_pages();
+    kv_pages = model::BlockRuns::PagesFor(held, blocks, options.max_sequences);
+    if (held.num_pages < kv_pages.num_pages) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "the workers hold ", session->cluster_->group().num_blocks(), " KV blocks; ", blocks,
-          " are needed"));
+          "the workers hold ", held.num_pages, " KV pages; ", kv_pages.num_pages, " are needed"));
     }
     coordinator::WorkerGroup* group = &session->cluster_->group();
     step = [group](const internal::v1::StepPlan& plan) { return group->Step(plan); };
   }
   session->driver_ = std::make_unique<coordinator::SequenceDriver>(
-      std::move(step), kBlockSize, blocks, options.max_sequences, session->config_.vocab_size);
+      std::move(step), kBlockSize, kv_pages, options.max_sequences, session->config_.vocab_size);
   return session;
 }
 

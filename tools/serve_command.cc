@@ -247,17 +247,18 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
   engine_options.recovery_timeout = absl::Seconds(c.recovery_timeout_s);
   coordinator::SchedulerOptions& s = engine_options.scheduler;
   s.block_size = c.block_size;
-  s.num_blocks = group.num_blocks();
+  s.kv_pages = group.kv_pages();
   s.sliding_window = config.sliding_window;
   s.max_num_seqs = c.max_num_seqs;
   s.max_tokens_per_step = c.max_tokens_per_step;
   s.max_waiting = c.max_waiting;
-  s.max_model_len = std::min(max_model_len, s.num_blocks * c.block_size);
+  s.max_model_len = coordinator::MaxSequenceTokens(s, max_model_len);
   if (s.max_model_len < max_model_len) {
     spdlog::warn(
-        "the KV cache holds {} tokens ({} blocks of {}), fewer than the max model length of {} "
-        "({}): one request is limited to {} tokens; more --kv-cache-mb lifts the limit",
-        s.max_model_len, s.num_blocks, c.block_size, max_model_len,
+        "the KV cache holds one sequence of at most {} tokens ({} pages of {}-token blocks), fewer "
+        "than the max model length of {} ({}): one request is limited to {} tokens; more "
+        "--kv-cache-mb lifts the limit",
+        s.max_model_len, s.kv_pages.num_pages, c.block_size, max_model_len,
         c.max_model_len > 0 ? "--max-model-len" : "the checkpoint's max_position_embeddings",
         s.max_model_len);
   }
@@ -272,7 +273,9 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
   engine.Start();
   deferred.Set(&engine);
   grpc_api->SetServing(true);
-  spdlog::info("ready: {} KV blocks of {} tokens per group, max model length {}", s.num_blocks,
+  spdlog::info("ready: {} KV pages ({} sliding or {} full blocks of {} tokens each), max model "
+               "length {}",
+               s.kv_pages.num_pages, s.kv_pages.blocks_per_page[0], s.kv_pages.blocks_per_page[1],
                c.block_size, s.max_model_len);
 
   while (!AwaitSignal(signals, absl::Seconds(1))) {

@@ -29,7 +29,7 @@ absl::Status CheckGpuMemoryUtilization(double utilization);
 struct GpuMemoryNeeds {
   int64_t weights = 0;    // its shard, prepared for the device (model::PreparedShardBytes)
   int64_t workspace = 0;  // the step's activations (Gemma4Model::WorkspaceBytes)
-  int64_t min_kv = 0;     // one KV block pair: a cache that holds nothing serves nothing
+  int64_t min_kv = 0;     // two KV pages: a cache that holds nothing serves nothing
 };
 inline constexpr int64_t kGpuReserveBytes = int64_t{512} << 20;  // CUDA context, cuBLAS, NCCL
 

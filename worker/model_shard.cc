@@ -13,29 +13,27 @@ absl::StatusOr<LoadedShard> LoadShard(const std::string& model_dir, const parall
   return LoadedShard{std::move(config), std::move(weights)};
 }
 
-int64_t KvBytesPerBlockPair(const LoadedShard& shard, int64_t block_size, DType kv_cache_dtype) {
-  const std::vector<model::LayerWeights>& layers = shard.weights.layers;
-  return model::KvCache::BlockBytes(layers, model::LayerKind::kSliding, block_size, kv_cache_dtype) +
-         model::KvCache::BlockBytes(layers, model::LayerKind::kFull, block_size, kv_cache_dtype);
+model::KvPageLayout KvLayout(const LoadedShard& shard, int64_t block_size, DType kv_cache_dtype) {
+  return model::KvPageLayout::For(shard.weights.layers, block_size, kv_cache_dtype);
 }
 
 namespace {
 
-model::KvCacheOptions CacheOptions(int64_t block_size, int64_t num_blocks, DType dtype) {
+model::KvCacheOptions CacheOptions(int64_t block_size, int64_t num_pages, DType dtype) {
   model::KvCacheOptions options;
   options.block_size = block_size;
-  options.num_blocks = {num_blocks, num_blocks};
+  options.num_pages = num_pages;
   options.dtype = dtype;
   return options;
 }
 
 }  // namespace
 
-ModelShard::ModelShard(LoadedShard shard, int64_t block_size, int64_t num_blocks,
+ModelShard::ModelShard(LoadedShard shard, int64_t block_size, int64_t num_pages,
                        parallel::Communicator& comm, const ShardOptions& options)
     : model_(std::move(shard.config), std::move(shard.weights), comm, options.step_limits),
       cache_(model_.weights().layers,
-             CacheOptions(block_size, num_blocks, options.kv_cache_dtype), model_.weights().device),
+             CacheOptions(block_size, num_pages, options.kv_cache_dtype), model_.weights().device),
       executor_(model_, cache_, comm.rank()) {}
 
 }  // namespace gemmaserve::worker

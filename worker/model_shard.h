@@ -29,9 +29,9 @@ struct LoadedShard {
 absl::StatusOr<LoadedShard> LoadShard(const std::string& model_dir, const parallel::ShardPlan& plan,
                                       const ops::WeightFormat& format = {});
 
-// Bytes of KV cache per block index: one block of the sliding group plus one of the full group.
-int64_t KvBytesPerBlockPair(const LoadedShard& shard, int64_t block_size,
-                            DType kv_cache_dtype = DType::kF32);
+// How this shard's KV cache lays out its pages (model/kv_cache.h).
+model::KvPageLayout KvLayout(const LoadedShard& shard, int64_t block_size,
+                             DType kv_cache_dtype = DType::kF32);
 
 // How a shard runs, beyond its weights.
 struct ShardOptions {
@@ -41,9 +41,9 @@ struct ShardOptions {
 
 class ModelShard {
  public:
-  // Takes the loaded weights; allocates `num_blocks` blocks per KV group on the weights' device.
-  // `comm` outlives this.
-  ModelShard(LoadedShard shard, int64_t block_size, int64_t num_blocks, parallel::Communicator& comm,
+  // Takes the loaded weights; allocates a KV cache of `num_pages` pages (KvLayout) on the weights'
+  // device. `comm` outlives this.
+  ModelShard(LoadedShard shard, int64_t block_size, int64_t num_pages, parallel::Communicator& comm,
              const ShardOptions& options = {});
 
   const model::Gemma4Config& config() const { return model_.config(); }

@@ -111,9 +111,7 @@ absl::Status StepExecutor::BuildBatch(const StepPlan& plan) {
     entry.all_logits = seq.all_logits() || seq.prompt_logprobs();
     batch_.sequence_ids.push_back(seq.sequence_id());
   }
-  const std::array<int64_t, model::kNumKvGroups> num_blocks = {
-      cache_.num_blocks(model::LayerKind::kSliding), cache_.num_blocks(model::LayerKind::kFull)};
-  return batch_.Finalize(model_.config(), cache_.block_size(), num_blocks);
+  return batch_.Finalize(model_.config(), cache_.geometry());
 }
 
 absl::StatusOr<StepResult> StepExecutor::Execute(const StepPlan& plan) {

@@ -294,8 +294,8 @@ absl::Status RunWorker(const WorkerOptions& options) {
   if (cluster.max_tokens_per_step() > 0) {
     shard_options.step_limits.max_tokens = cluster.max_tokens_per_step();
   }
-  const int64_t pair_bytes =
-      KvBytesPerBlockPair(loaded, cluster.block_size(), shard_options.kv_cache_dtype);
+  const model::KvPageLayout layout =
+      KvLayout(loaded, cluster.block_size(), shard_options.kv_cache_dtype);
   int64_t kv_bytes = options.kv_cache_mb << 20;
   if (on_gpu) {
     ASSIGN_OR_RETURN(const kernels::CudaMemory after_load,
@@ -305,17 +305,20 @@ absl::Status RunWorker(const WorkerOptions& options) {
     needs.workspace = model::Gemma4Model::WorkspaceBytes(loaded.config, loaded.weights,
                                                          options.world_size,
                                                          shard_options.step_limits);
-    needs.min_kv = pair_bytes;
+    needs.min_kv = layout.MemoryBytes(2);
     ASSIGN_OR_RETURN(kv_bytes, GpuKvBytes(needs, gpu_budget, before_load.free_bytes,
                                           after_load.free_bytes, format.device.ToString()));
     spdlog::info("rank {}: {} MiB of {} for the KV cache (--gpu-memory-utilization {})",
                  options.rank, kv_bytes >> 20, format.device.ToString(),
                  options.gpu_memory_utilization);
   }
-  const int64_t capacity = kv_bytes / pair_bytes;
-  if (capacity < 1) {
-    return absl::ResourceExhaustedError(absl::StrCat("--kv-cache-mb ", options.kv_cache_mb,
-                                                     " holds no KV block of ", pair_bytes, " bytes"));
+  // Two pages at least: one sequence needs a block of each group.
+  const int64_t capacity = layout.PagesIn(kv_bytes);
+  if (capacity < 2) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "--kv-cache-mb ", options.kv_cache_mb, " holds ", capacity, " KV pages of ",
+        layout.page_bytes, " bytes; a sequence needs at least 2 (", layout.MemoryBytes(2),
+        " bytes)"));
   }
   pb::RegisterRequest request;
   request.set_rank(options.rank);
@@ -325,16 +328,21 @@ absl::Status RunWorker(const WorkerOptions& options) {
   request.set_host(hostname);
   request.set_session_id(cluster.session_id());
   request.set_generation(cluster.generation());
-  request.set_sliding_blocks(capacity);
-  request.set_full_blocks(capacity);
+  request.set_kv_pages(capacity);
+  request.set_sliding_blocks_per_page(layout.blocks_per_page[0]);
+  request.set_full_blocks_per_page(layout.blocks_per_page[1]);
   request.set_weight_bytes(loaded.weights.TotalBytes());
-  request.set_kv_cache_bytes(capacity * pair_bytes);
+  request.set_kv_cache_bytes(layout.MemoryBytes(capacity));
   pb::RegisterResponse registered;
   grpc::ClientContext register_context;
   register_context.set_deadline(absl::ToChronoTime(absl::Now() + options.join_timeout));
   grpc::Status status = stub->Register(&register_context, request, &registered);
   if (!status.ok()) return FromGrpc(status, absl::StrCat("rank ", options.rank, ": Register"));
-  const int64_t num_blocks = std::min(registered.sliding_blocks(), registered.full_blocks());
+  const int64_t num_pages = registered.kv_pages();
+  if (num_pages < 1 || num_pages > capacity) {
+    return absl::InternalError(absl::StrCat("rank ", options.rank, ": the coordinator answered ",
+                                            num_pages, " KV pages to a rank holding ", capacity));
+  }
 
   std::unique_ptr<parallel::Communicator> comm;
   if (options.world_size == 1) {
@@ -345,9 +353,9 @@ absl::Status RunWorker(const WorkerOptions& options) {
   }
   if (metrics != nullptr) {
     metrics->SetWeightBytes(loaded.weights.TotalBytes());
-    metrics->SetKvCacheBytes(num_blocks * pair_bytes);
+    metrics->SetKvCacheBytes(layout.MemoryBytes(num_pages));
   }
-  ModelShard shard(std::move(loaded), cluster.block_size(), num_blocks, *comm, shard_options);
+  ModelShard shard(std::move(loaded), cluster.block_size(), num_pages, *comm, shard_options);
   return ServeSteps(*stub, cluster, shard, *comm, options.rank, metrics.get());
 }
 

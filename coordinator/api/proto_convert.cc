@@ -189,7 +189,9 @@ v1::Load LoadToProto(const LoadInfo& load, bool ready) {
   proto.set_ready(ready);
   proto.set_running_requests(load.running_requests);
   proto.set_waiting_requests(load.waiting_requests);
-  proto.set_total_blocks(load.total_blocks);
+  proto.set_total_pages(load.total_pages);
+  proto.set_used_sliding_pages(load.used_sliding_pages);
+  proto.set_used_full_pages(load.used_full_pages);
   proto.set_used_sliding_blocks(load.used_sliding_blocks);
   proto.set_used_full_blocks(load.used_full_blocks);
   proto.set_prefix_cache_queried_tokens(load.prefix_cache_queried_tokens);

@@ -157,7 +157,8 @@ TEST_F(KilledWorkerTest, NextStepIsUnavailableAtOnceAndTheExitIsReported) {
   const testing::GoldenReference ref = testing::LoadGoldenReference("gemma4-tiny-dense");
   coordinator::SequenceDriver driver(
       [this](const internal::v1::StepPlan& plan) { return group_->Step(plan); }, kBlockSize,
-      /*num_blocks=*/4, /*max_sequences=*/1, static_cast<int64_t>(ref.last_logits[0].size()));
+      model::BlockRuns::PagesFor(group_->kv_pages(), /*blocks=*/4, /*num_runs=*/1),
+      /*max_sequences=*/1, static_cast<int64_t>(ref.last_logits[0].size()));
   auto before = driver.Logits({ref.inputs[0]}, false);
   ASSERT_TRUE(before.ok()) << before.status();
   EXPECT_LE(testing::MaxAbsDiff((*before)[0], ref.last_logits[0]), testing::kGoldenTolerance);
@@ -221,7 +222,8 @@ TEST(ClusterFailureTest, PlanWithABlockOutsideThePoolIsRejectedAndTheReplicaKeep
 
   coordinator::SequenceDriver driver(
       [&group](const internal::v1::StepPlan& step) { return group.Step(step); }, kBlockSize,
-      /*num_blocks=*/8, /*max_sequences=*/2, static_cast<int64_t>(ref.last_logits[0].size()));
+      model::BlockRuns::PagesFor(group.kv_pages(), /*blocks=*/4, /*num_runs=*/2),
+      /*max_sequences=*/2, static_cast<int64_t>(ref.last_logits[0].size()));
   auto logits = driver.Logits({ref.inputs[3]}, false);
   ASSERT_TRUE(logits.ok()) << logits.status();
   EXPECT_LE(testing::MaxAbsDiff((*logits)[0], ref.last_logits[3]), testing::kGoldenTolerance);

@@ -31,7 +31,6 @@ constexpr float kSingleProcessTolerance = 1e-4f;
 constexpr int64_t kBlockSize = 16;
 constexpr int64_t kMaxSequences = 4;
 constexpr int64_t kBlocksPerSequence = 4;  // 64 tokens: the longest prompt (40) plus 16 and more
-constexpr int64_t kNumBlocks = kMaxSequences * kBlocksPerSequence;
 constexpr int64_t kNewTokens = 16;
 
 struct Layout {
@@ -61,10 +60,14 @@ class ClusterGoldenTest : public ::testing::TestWithParam<Layout> {
     auto loaded = worker::LoadShard(model_dir, parallel::ShardPlan::Single());
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     vocab_ = loaded->config.vocab_size;
-    shard_ = std::make_unique<worker::ModelShard>(std::move(*loaded), kBlockSize, kNumBlocks, comm_);
+    const model::KvPages pages = model::BlockRuns::PagesFor(
+        {0, worker::KvLayout(*loaded, kBlockSize).blocks_per_page}, kBlocksPerSequence,
+        kMaxSequences);
+    shard_ = std::make_unique<worker::ModelShard>(std::move(*loaded), kBlockSize, pages.num_pages,
+                                                  comm_);
     single_ = std::make_unique<SequenceDriver>(
         [this](const internal::v1::StepPlan& plan) { return shard_->executor().Execute(plan); },
-        kBlockSize, kNumBlocks, kMaxSequences, vocab_);
+        kBlockSize, shard_->cache().pages(), kMaxSequences, vocab_);
 
     coordinator::LocalClusterOptions options;
     options.spec.model_dir = model_dir;
@@ -81,11 +84,13 @@ class ClusterGoldenTest : public ::testing::TestWithParam<Layout> {
     auto cluster = coordinator::LocalCluster::Start(options);
     ASSERT_TRUE(cluster.ok()) << cluster.status();
     cluster_ = std::move(*cluster);
-    ASSERT_GE(cluster_->group().num_blocks(), kNumBlocks);
     coordinator::WorkerGroup* group = &cluster_->group();
+    const model::KvPages cluster_pages =
+        model::BlockRuns::PagesFor(group->kv_pages(), kBlocksPerSequence, kMaxSequences);
+    ASSERT_GE(group->kv_pages().num_pages, cluster_pages.num_pages);
     driver_ = std::make_unique<SequenceDriver>(
         [group](const internal::v1::StepPlan& plan) { return group->Step(plan); }, kBlockSize,
-        kNumBlocks, kMaxSequences, vocab_);
+        cluster_pages, kMaxSequences, vocab_);
   }
 
   // Prefills the golden sequences `indices` in one step on the cluster and on the single process.

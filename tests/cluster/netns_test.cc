@@ -37,7 +37,7 @@ constexpr char kModel[] = "gemma4-tiny-dense";
 constexpr int kCoordinatorPort = 50052;
 constexpr int64_t kBlockSize = 16;
 constexpr int64_t kMaxSequences = 4;
-constexpr int64_t kNumBlocks = kMaxSequences * 4;
+constexpr int64_t kBlocksPerSequence = 4;
 constexpr int64_t kNewTokens = 16;
 constexpr absl::Duration kCommandTimeout = absl::Seconds(20);
 constexpr absl::Duration kClusterTimeout = absl::Seconds(120);  // hang guard: the coordinator run
@@ -73,7 +73,8 @@ int RunCoordinator(const std::string& address) {
   if (absl::Status ready = group.WaitReady(absl::Seconds(60)); !ready.ok()) return fail(ready);
   coordinator::SequenceDriver driver(
       [&group](const internal::v1::StepPlan& plan) { return group.Step(plan); }, kBlockSize,
-      kNumBlocks, kMaxSequences, static_cast<int64_t>(ref.last_logits[0].size()));
+      model::BlockRuns::PagesFor(group.kv_pages(), kBlocksPerSequence, kMaxSequences),
+      kMaxSequences, static_cast<int64_t>(ref.last_logits[0].size()));
   auto logits = driver.Logits(ref.inputs, /*all_positions=*/false);
   if (!logits.ok()) return fail(logits.status());
   float worst = 0;

@@ -66,7 +66,8 @@ class OrchestratedRecoveryTest : public ::testing::Test {
   // Golden sequence 2's last-position logits through the group.
   absl::Status ExpectGoldenLogits() {
     coordinator::SequenceDriver driver(
-        [this](const pb::StepPlan& plan) { return group_->Step(plan); }, kBlockSize, kNumBlocks,
+        [this](const pb::StepPlan& plan) { return group_->Step(plan); }, kBlockSize,
+        model::BlockRuns::PagesFor(group_->kv_pages(), kNumBlocks, /*num_runs=*/1),
         /*max_sequences=*/1, static_cast<int64_t>(ref_.last_logits[2].size()));
     absl::StatusOr<std::vector<std::vector<float>>> logits = driver.Logits({ref_.inputs[2]}, false);
     if (!logits.ok()) return logits.status();
@@ -130,8 +131,9 @@ TEST_F(OrchestratedRecoveryTest, StoppedWorkerEndsItsGenerationAndRestartedWorke
   late.set_world_size(2);
   late.set_session_id(config.session_id());
   late.set_generation(1);
-  late.set_sliding_blocks(kNumBlocks);
-  late.set_full_blocks(kNumBlocks);
+  late.set_kv_pages(2 * kNumBlocks);
+  late.set_sliding_blocks_per_page(1);
+  late.set_full_blocks_per_page(1);
   pb::RegisterResponse response;
   grpc::ClientContext register_context;
   const grpc::Status registered = stub->Register(&register_context, late, &response);

@@ -30,13 +30,16 @@ using StepFn = coordinator::SequenceDriver::StepFn;
 
 // Prefills golden sequence 0 (40 tokens), then times one decode step at position 40, rewriting
 // the same KV slot every iteration so the context stays the same.
-void BM_DecodeStep(benchmark::State& state, const StepFn& step, const std::vector<int32_t>& prompt) {
+// The KV cache is laid out as `pages` lays it out.
+void BM_DecodeStep(benchmark::State& state, const StepFn& step, const std::vector<int32_t>& prompt,
+                   const model::KvPages& pages) {
   pb::StepPlan plan;
   pb::SequencePlan* seq = plan.add_sequences();
   seq->set_sequence_id(0);
+  const model::BlockRuns runs(pages, kNumBlocks);
   for (int b = 0; b < kNumBlocks; ++b) {
-    seq->add_sliding_blocks(b);
-    seq->add_full_blocks(b);
+    seq->add_sliding_blocks(runs.Block(0, model::LayerKind::kSliding, b));
+    seq->add_full_blocks(runs.Block(0, model::LayerKind::kFull, b));
   }
   seq->mutable_token_ids()->Add(prompt.begin(), prompt.end());
   plan.set_step_id(1);
@@ -76,7 +79,10 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr, "%s (run from the repository root)\n", loaded.status().ToString().c_str());
       return 1;
     }
-    shards.push_back(std::make_unique<worker::ModelShard>(std::move(*loaded), kBlockSize, kNumBlocks, comm));
+    const model::KvPages pages = model::BlockRuns::PagesFor(
+        {0, worker::KvLayout(*loaded, kBlockSize).blocks_per_page}, kNumBlocks, /*num_runs=*/1);
+    shards.push_back(std::make_unique<worker::ModelShard>(std::move(*loaded), kBlockSize,
+                                                          pages.num_pages, comm));
     coordinator::LocalClusterOptions options;
     options.spec.model_dir = dir;
     options.spec.block_size = kBlockSize;
@@ -94,14 +100,15 @@ int Main(int argc, char** argv) {
         absl::StrCat("InProcess/", model).c_str(),
         [shard, prompt](benchmark::State& state) {
           BM_DecodeStep(state, [shard](const pb::StepPlan& p) { return shard->executor().Execute(p); },
-                        prompt);
+                        prompt, shard->cache().pages());
         })
         ->Unit(benchmark::kMicrosecond)
         ->UseRealTime();
     benchmark::RegisterBenchmark(
         absl::StrCat("CoordinatorPlusOneWorker/", model).c_str(),
         [group, prompt](benchmark::State& state) {
-          BM_DecodeStep(state, [group](const pb::StepPlan& p) { return group->Step(p); }, prompt);
+          BM_DecodeStep(state, [group](const pb::StepPlan& p) { return group->Step(p); }, prompt,
+                        group->kv_pages());
         })
         ->Unit(benchmark::kMicrosecond)
         ->UseRealTime();

@@ -174,7 +174,8 @@ TEST_F(SmallLimitTest, DriverSplitsAllPositionLogitsIntoStepsThatFit) {
         ++num_steps;
         return group().Step(plan);
       },
-      kBlockSize, kNumBlocks, /*max_sequences=*/1, kVocab, kLimit);
+      kBlockSize, model::BlockRuns::PagesFor(group().kv_pages(), kNumBlocks, /*num_runs=*/1),
+      /*max_sequences=*/1, kVocab, kLimit);
   auto logits = driver.Logits({ref_.inputs[0]}, /*all_positions=*/true);
   ASSERT_TRUE(logits.ok()) << logits.status();
   const std::vector<float>& rows = (*logits)[0];

@@ -1,11 +1,15 @@
 // The BlockManager invariants the scheduler and block manager tests check after every call:
-//   * per KV group, free + used == total, and the free count is the number of blocks no one holds;
+//   * per KV group, free + used + withdrawn == total, and the free count is the number of blocks
+//     no one holds that are not withdrawn;
+//   * pages: each belongs to at most one group (its blocks there not withdrawn, all withdrawn in
+//     the other), the unowned and used page counts match the blocks';
 //   * every refcount equals the number of live block-table entries naming the block (so none is
 //     negative, and a block in two tables is shared through the prefix cache: it holds a hash);
 //   * no table names a block twice; both tables of a sequence have the same length;
 //   * sliding entries before the window of the sequence's next token are −1, the rest are blocks.
 #pragma once
 
+#include <array>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -57,6 +61,13 @@ inline ::testing::AssertionResult CheckBlockInvariants(const BlockManager& manag
     }
     int32_t num_unreferenced = 0;
     for (int32_t block = 0; block < pool.num_blocks(); ++block) {
+      if (pool.withdrawn(block)) {
+        if (references.contains(block)) {
+          return ::testing::AssertionFailure() << "group " << g << " block " << block
+                                               << " is withdrawn but a table names it";
+        }
+        continue;
+      }
       const int32_t expected = references.contains(block) ? references[block] : 0;
       if (pool.refcount(block) != expected) {
         return ::testing::AssertionFailure() << "group " << g << " block " << block << ": refcount "
@@ -70,10 +81,50 @@ inline ::testing::AssertionResult CheckBlockInvariants(const BlockManager& manag
       if (expected == 0) ++num_unreferenced;
     }
     if (pool.num_free() != num_unreferenced ||
-        pool.num_free() + pool.num_used() != pool.num_blocks()) {
-      return ::testing::AssertionFailure() << "group " << g << ": " << pool.num_free() << " free + "
-                                           << pool.num_used() << " used of " << pool.num_blocks()
-                                           << ", " << num_unreferenced << " unreferenced";
+        pool.num_free() + pool.num_used() + pool.num_withdrawn() != pool.num_blocks()) {
+      return ::testing::AssertionFailure()
+             << "group " << g << ": " << pool.num_free() << " free + " << pool.num_used()
+             << " used + " << pool.num_withdrawn() << " withdrawn of " << pool.num_blocks() << ", "
+             << num_unreferenced << " unreferenced";
+    }
+  }
+  const model::KvPages& pages = manager.pages();
+  int64_t num_unowned = 0;
+  std::array<int64_t, model::kNumKvGroups> num_used_pages{};
+  for (int64_t page = 0; page < pages.num_pages; ++page) {
+    int owners = 0;
+    for (int g = 0; g < model::kNumKvGroups; ++g) {
+      const BlockPool& pool = manager.pool(static_cast<model::LayerKind>(g));
+      const int64_t per_page = pages.blocks_per_page[g];
+      int64_t withdrawn = 0;
+      bool used = false;
+      for (int64_t k = 0; k < per_page; ++k) {
+        const int32_t block = static_cast<int32_t>(page * per_page + k);
+        withdrawn += pool.withdrawn(block);
+        used = used || pool.refcount(block) > 0;
+      }
+      if (withdrawn != 0 && withdrawn != per_page) {
+        return ::testing::AssertionFailure() << "page " << page << ": " << withdrawn << " of "
+                                             << per_page << " blocks of group " << g
+                                             << " withdrawn";
+      }
+      owners += withdrawn == 0;
+      num_used_pages[g] += used;
+    }
+    if (owners > 1) {
+      return ::testing::AssertionFailure() << "page " << page << " belongs to both groups";
+    }
+    num_unowned += owners == 0;
+  }
+  if (num_unowned != manager.num_unowned_pages()) {
+    return ::testing::AssertionFailure() << num_unowned << " pages unowned, the manager counts "
+                                         << manager.num_unowned_pages();
+  }
+  for (int g = 0; g < model::kNumKvGroups; ++g) {
+    if (num_used_pages[g] != manager.num_used_pages(static_cast<model::LayerKind>(g))) {
+      return ::testing::AssertionFailure()
+             << "group " << g << ": " << num_used_pages[g] << " pages in use, the manager counts "
+             << manager.num_used_pages(static_cast<model::LayerKind>(g));
     }
   }
   for (const Sequence* seq : live) {

@@ -23,8 +23,11 @@ std::vector<int32_t> Tokens(int64_t count, int32_t first) {
 
 class BlockManagerTest : public ::testing::Test {
  protected:
-  void Make(int32_t num_blocks, bool prefix_caching = true) {
-    manager_ = std::make_unique<BlockManager>(num_blocks, kBlockSize, kWindow, prefix_caching);
+  // `num_pages` pages of one block of either group, or of `full_per_page` full blocks.
+  void Make(int64_t num_pages, bool prefix_caching = true, int64_t full_per_page = 1) {
+    manager_ = std::make_unique<BlockManager>(
+        model::KvPages{.num_pages = num_pages, .blocks_per_page = {1, full_per_page}}, kBlockSize,
+        kWindow, prefix_caching);
   }
 
   Sequence& NewSequence(std::vector<int32_t> tokens, std::string cache_salt = "") {
@@ -78,7 +81,7 @@ class BlockManagerTest : public ::testing::Test {
 };
 
 TEST_F(BlockManagerTest, AllocateAndFreeReturnBlocksToBothGroups) {
-  Make(8);
+  Make(16);
   Sequence& seq = NewSequence(Tokens(10, 1));
   Admit(seq, 10);
   EXPECT_EQ(seq.block_tables[kFull].size(), 3u);
@@ -91,7 +94,7 @@ TEST_F(BlockManagerTest, AllocateAndFreeReturnBlocksToBothGroups) {
 }
 
 TEST_F(BlockManagerTest, AsksBeforeAllocating) {
-  Make(4);
+  Make(8);
   Sequence& a = NewSequence(Tokens(12, 1));
   EXPECT_FALSE(manager_->CanAllocate(PrefixHit{}, 17));
   Admit(a, 12);
@@ -104,7 +107,7 @@ TEST_F(BlockManagerTest, AsksBeforeAllocating) {
 }
 
 TEST_F(BlockManagerTest, SlidingBlocksFreedOutsideWindow) {
-  Make(64);
+  Make(128);
   Sequence& seq = NewSequence(Tokens(200, 1));
   Admit(seq, 1);
   for (int64_t n = 1; n < 200; ++n) {
@@ -119,7 +122,7 @@ TEST_F(BlockManagerTest, SlidingBlocksFreedOutsideWindow) {
 }
 
 TEST_F(BlockManagerTest, LongChunkHoldsItsWholeSpanUntilComputed) {
-  Make(16);
+  Make(32);
   Sequence& seq = NewSequence(Tokens(40, 1));
   const PrefixHit none;
   manager_->Allocate(seq, none, 40);
@@ -132,7 +135,7 @@ TEST_F(BlockManagerTest, LongChunkHoldsItsWholeSpanUntilComputed) {
 }
 
 TEST_F(BlockManagerTest, RepeatedPromptReusesFullBlocksAndWindowSlidingBlocks) {
-  Make(32);
+  Make(64);
   Sequence& a = NewSequence(Tokens(40, 1));
   Admit(a, 40);
   const std::vector<int32_t> a_full = a.block_tables[kFull];
@@ -156,7 +159,7 @@ TEST_F(BlockManagerTest, RepeatedPromptReusesFullBlocksAndWindowSlidingBlocks) {
 }
 
 TEST_F(BlockManagerTest, NeverServesTheWholePrompt) {
-  Make(32);
+  Make(64);
   Sequence& a = NewSequence(Tokens(16, 1));
   Admit(a, 16);
   Sequence& b = NewSequence(Tokens(16, 1));
@@ -171,37 +174,113 @@ TEST_F(BlockManagerTest, NeverServesTheWholePrompt) {
 }
 
 TEST_F(BlockManagerTest, NoHitWhenTheWindowsSlidingBlocksWereEvicted) {
-  Make(16);
+  Make(20);
   Sequence& a = NewSequence(Tokens(40, 1));
   Admit(a, 4);
   for (int i = 1; i < 10; ++i) Compute(a, 4);  // sliding blocks 0 … 5 freed in that order
   Free(a);  // every block of a is free and cached
-  // Six uncached blocks remain per group; taking six more evicts the least recently freed:
-  // sliding 0 … 5, full 9 … 4.
-  Sequence& c = NewSequence(Tokens(48, 1000));
-  Admit(c, 48);
+  // a's 20 blocks fill the 20 pages; taking six more of each group evicts each group's least
+  // recently freed: sliding 0 … 5, full 9 … 4.
+  Sequence& c = NewSequence(Tokens(24, 1000));
+  Admit(c, 24);
+  EXPECT_EQ(manager_->num_unowned_pages(), 0);
   Sequence& b = NewSequence(Tokens(41, 1));
   // Full blocks 0 … 3 are still cached, but the sliding blocks their window needs are gone.
   EXPECT_EQ(manager_->FindCachedPrefix(b).num_tokens, 0);
 }
 
 TEST_F(BlockManagerTest, CachedFreeBlocksAreTakenLast) {
-  Make(9);
+  Make(18);
   Sequence& a = NewSequence(Tokens(16, 1));
   Admit(a, 16);
   Free(a);
-  // Five uncached blocks are free besides a's four cached ones: a 16-token sequence fits without
-  // evicting them.
+  // Ten pages are unowned besides a's eight cached blocks: a 16-token sequence (eight pages)
+  // fits without evicting them.
   Sequence& c = NewSequence(Tokens(16, 500));
   Admit(c, 16);
   Sequence& b = NewSequence(Tokens(17, 1));
   EXPECT_EQ(manager_->FindCachedPrefix(b).num_tokens, 16);
-  Admit(b, 1);  // revives a's four blocks and takes the last uncached one
+  Admit(b, 1);  // revives a's eight blocks and takes the last two pages
   EXPECT_EQ(Used(model::LayerKind::kFull), 9);
+  EXPECT_EQ(manager_->num_unowned_pages(), 0);
+}
+
+TEST_F(BlockManagerTest, APageHoldsSeveralFullBlocksAndGoesBackWhenFree) {
+  Make(4, /*prefix_caching=*/false, /*full_per_page=*/3);
+  Sequence& seq = NewSequence(Tokens(12, 1));
+  EXPECT_FALSE(manager_->CanAllocate(PrefixHit{}, 13));  // four sliding pages and a full one
+  Admit(seq, 12);
+  EXPECT_EQ(manager_->num_used_pages(model::LayerKind::kSliding), 3);
+  EXPECT_EQ(manager_->num_used_pages(model::LayerKind::kFull), 1);
+  EXPECT_EQ(seq.block_tables[kFull], (std::vector<int32_t>{9, 10, 11}));  // page 3's three
+  Free(seq);
+  EXPECT_EQ(manager_->num_unowned_pages(), 4);
+}
+
+TEST_F(BlockManagerTest, PastTheWindowASequenceGrowsByFullBlocksAlone) {
+  // 200 tokens: 50 full blocks (17 pages of three) and the window's 5 sliding blocks. Separate
+  // pools of one block per page would need 100 pages.
+  Make(22, /*prefix_caching=*/false, /*full_per_page=*/3);
+  EXPECT_EQ(manager_->PagesFor(200, 1), 22);
+  Sequence& seq = NewSequence(Tokens(200, 1));
+  Admit(seq, 1);
+  for (int64_t n = 1; n < 200; ++n) Compute(seq, 1);
+  EXPECT_EQ(manager_->num_used_pages(model::LayerKind::kFull), 17);
+  EXPECT_LE(manager_->num_used_pages(model::LayerKind::kSliding), 5);
+  Free(seq);
+  EXPECT_EQ(manager_->num_unowned_pages(), 22);
+}
+
+TEST_F(BlockManagerTest, IdlePagesOfTheOtherGroupAreTakenOverLast) {
+  Make(8, /*prefix_caching=*/true, /*full_per_page=*/2);
+  // a: 8 tokens, two sliding pages and one full page, all cached once freed.
+  Sequence& a = NewSequence(Tokens(8, 1));
+  Admit(a, 8);
+  Free(a);
+  EXPECT_EQ(manager_->num_unowned_pages(), 5);
+  // b needs 5 blocks of each group: 5 sliding pages and 3 full ones. The 5 unowned pages and a's
+  // cached ones are not enough, so the groups take over each other's idle pages and their
+  // prefixes are forgotten.
+  Sequence& b = NewSequence(Tokens(20, 100));
+  Admit(b, 20);
+  EXPECT_EQ(manager_->num_unowned_pages(), 0);
+  EXPECT_EQ(manager_->FindCachedPrefix(NewSequence(Tokens(9, 1))).num_tokens, 0);
+  // What is left: the page of b's first sliding block, out of its window now, and the second
+  // half of its third full page. One more block of each group fits, two do not.
+  EXPECT_TRUE(manager_->CanAppend(b, 1));
+  EXPECT_FALSE(manager_->CanAppend(b, 5));
+  Compute(b, 1);
+  EXPECT_FALSE(manager_->CanAppend(b, 4));
+}
+
+TEST_F(BlockManagerTest, AdmissionCountsPagesBothGroupsNeed) {
+  // Pages of one sliding block or four full ones. Sequence a holds one full block in its page,
+  // whose three other blocks only the full group can use.
+  Make(6, /*prefix_caching=*/false, /*full_per_page=*/4);
+  Sequence& a = NewSequence(Tokens(4, 1));
+  Admit(a, 4);
+  EXPECT_EQ(manager_->num_unowned_pages(), 4);
+  // 4 more blocks of each group: 4 sliding pages, and the full blocks fit a's page's three free
+  // ones plus one page: 5 pages of 4.
+  EXPECT_FALSE(manager_->CanAllocate(PrefixHit{}, 16));
+  // 3 of each: 3 sliding pages, the full blocks in a's page.
+  EXPECT_TRUE(manager_->CanAllocate(PrefixHit{}, 12));
+  Sequence& b = NewSequence(Tokens(12, 100));
+  Admit(b, 12);
+  EXPECT_EQ(manager_->num_used_pages(model::LayerKind::kFull), 1);
+  EXPECT_EQ(manager_->num_unowned_pages(), 1);
+  // b's next block of each group needs two pages (the full page is full now); one is left.
+  EXPECT_FALSE(manager_->CanAppend(b, 4));
+  // Once a is gone, its sliding page and its full block are free: then it fits.
+  Free(a);
+  EXPECT_TRUE(manager_->CanAppend(b, 4));
+  EXPECT_FALSE(manager_->CanAppend(b, 8));
+  Compute(b, 4);
+  EXPECT_EQ(manager_->num_unowned_pages(), 1);
 }
 
 TEST_F(BlockManagerTest, SaltedSequencesShareBlocksOnlyWithTheirOwnSalt) {
-  Make(32);
+  Make(64);
   Sequence& a = NewSequence(Tokens(20, 1), "key-a");
   Admit(a, 20);
   Free(a);
@@ -218,7 +297,7 @@ TEST_F(BlockManagerTest, SaltedSequencesShareBlocksOnlyWithTheirOwnSalt) {
 }
 
 TEST_F(BlockManagerTest, DisabledPrefixCachingNeverHits) {
-  Make(32, /*prefix_caching=*/false);
+  Make(64, /*prefix_caching=*/false);
   Sequence& a = NewSequence(Tokens(20, 1));
   Admit(a, 20);
   Free(a);

@@ -36,7 +36,7 @@ class EngineLoopClockTest : public ::testing::Test {
   EngineLoopClockTest() {
     EngineOptions options;
     options.scheduler.block_size = 4;
-    options.scheduler.num_blocks = 64;
+    options.scheduler.kv_pages = {.num_pages = 128, .blocks_per_page = {1, 1}};
     options.scheduler.sliding_window = 16;
     options.scheduler.max_model_len = 64;
     options.eos_token_ids = {kEos};

@@ -45,16 +45,16 @@ Collected Collect(RequestStream& stream) {
 
 class EngineLoopTest : public ::testing::Test {
  protected:
-  void StartEngine(const std::string& model, int64_t num_blocks, int64_t max_tokens_per_step = 64,
+  void StartEngine(const std::string& model, int64_t num_pages, int64_t max_tokens_per_step = 64,
                    int64_t max_num_seqs = 256, std::function<bool()> ready = [] { return true; }) {
     ref_ = testing::LoadGoldenReference(model);
     auto loaded = worker::LoadShard("tests/data/" + model, parallel::ShardPlan::Single());
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     const int64_t window = loaded->config.sliding_window;
-    shard_ = std::make_unique<worker::ModelShard>(std::move(*loaded), kBlockSize, num_blocks, comm_);
+    shard_ = std::make_unique<worker::ModelShard>(std::move(*loaded), kBlockSize, num_pages, comm_);
     EngineOptions options;
     options.scheduler.block_size = kBlockSize;
-    options.scheduler.num_blocks = num_blocks;
+    options.scheduler.kv_pages = shard_->cache().pages();
     options.scheduler.sliding_window = window;
     options.scheduler.max_model_len = 256;
     options.scheduler.max_tokens_per_step = max_tokens_per_step;
@@ -108,7 +108,7 @@ class EngineLoopTest : public ::testing::Test {
 };
 
 TEST_F(EngineLoopTest, SixtyFourConcurrentRequestsGiveTheGoldenTokens) {
-  StartEngine("gemma4-tiny-moe", /*num_blocks=*/512);
+  StartEngine("gemma4-tiny-moe", /*num_pages=*/512);
   std::vector<std::pair<size_t, std::shared_ptr<RequestStream>>> streams;
   for (int i = 0; i < 64; ++i) {
     auto stream = engine_->Submit(Greedy(i % 4));
@@ -125,8 +125,9 @@ TEST_F(EngineLoopTest, SixtyFourConcurrentRequestsGiveTheGoldenTokens) {
 }
 
 TEST_F(EngineLoopTest, PreemptionUnderATinyKvBudgetKeepsTokensAndLeaksNothing) {
-  // 12 blocks per group: 3 long sequences (40 + 16 tokens = 4 blocks each) at most at once.
-  StartEngine("gemma4-tiny-dense", /*num_blocks=*/12, /*max_tokens_per_step=*/48);
+  // 12 pages of one sliding or two full blocks: a long sequence (40 + 16 tokens) holds 4 full
+  // blocks (2 pages) and up to 4 sliding ones, so about 2 fit at once.
+  StartEngine("gemma4-tiny-dense", /*num_pages=*/12, /*max_tokens_per_step=*/48);
   std::vector<std::pair<size_t, std::shared_ptr<RequestStream>>> streams;
   for (int i = 0; i < 16; ++i) {
     auto stream = engine_->Submit(Greedy(i % 4));
@@ -139,7 +140,7 @@ TEST_F(EngineLoopTest, PreemptionUnderATinyKvBudgetKeepsTokensAndLeaksNothing) {
 }
 
 TEST_F(EngineLoopTest, AbortMidStreamFreesTheBlocks) {
-  StartEngine("gemma4-tiny-moe", /*num_blocks=*/64);
+  StartEngine("gemma4-tiny-moe", /*num_pages=*/64);
   auto stream = engine_->Submit(Greedy(0, /*max_tokens=*/200, "long"));
   ASSERT_TRUE(stream.ok());
   std::optional<Event> first = (*stream)->Next(absl::Seconds(30));
@@ -154,7 +155,7 @@ TEST_F(EngineLoopTest, AbortMidStreamFreesTheBlocks) {
 TEST_F(EngineLoopTest, LoadCountsARequestFromSubmitToItsFinalEvent) {
   // Clients poll Load() to see a request's blocks come back (the integration tests' WaitIdle):
   // it must never show an idle engine while a request is queued or its step is running.
-  StartEngine("gemma4-tiny-moe", /*num_blocks=*/64);
+  StartEngine("gemma4-tiny-moe", /*num_pages=*/64);
   std::vector<LoadInfo> during_steps;
   // The first step waits until the load after Submit was read: a request of four tiny steps can
   // otherwise be over before the test thread gets to ask.
@@ -178,7 +179,7 @@ TEST_F(EngineLoopTest, LoadCountsARequestFromSubmitToItsFinalEvent) {
 }
 
 TEST_F(EngineLoopTest, RepeatedPromptHitsThePrefixCache) {
-  StartEngine("gemma4-tiny-moe", /*num_blocks=*/64);
+  StartEngine("gemma4-tiny-moe", /*num_pages=*/64);
   auto first = engine_->Submit(Greedy(0));
   ASSERT_TRUE(first.ok());
   Collected a = Collect(**first);
@@ -193,7 +194,7 @@ TEST_F(EngineLoopTest, RepeatedPromptHitsThePrefixCache) {
 
 TEST_F(EngineLoopTest, PromptLogprobsOverChunkedPrefillMatchTheGoldenLogits) {
   // 7 tokens per step: the prompt is prefilled in several chunks, and no boundary may lose one.
-  StartEngine("gemma4-tiny-moe", /*num_blocks=*/64, /*max_tokens_per_step=*/7);
+  StartEngine("gemma4-tiny-moe", /*num_pages=*/64, /*max_tokens_per_step=*/7);
   Request request = Greedy(0, /*max_tokens=*/2);
   request.prompt_logprobs = true;
   request.sampling.set_top_logprobs(2);
@@ -224,7 +225,7 @@ TEST_F(EngineLoopTest, PromptLogprobsOverChunkedPrefillMatchTheGoldenLogits) {
 }
 
 TEST_F(EngineLoopTest, RejectsWhatCanNeverRunAndKeepsServing) {
-  StartEngine("gemma4-tiny-moe", /*num_blocks=*/64);
+  StartEngine("gemma4-tiny-moe", /*num_pages=*/64);
   Request too_long = Greedy(0, /*max_tokens=*/1000);
   EXPECT_EQ(engine_->Submit(too_long).status().code(), absl::StatusCode::kInvalidArgument);
   auto live = engine_->Submit(Greedy(1, 16, "dup"));
@@ -239,7 +240,7 @@ TEST_F(EngineLoopTest, WorkersLostMidGenerationComeBackAndEveryStreamEndsWithThe
   std::atomic<bool> ready{true};
   std::thread revive;
   int num_steps = 0;
-  StartEngine("gemma4-tiny-moe", /*num_blocks=*/128, /*max_tokens_per_step=*/64,
+  StartEngine("gemma4-tiny-moe", /*num_pages=*/128, /*max_tokens_per_step=*/64,
               /*max_num_seqs=*/256, [&ready] { return ready.load(); });
   step_override_ = [&](const internal::v1::StepPlan& plan)
       -> absl::StatusOr<internal::v1::StepResult> {
@@ -273,7 +274,7 @@ TEST_F(EngineLoopTest, WorkersLostMidGenerationComeBackAndEveryStreamEndsWithThe
 }
 
 TEST_F(EngineLoopTest, DrainRefusesNewRequestsAndFinishesRunningOnes) {
-  StartEngine("gemma4-tiny-moe", /*num_blocks=*/64);
+  StartEngine("gemma4-tiny-moe", /*num_pages=*/64);
   auto running = engine_->Submit(Greedy(2));
   ASSERT_TRUE(running.ok());
   EXPECT_TRUE(engine_->Drain(absl::Seconds(60)));

@@ -157,9 +157,11 @@ TEST(CoordinatorMetricsTest, LoadSetsGaugesAliasesAndCounterIncreases) {
   LoadInfo load;
   load.running_requests = 5;
   load.waiting_requests = 3;
-  load.total_blocks = 200;
+  load.total_pages = 200;
+  load.used_sliding_pages = 50;
+  load.used_full_pages = 100;
   load.used_sliding_blocks = 50;
-  load.used_full_blocks = 150;
+  load.used_full_blocks = 1000;  // ten per page
   load.prefix_cache_queried_tokens = 100;
   load.prefix_cache_hit_tokens = 40;
   load.preemptions = 2;
@@ -174,7 +176,7 @@ TEST(CoordinatorMetricsTest, LoadSetsGaugesAliasesAndCounterIncreases) {
   EXPECT_EQ(Value(text, "gemmaserve:num_requests_running"), 5);
   EXPECT_EQ(Value(text, "gemmaserve:num_requests_waiting"), 3);
   EXPECT_EQ(Value(text, R"(gemmaserve_kv_cache_usage_ratio{group="sliding"})"), 0.25);
-  EXPECT_EQ(Value(text, R"(gemmaserve_kv_cache_usage_ratio{group="full"})"), 0.75);
+  EXPECT_EQ(Value(text, R"(gemmaserve_kv_cache_usage_ratio{group="full"})"), 0.5);
   EXPECT_EQ(Value(text, "gemmaserve:kv_cache_usage_perc"), 0.75);
   EXPECT_EQ(Value(text, "gemmaserve_prefix_cache_queried_tokens_total"), 130);
   EXPECT_EQ(Value(text, "gemmaserve_prefix_cache_hit_tokens_total"), 40);

@@ -7,6 +7,7 @@
 #include <set>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "model/config.h"
 #include "model/forward_batch.h"
@@ -46,7 +47,7 @@ SchedulerOptions SmallOptions() {
   options.max_tokens_per_step = 32;
   options.max_waiting = 16;
   options.block_size = 4;
-  options.num_blocks = 64;
+  options.kv_pages = {.num_pages = 128, .blocks_per_page = {1, 1}};
   options.sliding_window = 16;
   options.max_model_len = 256;
   return options;
@@ -214,7 +215,10 @@ class SchedulerTest : public ::testing::Test {
     EXPECT_LE(num_tokens, options.max_tokens_per_step);
     EXPECT_LE(step.plan.sequences_size(), options.max_num_seqs);
     const absl::Status valid =
-        batch.Finalize(config_, options.block_size, {options.num_blocks, options.num_blocks});
+        batch.Finalize(config_, {.block_size = options.block_size,
+                                 .num_blocks = {options.kv_pages.num_blocks(model::LayerKind::kSliding),
+                                                options.kv_pages.num_blocks(model::LayerKind::kFull)},
+                                 .block_stride = {options.block_size, options.block_size}});
     EXPECT_TRUE(valid.ok()) << valid << "\n" << step.plan.DebugString();
   }
 
@@ -300,7 +304,7 @@ TEST_F(SchedulerTest, RespectsTokenBudgetAndSeqCap) {
 TEST_F(SchedulerTest, RejectsPastMaxWaiting) {
   SchedulerOptions options = SmallOptions();
   options.max_waiting = 2;
-  options.num_blocks = 8;
+  options.kv_pages = {.num_pages = 16, .blocks_per_page = {1, 1}};
   options.max_model_len = 64;
   Make(options);
   EXPECT_TRUE(TryAdd(Tokens(4, 1), 4, 1).ok());
@@ -380,7 +384,7 @@ TEST_F(SchedulerTest, SlidingBlocksFreedOutsideWindow) {
 
 TEST_F(SchedulerTest, PreemptsNewestWhenBlocksRunOut) {
   SchedulerOptions options = SmallOptions();
-  options.num_blocks = 8;
+  options.kv_pages = {.num_pages = 16, .blocks_per_page = {1, 1}};
   Make(options);
   const uint64_t a = Submit(Tokens(12, 1), 20);
   const uint64_t b = Submit(Tokens(12, 100), 20);
@@ -403,7 +407,7 @@ TEST_F(SchedulerTest, PreemptsNewestWhenBlocksRunOut) {
 
 TEST_F(SchedulerTest, PreemptedSequenceResumesWithSameTokens) {
   SchedulerOptions options = SmallOptions();
-  options.num_blocks = 8;
+  options.kv_pages = {.num_pages = 16, .blocks_per_page = {1, 1}};
   options.enable_prefix_caching = false;  // the recompute starts from position 0
   Make(options);
   Submit(Tokens(12, 1), 20);
@@ -506,7 +510,7 @@ TEST_F(SchedulerTest, PromptLogprobsCrossChunkBoundaries) {
 
 TEST_F(SchedulerTest, PromptLogprobsSurvivePreemptionInAndAfterPrefill) {
   SchedulerOptions options = SmallOptions();
-  options.num_blocks = 10;
+  options.kv_pages = {.num_pages = 20, .blocks_per_page = {1, 1}};
   options.max_tokens_per_step = 6;
   Make(options);
   std::mt19937 rng(7);
@@ -533,12 +537,31 @@ TEST_F(SchedulerTest, PromptLogprobsSurvivePreemptionInAndAfterPrefill) {
   for (uint64_t id : ids) ExpectAllPromptLogprobs(Get(id));
 }
 
-// Many sequences with shared prefixes and random lengths under a budget of blocks that forces
-// preemptions; random aborts and stop tokens. Invariants hold after every call and everything
-// drains to zero used blocks.
-TEST_F(SchedulerTest, RandomWorkloadKeepsInvariantsAndDrains) {
+// Many sequences with shared prefixes and random lengths under a budget of pages that forces
+// preemptions; random aborts and stop tokens. Invariants hold after every call, some sequence runs
+// whenever there is work, and everything drains to zero used blocks. For pages of one block of
+// each group, of several full blocks (Gemma 4: ten) and of several sliding blocks, and for pools
+// barely larger than the longest sequence needs (SequencePages of 64 tokens).
+class SchedulerPagesTest : public SchedulerTest,
+                           public ::testing::WithParamInterface<model::KvPages> {};
+
+INSTANTIATE_TEST_SUITE_P(
+    Pages, SchedulerPagesTest,
+    ::testing::Values(model::KvPages{.num_pages = 40, .blocks_per_page = {1, 1}},
+                      model::KvPages{.num_pages = 26, .blocks_per_page = {1, 3}},
+                      model::KvPages{.num_pages = 22, .blocks_per_page = {1, 10}},
+                      model::KvPages{.num_pages = 26, .blocks_per_page = {3, 1}},
+                      model::KvPages{.num_pages = 17, .blocks_per_page = {1, 3}},
+                      model::KvPages{.num_pages = 13, .blocks_per_page = {1, 10}},
+                      model::KvPages{.num_pages = 15, .blocks_per_page = {1, 4}}),
+    [](const ::testing::TestParamInfo<model::KvPages>& info) {
+      return absl::StrCat(info.param.num_pages, "PagesOf", info.param.blocks_per_page[0],
+                          "SlidingOr", info.param.blocks_per_page[1], "Full");
+    });
+
+TEST_P(SchedulerPagesTest, RandomWorkloadKeepsInvariantsAndDrains) {
   SchedulerOptions options = SmallOptions();
-  options.num_blocks = 20;
+  options.kv_pages = GetParam();
   options.max_tokens_per_step = 24;
   options.max_num_seqs = 5;
   options.max_waiting = 6;

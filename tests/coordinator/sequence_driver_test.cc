@@ -33,7 +33,8 @@ SequenceDriver::StepFn SleepingModel(std::chrono::milliseconds prefill,
 
 TEST(SequenceDriverTest, DecodeSecondsTimeTheDecodeStepsAndNotThePrefill) {
   SequenceDriver driver(SleepingModel(std::chrono::milliseconds(300), std::chrono::milliseconds(20)),
-                        /*block_size=*/16, /*num_blocks=*/8, /*max_sequences=*/2,
+                        /*block_size=*/16, model::KvPages{.num_pages = 16},
+                        /*max_sequences=*/2,
                         /*vocab_size=*/512);
   const absl::StatusOr<std::vector<SequenceDriver::Generation>> generated =
       driver.Generate({{2, 7, 9}, {2, 8}}, 4, pb::SamplingParams(), {});

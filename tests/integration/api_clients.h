@@ -132,11 +132,12 @@ inline std::unique_ptr<v1::Inference::Stub> NewInferenceStub(int port) {
 
 // `api_key`, when set, goes with the call as metadata "authorization: Bearer KEY".
 inline GrpcResult GenerateAll(v1::Inference::Stub& stub, const v1::GenerateRequest& request,
-                              const std::string& api_key = "") {
+                              const std::string& api_key = "",
+                              std::chrono::seconds deadline = std::chrono::seconds(240)) {
   GrpcResult result;
   grpc::ClientContext context;
   if (!api_key.empty()) context.AddMetadata("authorization", "Bearer " + api_key);
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(240));
+  context.set_deadline(std::chrono::system_clock::now() + deadline);
   auto reader = stub.Generate(&context, request);
   v1::GenerateResponse response;
   while (reader->Read(&response)) {
@@ -171,7 +172,7 @@ inline v1::Load GetLoad(v1::Inference::Stub& stub) {
   grpc::ClientContext context;
   v1::Load load;
   const grpc::Status status = stub.GetLoad(&context, {}, &load);
-  if (!status.ok()) load.set_total_blocks(-1);
+  if (!status.ok()) load.set_total_pages(-1);
   return load;
 }
 
@@ -180,7 +181,7 @@ inline bool WaitIdle(v1::Inference::Stub& stub, double timeout_s = 60) {
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
   while (std::chrono::steady_clock::now() < give_up) {
     const v1::Load load = GetLoad(stub);
-    if (load.total_blocks() > 0 && load.running_requests() == 0 &&
+    if (load.total_pages() > 0 && load.running_requests() == 0 &&
         load.waiting_requests() == 0 && load.used_sliding_blocks() == 0 &&
         load.used_full_blocks() == 0) {
       return true;

@@ -14,16 +14,16 @@ namespace gemmaserve::testing {
 namespace {
 
 TEST(PreemptionTest, LongAndShortRequestsUnderATinyKvBudgetCompleteWithoutLeaks) {
-  // 1 MiB per worker with 32-token blocks: 18 blocks per group.
+  // 1 MiB per worker with 32-token blocks: 12 pages of one sliding or five full blocks.
   ServeProcess server;
   ASSERT_TRUE(server.Start({"--kv-cache-mb", "1", "--block-size", "32"})) << server.output();
   auto stub = NewInferenceStub(server.grpc_port());
 
   const GoldenReference golden = LoadGoldenReference("gemma4-tiny-moe");
-  // Each long request ends at 100 tokens, 4 blocks of the full-attention group; all of them
-  // together need more blocks than exist, but their prompts (2 blocks each) all fit, so they are
-  // admitted and then preempted as they grow. Steps are slow here (tens of milliseconds), so the
-  // requests stay short.
+  // Each long request ends at 100 tokens, 4 blocks of the full-attention group (a page) and at
+  // least one sliding block (another); all of them together need more pages than exist, but
+  // their prompts fit, so they are admitted and then preempted as they grow. Steps are slow here
+  // (tens of milliseconds), so the requests stay short.
   const std::vector<int32_t>& long_prompt = golden.inputs[0];
   constexpr int kLongTokens = 60;
   const std::vector<int32_t>& short_prompt = golden.inputs[3];
@@ -32,7 +32,8 @@ TEST(PreemptionTest, LongAndShortRequestsUnderATinyKvBudgetCompleteWithoutLeaks)
   constexpr int kNumShort = 4;
   const int long_blocks = (static_cast<int>(long_prompt.size()) + kLongTokens + server.block_size() - 1) /
                           server.block_size();
-  ASSERT_GT(kNumLong * long_blocks, server.num_blocks()) << "the budget no longer forces preemption";
+  const int long_pages = (long_blocks + server.full_per_page() - 1) / server.full_per_page() + 1;
+  ASSERT_GT(kNumLong * long_pages, server.num_pages()) << "the budget no longer forces preemption";
 
   std::vector<std::future<GrpcResult>> long_results;
   std::vector<std::future<GrpcResult>> short_results;

@@ -1,6 +1,6 @@
 // ServeProcess: a real `gemmaserve serve` as a child process for the integration tests (a
 // ChildProcess: own process group, output captured, everything killed and reaped at the end).
-// Start parses the ports from the "serving ..." log line and waits for "ready: N KV blocks ...".
+// Start parses the ports from the "serving ..." log line and waits for "ready: N KV pages ...".
 // Stop (and the destructor) sends SIGTERM, waits for the drain, then kills the whole group.
 // Test-only.
 //
@@ -49,7 +49,9 @@ class ServeProcess {
     child_ = std::move(*child);
 
     const std::regex serving(R"(gRPC :(\d+), HTTP :(\d+), internal :(\d+))");
-    const std::regex ready(R"(ready: (\d+) KV blocks of (\d+) tokens per group, max model length (\d+))");
+    const std::regex ready(
+        R"(ready: (\d+) KV pages \((\d+) sliding or (\d+) full blocks of (\d+) tokens each\), )"
+        R"(max model length (\d+))");
     const absl::Time give_up = absl::Now() + absl::Seconds(timeout_s);
     while (absl::Now() < give_up) {
       const std::string text = output();
@@ -60,9 +62,11 @@ class ServeProcess {
         internal_port_ = std::stoi(m[3]);
       }
       if (std::regex_search(text, m, ready)) {
-        num_blocks_ = std::stoi(m[1]);
-        block_size_ = std::stoi(m[2]);
-        max_model_len_ = std::stoi(m[3]);
+        num_pages_ = std::stoi(m[1]);
+        sliding_per_page_ = std::stoi(m[2]);
+        full_per_page_ = std::stoi(m[3]);
+        block_size_ = std::stoi(m[4]);
+        max_model_len_ = std::stoi(m[5]);
         return grpc_port_ > 0 && http_port_ > 0;
       }
       if (child_->Wait(absl::Milliseconds(20)).has_value()) return false;  // it exited
@@ -116,7 +120,10 @@ class ServeProcess {
   int grpc_port() const { return grpc_port_; }
   int http_port() const { return http_port_; }
   int internal_port() const { return internal_port_; }
-  int num_blocks() const { return num_blocks_; }
+  int num_pages() const { return num_pages_; }
+  // Blocks of each KV group one page holds.
+  int sliding_per_page() const { return sliding_per_page_; }
+  int full_per_page() const { return full_per_page_; }
   int block_size() const { return block_size_; }
   int max_model_len() const { return max_model_len_; }
 
@@ -125,7 +132,9 @@ class ServeProcess {
   int grpc_port_ = 0;
   int http_port_ = 0;
   int internal_port_ = 0;
-  int num_blocks_ = 0;
+  int num_pages_ = 0;
+  int sliding_per_page_ = 0;
+  int full_per_page_ = 0;
   int block_size_ = 0;
   int max_model_len_ = 0;
 };

@@ -282,13 +282,13 @@ TEST(SoakTest, SixtyFourStreamsWithAbortsAndDisconnectsLeakNothing) {
   }
   std::printf(
       "soak: %.0f s, %d streams: %lld requests (%s), %.0f tokens generated; coordinator RSS after "
-      "warm-up %.1f MiB, min %.1f, max %.1f (%.1f %% from it); end: %lld running, %lld/%lld "
-      "sliding and %lld/%lld full KV blocks in use, %g requests ended in error\n",
+      "warm-up %.1f MiB, min %.1f, max %.1f (%.1f %% from it); end: %lld running, %lld sliding "
+      "and %lld full KV pages of %lld in use, %g requests ended in error\n",
       elapsed_s, kStreams, static_cast<long long>(requests), outcomes.c_str(), tokens, base, *low,
       *high, 100 * spread, static_cast<long long>(load.running_requests()),
-      static_cast<long long>(load.used_sliding_blocks()),
-      static_cast<long long>(load.total_blocks()), static_cast<long long>(load.used_full_blocks()),
-      static_cast<long long>(load.total_blocks()), failed);
+      static_cast<long long>(load.used_sliding_pages()),
+      static_cast<long long>(load.used_full_pages()), static_cast<long long>(load.total_pages()),
+      failed);
   std::fflush(stdout);
   for (const std::string& error : tally.errors) ADD_FAILURE() << error;
   EXPECT_EQ(tally.outcomes["error"], 0);

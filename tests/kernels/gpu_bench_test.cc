@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "model/gemma4.h"
 #include "model/kv_cache.h"
+#include "model/kv_pages.h"
 #include "model/random_checkpoint.h"
 #include "ops/copy.h"
 #include "tests/kernels/gpu_random.h"
@@ -93,24 +94,24 @@ model::ModelWeights RandomDenseWeights(const model::Gemma4Config& config) {
 
 // Seconds of one step of `num_sequences` sequences, each decoding one token after `context` − 1
 // cached, or prefilling `context` tokens when `prefill`; median of 10 after 2 warm-ups.
-double StepSeconds(model::Gemma4Model& model, model::KvCache& cache, int64_t num_sequences,
-                   int64_t context, bool prefill, int64_t blocks_per_sequence) {
+double StepSeconds(model::Gemma4Model& model, model::KvCache& cache, const model::BlockRuns& blocks,
+                   int64_t num_sequences, int64_t context, bool prefill,
+                   int64_t blocks_per_sequence) {
   model::ForwardBatch batch;
   for (int64_t s = 0; s < num_sequences; ++s) {
     model::BatchSequence seq;
     seq.num_cached = prefill ? 0 : context - 1;
     seq.num_tokens = prefill ? context : 1;
-    for (auto& table : seq.block_tables) {
+    for (int g = 0; g < model::kNumKvGroups; ++g) {
       for (int64_t b = 0; b < blocks_per_sequence; ++b) {
-        table.push_back(static_cast<int32_t>(s * blocks_per_sequence + b));
+        seq.block_tables[g].push_back(
+            blocks.Block(0, static_cast<model::LayerKind>(g), s * blocks_per_sequence + b));
       }
     }
     batch.sequences.push_back(seq);
     for (int64_t t = 0; t < seq.num_tokens; ++t) batch.token_ids.push_back(static_cast<int32_t>((s * 7919 + t * 31) % 262144));
   }
-  const absl::Status status = batch.Finalize(model.config(), cache.block_size(),
-                                             {cache.num_blocks(model::LayerKind::kSliding),
-                                              cache.num_blocks(model::LayerKind::kFull)});
+  const absl::Status status = batch.Finalize(model.config(), cache.geometry());
   EXPECT_TRUE(status.ok()) << status;
   std::vector<double> seconds;
   for (int i = 0; i < 12; ++i) {
@@ -137,8 +138,12 @@ TEST(GpuBench, DISABLED_Bench31BLayerStackDecodeAndPrefill) {
   const int64_t blocks_per_sequence = context / block_size;
   model::KvCacheOptions options;
   options.block_size = block_size;
-  options.num_blocks = {sequences * blocks_per_sequence, sequences * blocks_per_sequence};
   options.dtype = DType::kBF16;
+  const model::BlockRuns blocks(
+      {0, model::KvPageLayout::For(model.weights().layers, block_size, options.dtype)
+              .blocks_per_page},
+      sequences * blocks_per_sequence);
+  options.num_pages = blocks.PagesPerRun();
   model::KvCache cache(model.weights().layers, options, Gpu());
   // The floor: every weight read once (the embedding only as the LM head) at the copy's rate of
   // reading (half the bytes it moves).
@@ -146,12 +151,12 @@ TEST(GpuBench, DISABLED_Bench31BLayerStackDecodeAndPrefill) {
   std::printf("31B layer stack: %.1f GB of bf16 weights; floor %.2f ms per decode step\n",
               weight_bytes / 1e9, floor_s * 1e3);
   for (int64_t batch : {int64_t{1}, sequences}) {
-    const double s = StepSeconds(model, cache, batch, context, false, blocks_per_sequence);
+    const double s = StepSeconds(model, cache, blocks, batch, context, false, blocks_per_sequence);
     std::printf("decode, batch %ld, context %ld: %.2f ms per step (%.2f × floor), %.0f tokens/s\n",
                 static_cast<long>(batch), static_cast<long>(context), s * 1e3, s / floor_s,
                 static_cast<double>(batch) / s);
   }
-  const double prefill_s = StepSeconds(model, cache, 1, 2048, true, 2 * blocks_per_sequence);
+  const double prefill_s = StepSeconds(model, cache, blocks, 1, 2048, true, 2 * blocks_per_sequence);
   const double flops = 2.0 * static_cast<double>(weight_bytes / 2) * 2048;  // ≈ 2 · params · tokens
   std::printf("prefill, 2048 tokens: %.1f ms, %.0f TFLOP/s (matmuls only)\n", prefill_s * 1e3,
               flops / prefill_s / 1e12);

@@ -75,15 +75,15 @@ Decoded GreedyTogether(TinyModel& tiny, const std::vector<std::vector<int32_t>>&
       model::BatchSequence seq;
       seq.num_cached = cached[s];
       seq.num_tokens = static_cast<int64_t>(next[s].size());
-      for (auto& table : seq.block_tables) {
+      for (int g = 0; g < model::kNumKvGroups; ++g) {
         for (int64_t b = 0; b < blocks_per_sequence; ++b) {
-          table.push_back(static_cast<int32_t>(s * blocks_per_sequence + b));
+          seq.block_tables[g].push_back(tiny.blocks->Block(0, static_cast<model::LayerKind>(g),
+                                                           s * blocks_per_sequence + b));
         }
       }
       batch.sequences.push_back(seq);
     }
-    const absl::Status status =
-        batch.Finalize(tiny.model->config(), kTinyBlockSize, {kTinyNumBlocks, kTinyNumBlocks});
+    const absl::Status status = batch.Finalize(tiny.model->config(), tiny.cache->geometry());
     EXPECT_TRUE(status.ok()) << status;
     const std::vector<std::vector<float>> rows = Rows(tiny.model->Forward(batch, *tiny.cache));
     for (size_t s = 0; s < prompts.size(); ++s) {

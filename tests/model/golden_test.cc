@@ -31,11 +31,14 @@ class GoldenTest : public ::testing::TestWithParam<std::string> {
     auto loaded = worker::LoadShard("tests/data/" + GetParam(), parallel::ShardPlan::Single());
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     vocab_ = loaded->config.vocab_size;
-    const int64_t blocks = kMaxSequences * kBlocksPerSequence;
-    shard_ = std::make_unique<worker::ModelShard>(std::move(*loaded), kBlockSize, blocks, comm_);
+    const model::KvPages pages = model::BlockRuns::PagesFor(
+        {0, worker::KvLayout(*loaded, kBlockSize).blocks_per_page}, kBlocksPerSequence,
+        kMaxSequences);
+    shard_ = std::make_unique<worker::ModelShard>(std::move(*loaded), kBlockSize, pages.num_pages,
+                                                  comm_);
     driver_ = std::make_unique<SequenceDriver>(
         [this](const internal::v1::StepPlan& plan) { return shard_->executor().Execute(plan); },
-        kBlockSize, blocks, kMaxSequences, vocab_);
+        kBlockSize, pages, kMaxSequences, vocab_);
   }
 
   testing::GoldenReference ref_;

@@ -15,6 +15,7 @@
 #include "model/forward_batch.h"
 #include "model/gemma4.h"
 #include "model/kv_cache.h"
+#include "model/kv_pages.h"
 #include "model/weights.h"
 #include "parallel/communicator.h"
 
@@ -44,8 +45,12 @@ struct TinyModel {
                                                    limits)) {
     model::KvCacheOptions options;
     options.block_size = kTinyBlockSize;
-    options.num_blocks = {kTinyNumBlocks, kTinyNumBlocks};
     options.dtype = kv_dtype;
+    const model::KvPageLayout layout =
+        model::KvPageLayout::For(model->weights().layers, kTinyBlockSize, kv_dtype);
+    blocks = std::make_unique<model::BlockRuns>(model::KvPages{0, layout.blocks_per_page},
+                                                kTinyNumBlocks);
+    options.num_pages = blocks->PagesPerRun();
     cache = std::make_unique<model::KvCache>(model->weights().layers, options, device);
   }
 
@@ -57,7 +62,7 @@ struct TinyModel {
     return std::make_unique<TinyModel>(std::move(weights), std::move(config), limits, kv_dtype);
   }
 
-  // Fills `batch` with one sequence (blocks 0, 1, … in both groups) whose `tokens` follow
+  // Fills `batch` with one sequence (blocks 0, 1, … of `blocks`) whose `tokens` follow
   // `num_cached` cached ones, and finalizes it.
   void Step(const std::vector<int32_t>& tokens, int64_t num_cached, bool all_logits,
             model::ForwardBatch& batch) const {
@@ -67,17 +72,19 @@ struct TinyModel {
     seq.num_cached = num_cached;
     seq.num_tokens = static_cast<int64_t>(tokens.size());
     seq.all_logits = all_logits;
-    for (std::vector<int32_t>& table : seq.block_tables) {
-      table.resize(kTinyNumBlocks);
-      std::iota(table.begin(), table.end(), 0);
+    for (int g = 0; g < model::kNumKvGroups; ++g) {
+      seq.block_tables[g].clear();
+      for (int64_t b = 0; b < kTinyNumBlocks; ++b) {
+        seq.block_tables[g].push_back(blocks->Block(0, static_cast<model::LayerKind>(g), b));
+      }
     }
-    const absl::Status status = batch.Finalize(model->config(), kTinyBlockSize,
-                                               {kTinyNumBlocks, kTinyNumBlocks});
+    const absl::Status status = batch.Finalize(model->config(), cache->geometry());
     ASSERT_TRUE(status.ok()) << status;
   }
 
   parallel::LocalCommunicator comm;  // before the model, which holds a reference to it
   std::unique_ptr<model::Gemma4Model> model;
+  std::unique_ptr<model::BlockRuns> blocks;  // one run of kTinyNumBlocks blocks of each group
   std::unique_ptr<model::KvCache> cache;
 };
 

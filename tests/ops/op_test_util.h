@@ -96,6 +96,7 @@ inline AttentionMetadata Metadata(const std::vector<Span>& spans, int64_t block_
   metadata.block_tables =
       Tensor::FromInts(tables, {static_cast<int64_t>(spans.size()), max_blocks});
   metadata.max_context_len = max_context;
+  metadata.block_size = block_size;
   return metadata;
 }
 

@@ -1,7 +1,8 @@
 // PagedAttention on a realistic step, compared with dense causal attention over each sequence's
 // contiguous K/V: three sequences in one call (a decode, a prefill chunk after 5 cached
 // positions, a first prefill), their blocks scattered over the cache, block_size 4, GQA with 4
-// query heads over 2 KV heads, window off and on.
+// query heads over 2 KV heads, window off and on; blocks back to back in the cache, and 7 rows
+// apart as when the KV groups share pages (the rows between are NaN).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -36,15 +37,17 @@ struct Sequence {
   int64_t context_len() const { return num_cached + num_tokens; }
 };
 
-class PagedAttentionScenarioTest : public ::testing::Test {
+// The parameter: cache rows from one block to the next.
+class PagedAttentionScenarioTest : public ::testing::TestWithParam<int64_t> {
  protected:
   void SetUp() override {
+    const int64_t stride = GetParam();
     // Physical blocks handed out in scrambled order; blocks 1, 9, 4, 6 and unwritten rows of
     // each sequence's last block stay NaN, so any read outside a sequence's context shows up.
     sequences_ = {{9, 1, {7, 2, 10}, {}, {}},  // decode at position 9
                   {5, 6, {0, 5, 11}, {}, {}},  // prefill chunk, positions 5 … 10
                   {0, 3, {3}, {}, {}}};        // first prefill, positions 0 … 2
-    k_cache_ = NanTensor({kNumBlocks, kBlockSize, kNumKvHeads, kHeadDim});
+    k_cache_ = NanTensor({kNumBlocks, stride, kNumKvHeads, kHeadDim});
     v_cache_ = NanTensor(k_cache_.shape());
     std::mt19937 rng(70);
     int64_t num_tokens = 0;
@@ -53,7 +56,8 @@ class PagedAttentionScenarioTest : public ::testing::Test {
       seq.values = RandomTensor({seq.context_len(), kNumKvHeads, kHeadDim}, rng, -2.0f, 2.0f);
       std::vector<int32_t> slots;
       for (int64_t p = 0; p < seq.context_len(); ++p) {
-        slots.push_back(seq.block_table[p / kBlockSize] * kBlockSize + p % kBlockSize);
+        slots.push_back(static_cast<int32_t>(seq.block_table[p / kBlockSize] * stride +
+                                             p % kBlockSize));
       }
       WriteKvCache(seq.keys, seq.values, Ints(slots), k_cache_, v_cache_);
       spans_.push_back({num_tokens, seq.num_tokens, seq.context_len(), seq.block_table.data()});
@@ -65,6 +69,13 @@ class PagedAttentionScenarioTest : public ::testing::Test {
   Tensor Run(const std::vector<Span>& spans, int64_t window, float scale) const {
     Tensor out = Tensor::Empty(DType::kF32, q_.shape());
     PagedAttention(q_, k_cache_, v_cache_, Metadata(spans, kBlockSize), window, scale, out);
+    return out;
+  }
+
+  Tensor RunReference(int64_t window, float scale) const {
+    Tensor out = Tensor::Empty(DType::kF32, q_.shape());
+    PagedAttentionReference(q_, k_cache_, v_cache_, Metadata(spans_, kBlockSize), window, scale,
+                            out);
     return out;
   }
 
@@ -112,25 +123,30 @@ class PagedAttentionScenarioTest : public ::testing::Test {
   Tensor k_cache_, v_cache_, q_;
 };
 
-TEST_F(PagedAttentionScenarioTest, FullCausalMatchesDenseReference) {
+TEST_P(PagedAttentionScenarioTest, FullCausalMatchesDenseReference) {
   ExpectAllNear(Run(spans_, 0, 1.0f), Reference(0, 1.0), 1e-5);
 }
 
-TEST_F(PagedAttentionScenarioTest, SlidingWindowShorterThanABlockMatchesDenseReference) {
+TEST_P(PagedAttentionScenarioTest, SlidingWindowShorterThanABlockMatchesDenseReference) {
   ExpectAllNear(Run(spans_, 3, 1.0f), Reference(3, 1.0), 1e-5);
 }
 
-TEST_F(PagedAttentionScenarioTest, SlidingWindowAcrossBlocksMatchesDenseReference) {
+TEST_P(PagedAttentionScenarioTest, SlidingWindowAcrossBlocksMatchesDenseReference) {
   ExpectAllNear(Run(spans_, 6, 0.3f), Reference(6, 0.3), 1e-5);
 }
 
-TEST_F(PagedAttentionScenarioTest, WindowLongerThanEveryContextEqualsFullCausal) {
+TEST_P(PagedAttentionScenarioTest, ThePerRowReferenceKernelMatchesDenseReference) {
+  ExpectAllNear(RunReference(0, 1.0f), Reference(0, 1.0), 1e-5);
+  ExpectAllNear(RunReference(6, 0.3f), Reference(6, 0.3), 1e-5);
+}
+
+TEST_P(PagedAttentionScenarioTest, WindowLongerThanEveryContextEqualsFullCausal) {
   const Tensor full = Run(spans_, 0, 1.0f);
   ExpectAllNear(Run(spans_, 1024, 1.0f),
                 std::vector<double>(full.data<float>(), full.data<float>() + full.numel()), 0.0);
 }
 
-TEST_F(PagedAttentionScenarioTest, EachSequenceAloneGivesItsRowsOfTheBatch) {
+TEST_P(PagedAttentionScenarioTest, EachSequenceAloneGivesItsRowsOfTheBatch) {
   // Batching must not leak between sequences, and span order must not matter.
   const std::vector<Span> reversed(spans_.rbegin(), spans_.rend());
   const Tensor batch = Run(reversed, 3, 1.0f);
@@ -142,6 +158,12 @@ TEST_F(PagedAttentionScenarioTest, EachSequenceAloneGivesItsRowsOfTheBatch) {
     ExpectAllNear(mine, std::vector<double>(expected, expected + span.num_tokens * row), 0.0);
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(BlockStride, PagedAttentionScenarioTest,
+                         ::testing::Values(kBlockSize, 7),
+                         [](const ::testing::TestParamInfo<int64_t>& info) {
+                           return info.param == kBlockSize ? "BackToBack" : "SevenRowsApart";
+                         });
 
 }  // namespace
 }  // namespace gemmaserve::ops
