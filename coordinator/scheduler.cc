@@ -241,7 +241,12 @@ pb::SequencePlan Scheduler::PlanFor(const Sequence& seq, const ScheduledSequence
   plan.set_num_cached(seq.num_computed);
   const std::vector<int32_t>& sliding = seq.block_tables[kSliding];
   const std::vector<int32_t>& full = seq.block_tables[kFull];
-  plan.mutable_sliding_blocks()->Add(sliding.begin(), sliding.end());
+  // Only the window's blocks: the entries before it are −1, and a long context would send
+  // thousands of them every step.
+  const int64_t start = std::min<int64_t>(block_manager_.FirstWindowBlock(seq.num_computed),
+                                          static_cast<int64_t>(sliding.size()));
+  plan.set_sliding_blocks_start(start);
+  plan.mutable_sliding_blocks()->Add(sliding.begin() + start, sliding.end());
   plan.mutable_full_blocks()->Add(full.begin(), full.end());
   plan.set_sample(scheduled.sample);
   *plan.mutable_sampling() = seq.request.sampling;

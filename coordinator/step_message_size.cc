@@ -26,9 +26,9 @@ int64_t MaxPlanBytes(const StepShape& s) {
   // ints, six floats, two bools), each with its field's tag; plus the five packed fields' headers.
   constexpr int64_t kFixed = 3 * kField + 4 * 2 + kField + kHeader + 3 * kField + 6 * kFloat +
                              2 * 2 + 5 * kHeader;
-  const int64_t per_sequence = kHeader + kFixed +
-                               num_blocks * (kVarint + kPositiveInt32) +  // sliding, full tables
-                               s.max_model_len * kPositiveInt32;          // prompt + output history
+  const int64_t per_sequence = kHeader + kFixed + kField +  // sliding_blocks_start
+                               2 * num_blocks * kPositiveInt32 +  // sliding, full tables
+                               s.max_model_len * kPositiveInt32;  // prompt + output history
   return kField + s.max_tokens_per_step * kPositiveInt32 + SequencesPerStep(s) * per_sequence;
 }
 

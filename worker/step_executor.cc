@@ -104,8 +104,16 @@ absl::Status StepExecutor::BuildBatch(const StepPlan& plan) {
     model::BatchSequence& entry = batch_.sequences[s];
     entry.num_cached = seq.num_cached();
     entry.num_tokens = seq.token_ids_size();
-    entry.block_tables[static_cast<int>(model::LayerKind::kSliding)].assign(
-        seq.sliding_blocks().begin(), seq.sliding_blocks().end());
+    // The sliding table's freed front is not sent; it is never longer than the full table.
+    const int64_t start = seq.sliding_blocks_start();
+    if (start < 0 || start > seq.full_blocks_size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sequence ", seq.sequence_id(), ": sliding_blocks_start ", start, " outside [0, ",
+          seq.full_blocks_size(), "]"));
+    }
+    std::vector<int32_t>& sliding = entry.block_tables[static_cast<int>(model::LayerKind::kSliding)];
+    sliding.assign(static_cast<size_t>(start), -1);
+    sliding.insert(sliding.end(), seq.sliding_blocks().begin(), seq.sliding_blocks().end());
     entry.block_tables[static_cast<int>(model::LayerKind::kFull)].assign(seq.full_blocks().begin(),
                                                                          seq.full_blocks().end());
     entry.all_logits = seq.all_logits() || seq.prompt_logprobs();

@@ -219,6 +219,14 @@ TEST(ClusterFailureTest, PlanWithABlockOutsideThePoolIsRejectedAndTheReplicaKeep
   EXPECT_THAT(std::string(rejected.status().message()),
               AllOf(HasSubstr("sequence 1"), HasSubstr("outside the pool")));
   EXPECT_TRUE(group.ready());
+  // A sliding table said to start past the full one (the worker would fill the gap with −1).
+  plan.mutable_sequences(1)->set_sliding_blocks_start(int64_t{1} << 40);
+  plan.set_step_id(1001);
+  rejected = group.Step(plan);
+  EXPECT_EQ(rejected.status().code(), absl::StatusCode::kInvalidArgument) << rejected.status();
+  EXPECT_THAT(std::string(rejected.status().message()),
+              AllOf(HasSubstr("sequence 1"), HasSubstr("sliding_blocks_start 1099511627776")));
+  EXPECT_TRUE(group.ready());
 
   coordinator::SequenceDriver driver(
       [&group](const internal::v1::StepPlan& step) { return group.Step(step); }, kBlockSize,

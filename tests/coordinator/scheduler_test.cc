@@ -207,7 +207,9 @@ class SchedulerTest : public ::testing::Test {
       model::BatchSequence entry;
       entry.num_cached = plan.num_cached();
       entry.num_tokens = plan.token_ids_size();
-      entry.block_tables[kSliding].assign(plan.sliding_blocks().begin(), plan.sliding_blocks().end());
+      entry.block_tables[kSliding].assign(plan.sliding_blocks_start(), -1);
+      entry.block_tables[kSliding].insert(entry.block_tables[kSliding].end(),
+                                          plan.sliding_blocks().begin(), plan.sliding_blocks().end());
       entry.block_tables[kFull].assign(plan.full_blocks().begin(), plan.full_blocks().end());
       batch.sequences.push_back(std::move(entry));
     }
@@ -373,10 +375,11 @@ TEST_F(SchedulerTest, SlidingBlocksFreedOutsideWindow) {
     // Blocks of the window (15 positions before the next token, at most 5 blocks) and no more.
     EXPECT_LE(blocks.num_used(model::LayerKind::kSliding), 5);
     max_used_full = std::max(max_used_full, blocks.num_used(model::LayerKind::kFull));
-    for (int b = 0; b < step.plan.sequences(0).sliding_blocks_size(); ++b) {
-      const bool before_window = b < blocks.FirstWindowBlock(step.plan.sequences(0).num_cached());
-      EXPECT_EQ(step.plan.sequences(0).sliding_blocks(b) < 0, before_window);
-    }
+    // The plan sends the window's blocks only, every one of them held.
+    const pb::SequencePlan& plan = step.plan.sequences(0);
+    EXPECT_EQ(plan.sliding_blocks_start(), blocks.FirstWindowBlock(plan.num_cached()));
+    EXPECT_EQ(plan.sliding_blocks_start() + plan.sliding_blocks_size(), plan.full_blocks_size());
+    for (int32_t block : plan.sliding_blocks()) EXPECT_GE(block, 0);
   }
   EXPECT_EQ(Get(id).num_output_tokens(), 120);
   EXPECT_EQ(max_used_full, 31);  // positions 0 … 122 are computed

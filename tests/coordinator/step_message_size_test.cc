@@ -42,8 +42,9 @@ TEST(StepMessageSizeTest, LargestPlanFitsItsBound) {
     seq->set_sequence_id(UINT64_MAX);
     for (int64_t t = 0; t < tokens_each; ++t) seq->add_token_ids(kLargestId);
     seq->set_num_cached(shape.max_model_len);
+    seq->set_sliding_blocks_start(INT64_MAX);
     for (int64_t b = 0; b < shape.max_model_len / shape.block_size; ++b) {
-      seq->add_sliding_blocks(-1);
+      seq->add_sliding_blocks(INT32_MAX);
       seq->add_full_blocks(INT32_MAX);
     }
     seq->set_sample(true);
