@@ -22,12 +22,6 @@ absl::StatusOr<DType> ResolveKvCacheDType(std::string_view name, const Device& d
                                                  "\": expected auto, f32 or bf16"));
 }
 
-KvGeometry KvGeometry::Packed(int64_t block_size, int64_t num_blocks) {
-  return {.block_size = block_size,
-          .num_blocks = {num_blocks, num_blocks},
-          .block_stride = {block_size, block_size}};
-}
-
 KvPageLayout KvPageLayout::For(const std::vector<LayerWeights>& layers, int64_t block_size,
                                DType dtype) {
   CHECK_GT(block_size, 0);

@@ -41,16 +41,13 @@ struct KvGeometry {
   int64_t block_size = 0;                            // token slots per block
   std::array<int64_t, kNumKvGroups> num_blocks{};    // valid block ids per group: [0, num_blocks)
   std::array<int64_t, kNumKvGroups> block_stride{};  // cache rows from one block to the next
-
-  // Both groups with `num_blocks` blocks, each layer's blocks back to back.
-  static KvGeometry Packed(int64_t block_size, int64_t num_blocks);
 };
 
 // How the two groups share a page, for one rank's layers.
 struct KvPageLayout {
   int64_t page_bytes = 0;
-  // Blocks of each group one page holds: 1 for the larger group, the most of the smaller group's
-  // blocks that fit for the other (1 for a group without layers: its blocks take no memory).
+  // Blocks of each group one page holds: 1 for the larger group (and for a group without
+  // layers), for the other the fewest of its blocks that hold one of the larger group's.
   std::array<int64_t, kNumKvGroups> blocks_per_page{};
   // One block of each group across the group's layers, K and V.
   std::array<int64_t, kNumKvGroups> block_bytes{};

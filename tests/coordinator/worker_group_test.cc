@@ -3,6 +3,10 @@
 // tests/integration.
 #include "coordinator/worker_group.h"
 
+#include <array>
+#include <thread>
+#include <vector>
+
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -61,6 +65,64 @@ TEST(WorkerGroupTest, StepIsRefusedWhenNotReadyOrOverTheMessageLimit) {
   EXPECT_EQ(oversized.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(oversized.status().message()),
               HasSubstr("more than the step message limit of 1024 bytes"));
+}
+
+// Ranks report their KV pages; the replica runs with the fewest, and refuses a rank whose pages
+// hold other block counts (block ids would name other memory there) or no valid layout at all.
+TEST(WorkerGroupTest, RegistrationAgreesOnPagesAndRefusesOtherLayouts) {
+  WorkerGroup group(Spec());
+  internal::v1::ClusterConfig config;
+  {
+    grpc::ServerContext context;
+    ASSERT_TRUE(group.GetClusterConfig(&context, nullptr, &config).ok());
+  }
+  auto Request = [&config](int rank, int64_t pages, int64_t sliding, int64_t full) {
+    internal::v1::RegisterRequest request;
+    request.set_rank(rank);
+    request.set_world_size(2);
+    request.set_session_id(config.session_id());
+    request.set_generation(config.generation());
+    request.set_kv_pages(pages);
+    request.set_sliding_blocks_per_page(sliding);
+    request.set_full_blocks_per_page(full);
+    return request;
+  };
+  std::array<grpc::Status, 2> status;
+  std::array<internal::v1::RegisterResponse, 2> response;
+  std::vector<std::thread> ranks;
+  for (int rank = 0; rank < 2; ++rank) {
+    ranks.emplace_back([&, rank] {
+      grpc::ServerContext context;
+      const internal::v1::RegisterRequest request = Request(rank, rank == 0 ? 300 : 200, 1, 10);
+      status[rank] = group.Register(&context, &request, &response[rank]);
+    });
+  }
+  for (std::thread& rank : ranks) rank.join();
+  for (int rank = 0; rank < 2; ++rank) {
+    ASSERT_TRUE(status[rank].ok()) << status[rank].error_message();
+    EXPECT_EQ(response[rank].kv_pages(), 200);
+  }
+  EXPECT_EQ(group.kv_pages().num_pages, 200);
+  EXPECT_EQ(group.kv_pages().blocks_per_page, (std::array<int64_t, 2>{1, 10}));
+
+  group.Fail("rank 1 vanished");  // a new generation keeps the first one's pages
+  config.set_generation(group.generation());
+  grpc::ServerContext context;
+  internal::v1::RegisterResponse refused;
+  internal::v1::RegisterRequest other = Request(0, 300, 1, 5);
+  grpc::Status result = group.Register(&context, &other, &refused);
+  EXPECT_EQ(result.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(result.error_message(),
+              HasSubstr("rank 0 holds 1 sliding or 5 full blocks per KV page, but the replica's "
+                        "pages hold 1 or 10"));
+  other = Request(0, 300, 2, 5);
+  result = group.Register(&context, &other, &refused);
+  EXPECT_EQ(result.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  other = Request(0, 100, 1, 10);
+  result = group.Register(&context, &other, &refused);
+  EXPECT_EQ(result.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(result.error_message(), HasSubstr("holds 100 KV pages, but the replica runs with 200"));
+  group.Shutdown("done", absl::Milliseconds(10));
 }
 
 }  // namespace
