@@ -11,7 +11,7 @@ Workspace::Workspace(int64_t capacity_bytes, Device device)
   CHECK_GE(capacity_bytes, 0);
   // One alignment unit more than the capacity, so that the first tensor can start aligned
   // whatever alignment the allocator gives (64 bytes on the CPU).
-  buffer_ = Tensor::Empty(DType::kI32, {(capacity_bytes_ + kAlignment) / 4}, device);
+  buffer_ = Tensor::Zeros(DType::kI32, {(capacity_bytes_ + kAlignment) / 4}, device);
   const uintptr_t address = reinterpret_cast<uintptr_t>(buffer_.raw_data());
   base_ = static_cast<char*>(buffer_.raw_data()) + (kAlignment - address % kAlignment) % kAlignment;
 }

@@ -31,7 +31,9 @@ class Workspace {
   // vectorised loads.
   static constexpr int64_t kAlignment = 256;
 
-  // Allocates `capacity_bytes` on `device` (nothing is touched until it is used).
+  // Allocates `capacity_bytes` on `device` and zeroes them, so that the memory is resident from
+  // start-up: a shortage shows then rather than in a request, and the first long step does not
+  // pay for faulting its pages in (on the CPU a 16,384-token step's 2.5 GB did, inside the step).
   Workspace(int64_t capacity_bytes, Device device);
 
   Workspace(const Workspace&) = delete;
