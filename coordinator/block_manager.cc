@@ -159,7 +159,6 @@ bool BlockManager::CanTake(
          needed + per_page * needed <= free[small_] + per_page * (free[big_] + unowned);
 }
 
-
 int64_t BlockManager::NumBlocksFor(int64_t num_tokens) const {
   return (num_tokens + block_size_ - 1) / block_size_;
 }
