@@ -15,7 +15,7 @@ __device__ inline float Load(const __nv_bfloat16* p) { return __bfloat162float(*
 __device__ inline void Store(float value, float* p) { *p = value; }
 __device__ inline void Store(float value, __nv_bfloat16* p) { *p = __float2bfloat16_rn(value); }
 
-// One block per token; threads over its row of K and of V.
+// One block per token; threads over its row of K (unless k_cache is null) and of V.
 template <typename T>
 __global__ void WriteKvKernel(const float* k, const float* v, const int32_t* slots, T* k_cache,
                               T* v_cache, int64_t row) {
@@ -23,7 +23,7 @@ __global__ void WriteKvKernel(const float* k, const float* v, const int32_t* slo
   const float* k_row = k + blockIdx.x * row;
   const float* v_row = v + blockIdx.x * row;
   for (int64_t i = threadIdx.x; i < row; i += blockDim.x) {
-    Store(k_row[i], k_cache + slot * row + i);
+    if (k_cache != nullptr) Store(k_row[i], k_cache + slot * row + i);
     Store(v_row[i], v_cache + slot * row + i);
   }
 }
@@ -39,14 +39,24 @@ struct Metadata {
   int64_t block_stride;  // cache rows from one block to the next (the cache's dim(1))
 };
 
+// Keys rebuilt from values (ops::KeysFromValues): k = RoPE_p(k_norm_weight ⊙ v).
+struct KeyRebuild {
+  const float* k_norm_weight;  // [head_dim]
+  const float* inv_freq;       // [angles]
+  int64_t angles;
+};
+
 // Grid (num_tokens, num_kv_heads); blockDim.x = 32 · group (one warp per query head). Lane l
-// holds dims l, l + 32, … of its head: kDim / 32 of q and of the running output.
-template <int kDim, typename T>
+// holds dims l, l + 32, … of its head: kDim / 32 of q and of the running output. With
+// kKeysFromValues, k_cache is unused: each key is rebuilt in registers from the value the lane
+// loads anyway; dim j pairs with j + kDim / 2, which lies in the same lane (kDim ≥ 64).
+template <int kDim, typename T, bool kKeysFromValues>
 __global__ void PagedAttentionKernel(const float* q, const T* k_cache, const T* v_cache,
                                      Metadata metadata, int64_t num_heads, int64_t num_kv_heads,
-                                     int64_t sliding_window, float scale,
+                                     int64_t sliding_window, float scale, KeyRebuild rebuild,
                                      float* out) {
   constexpr int kPerLane = kDim / 32;
+  static_assert(!kKeysFromValues || kPerLane % 2 == 0, "rotation pairs must share a lane");
   const int64_t token = blockIdx.x;
   // The sequence this token belongs to (rows outside every sequence are left alone).
   int64_t sequence = -1;
@@ -69,10 +79,12 @@ __global__ void PagedAttentionKernel(const float* q, const T* k_cache, const T* 
   const float* q_head = q + (token * num_heads + head) * kDim;
   float q_lane[kPerLane];
   float acc[kPerLane];
+  float weight_lane[kPerLane];  // k_norm's weight, when keys are rebuilt
 #pragma unroll
   for (int i = 0; i < kPerLane; ++i) {
     q_lane[i] = q_head[lane + 32 * i];
     acc[i] = 0.0f;
+    weight_lane[i] = kKeysFromValues ? rebuild.k_norm_weight[lane + 32 * i] : 0.0f;
   }
   float running_max = -INFINITY;
   float running_sum = 0.0f;
@@ -80,10 +92,35 @@ __global__ void PagedAttentionKernel(const float* q, const T* k_cache, const T* 
     const int64_t slot = static_cast<int64_t>(table[p / metadata.block_size]) *
                              metadata.block_stride +
                          p % metadata.block_size;
-    const T* key = k_cache + (slot * num_kv_heads + kv_head) * kDim;
+    const T* value = v_cache + (slot * num_kv_heads + kv_head) * kDim;
+    float v_lane[kPerLane];
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) v_lane[i] = Load(value + lane + 32 * i);
+    float key_lane[kPerLane];
+    if constexpr (kKeysFromValues) {
+#pragma unroll
+      for (int i = 0; i < kPerLane; ++i) key_lane[i] = __fmul_rn(v_lane[i], weight_lane[i]);
+      // Rotated as kernels::ApplyRope rotates (rounded the same way, no fused multiply-adds).
+      const float angle_position = static_cast<float>(p);
+#pragma unroll
+      for (int i = 0; i < kPerLane / 2; ++i) {
+        const int64_t j = lane + 32 * i;
+        if (j >= rebuild.angles) continue;
+        float sin_value, cos_value;
+        sincosf(__fmul_rn(angle_position, rebuild.inv_freq[j]), &sin_value, &cos_value);
+        const float a = key_lane[i];
+        const float b = key_lane[i + kPerLane / 2];
+        key_lane[i] = __fsub_rn(__fmul_rn(a, cos_value), __fmul_rn(b, sin_value));
+        key_lane[i + kPerLane / 2] = __fadd_rn(__fmul_rn(b, cos_value), __fmul_rn(a, sin_value));
+      }
+    } else {
+      const T* key = k_cache + (slot * num_kv_heads + kv_head) * kDim;
+#pragma unroll
+      for (int i = 0; i < kPerLane; ++i) key_lane[i] = Load(key + lane + 32 * i);
+    }
     float dot = 0.0f;
 #pragma unroll
-    for (int i = 0; i < kPerLane; ++i) dot = fmaf(q_lane[i], Load(key + lane + 32 * i), dot);
+    for (int i = 0; i < kPerLane; ++i) dot = fmaf(q_lane[i], key_lane[i], dot);
     for (int offset = 16; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
     const float score = dot * scale;
     const float new_max = fmaxf(running_max, score);
@@ -91,11 +128,8 @@ __global__ void PagedAttentionKernel(const float* q, const T* k_cache, const T* 
     const float weight = expf(score - new_max);
     running_sum = running_sum * correction + weight;
     running_max = new_max;
-    const T* value = v_cache + (slot * num_kv_heads + kv_head) * kDim;
 #pragma unroll
-    for (int i = 0; i < kPerLane; ++i) {
-      acc[i] = fmaf(weight, Load(value + lane + 32 * i), acc[i] * correction);
-    }
+    for (int i = 0; i < kPerLane; ++i) acc[i] = fmaf(weight, v_lane[i], acc[i] * correction);
   }
   float* out_head = out + (token * num_heads + head) * kDim;
   const float inverse = 1.0f / running_sum;
@@ -103,35 +137,58 @@ __global__ void PagedAttentionKernel(const float* q, const T* k_cache, const T* 
   for (int i = 0; i < kPerLane; ++i) out_head[lane + 32 * i] = acc[i] * inverse;
 }
 
-template <typename T>
+template <typename T, bool kKeysFromValues>
 void LaunchAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                     const Metadata& metadata, int64_t sliding_window, float scale, Tensor& out) {
+                     const Metadata& metadata, int64_t sliding_window, float scale,
+                     const KeyRebuild& rebuild, Tensor& out) {
   const int64_t num_tokens = q.dim(0);
   const int64_t num_heads = q.dim(1);
   const int64_t head_dim = q.dim(2);
-  const int64_t num_kv_heads = k_cache.dim(2);
+  const int64_t num_kv_heads = v_cache.dim(2);
   const dim3 grid(static_cast<unsigned>(num_tokens), static_cast<unsigned>(num_kv_heads));
   const unsigned threads = static_cast<unsigned>(32 * (num_heads / num_kv_heads));
-  const T* k = static_cast<const T*>(k_cache.raw_data());
+  const T* k = kKeysFromValues ? nullptr : static_cast<const T*>(k_cache.raw_data());
   const T* v = static_cast<const T*>(v_cache.raw_data());
-#define GS_ATTENTION_CASE(dim)                                                               \
-  case dim:                                                                                  \
-    PagedAttentionKernel<dim, T><<<grid, threads>>>(q.data<float>(), k, v, metadata,         \
-                                                    num_heads, num_kv_heads, sliding_window, \
-                                                    scale, out.data<float>());               \
+#define GS_ATTENTION_CASE(dim)                                                        \
+  case dim:                                                                           \
+    PagedAttentionKernel<dim, T, kKeysFromValues><<<grid, threads>>>(                 \
+        q.data<float>(), k, v, metadata, num_heads, num_kv_heads, sliding_window,     \
+        scale, rebuild, out.data<float>());                                           \
     break;
   switch (head_dim) {
-    GS_ATTENTION_CASE(32)
     GS_ATTENTION_CASE(64)
     GS_ATTENTION_CASE(128)
     GS_ATTENTION_CASE(256)
     GS_ATTENTION_CASE(512)
+    case 32:
+      if constexpr (!kKeysFromValues) {
+        PagedAttentionKernel<32, T, false><<<grid, threads>>>(
+            q.data<float>(), k, v, metadata, num_heads, num_kv_heads, sliding_window, scale,
+            rebuild, out.data<float>());
+        break;
+      }
+      [[fallthrough]];
     default:
-      CHECK(false) << "PagedAttention: head_dim " << head_dim
-                   << " has no CUDA kernel (32, 64, 128, 256, 512)";
+      CHECK(false) << "PagedAttention: head_dim " << head_dim << " has no CUDA kernel (32"
+                   << (kKeysFromValues ? " with stored keys" : "") << ", 64, 128, 256, 512)";
   }
 #undef GS_ATTENTION_CASE
   GS_CUDA_CHECK_LAUNCH("PagedAttention");
+}
+
+template <typename T>
+void LaunchAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                     const Metadata& metadata, int64_t sliding_window, float scale,
+                     const ops::KeysFromValues* keys_from_values, Tensor& out) {
+  if (keys_from_values == nullptr) {
+    LaunchAttention<T, false>(q, k_cache, v_cache, metadata, sliding_window, scale, KeyRebuild{},
+                              out);
+    return;
+  }
+  const KeyRebuild rebuild{keys_from_values->k_norm_weight.data<float>(),
+                           keys_from_values->inv_freq.data<float>(),
+                           keys_from_values->inv_freq.numel()};
+  LaunchAttention<T, true>(q, k_cache, v_cache, metadata, sliding_window, scale, rebuild, out);
 }
 
 void CheckKvCache(const Tensor& cache, const char* what) {
@@ -144,44 +201,70 @@ void CheckKvCache(const Tensor& cache, const char* what) {
 
 void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache,
                   Tensor& v_cache) {
-  UseDeviceOf({&k, &v, &slots, &k_cache, &v_cache}, "WriteKvCache");
-  CheckDType(k, DType::kF32, "WriteKvCache k");
+  const bool keys = k_cache.defined();
+  if (keys) {
+    UseDeviceOf({&k, &v, &slots, &k_cache, &v_cache}, "WriteKvCache");
+    CheckDType(k, DType::kF32, "WriteKvCache k");
+    CheckKvCache(k_cache, "WriteKvCache k_cache");
+    CHECK(k.shape() == v.shape() && k_cache.shape() == v_cache.shape() &&
+          k_cache.dtype() == v_cache.dtype())
+        << "WriteKvCache: " << k.DebugString() << ", " << v.DebugString() << " into "
+        << k_cache.DebugString();
+  } else {
+    UseDeviceOf({&v, &slots, &v_cache}, "WriteKvCache");
+  }
   CheckDType(v, DType::kF32, "WriteKvCache v");
   CheckDType(slots, DType::kI32, "WriteKvCache slots");
-  CheckKvCache(k_cache, "WriteKvCache k_cache");
-  CHECK(k.shape() == v.shape() && k_cache.shape() == v_cache.shape() &&
-        k_cache.dtype() == v_cache.dtype() && slots.numel() == k.dim(0))
-      << "WriteKvCache: " << k.DebugString() << ", " << v.DebugString() << " into "
-      << k_cache.DebugString();
-  const int64_t row = k_cache.dim(2) * k_cache.dim(3);
-  CHECK_EQ(k.numel(), k.dim(0) * row) << k.DebugString() << " into " << k_cache.DebugString();
-  if (k.dim(0) == 0) return;
-  const unsigned blocks = static_cast<unsigned>(k.dim(0));
-  if (k_cache.dtype() == DType::kBF16) {
-    WriteKvKernel<<<blocks, 256>>>(k.data<float>(), v.data<float>(), slots.data<int32_t>(),
-                                   k_cache.data<__nv_bfloat16>(), v_cache.data<__nv_bfloat16>(),
-                                   row);
+  CheckKvCache(v_cache, "WriteKvCache v_cache");
+  CHECK(v.rank() >= 1 && slots.numel() == v.dim(0))
+      << "WriteKvCache: " << v.DebugString() << " with " << slots.DebugString();
+  const int64_t row = v_cache.dim(2) * v_cache.dim(3);
+  CHECK_EQ(v.numel(), v.dim(0) * row) << v.DebugString() << " into " << v_cache.DebugString();
+  if (v.dim(0) == 0) return;
+  const unsigned blocks = static_cast<unsigned>(v.dim(0));
+  const float* k_data = keys ? k.data<float>() : nullptr;
+  if (v_cache.dtype() == DType::kBF16) {
+    WriteKvKernel<<<blocks, 256>>>(k_data, v.data<float>(), slots.data<int32_t>(),
+                                   keys ? k_cache.data<__nv_bfloat16>() : nullptr,
+                                   v_cache.data<__nv_bfloat16>(), row);
   } else {
-    WriteKvKernel<<<blocks, 256>>>(k.data<float>(), v.data<float>(), slots.data<int32_t>(),
-                                   k_cache.data<float>(), v_cache.data<float>(), row);
+    WriteKvKernel<<<blocks, 256>>>(k_data, v.data<float>(), slots.data<int32_t>(),
+                                   keys ? k_cache.data<float>() : nullptr, v_cache.data<float>(),
+                                   row);
   }
   GS_CUDA_CHECK_LAUNCH("WriteKvCache");
 }
 
 void PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                     const ops::AttentionMetadata& metadata, int64_t sliding_window, float scale,
-                    Tensor& out) {
-  UseDeviceOf({&q, &k_cache, &v_cache, &out, &metadata.token_begin, &metadata.num_tokens,
+                    Tensor& out, const ops::KeysFromValues* keys_from_values) {
+  UseDeviceOf({&q, &v_cache, &out, &metadata.token_begin, &metadata.num_tokens,
                &metadata.context_lens, &metadata.block_tables},
               "PagedAttention");
   CheckDType(q, DType::kF32, "PagedAttention q");
   CheckDType(out, DType::kF32, "PagedAttention out");
-  CheckKvCache(k_cache, "PagedAttention k_cache");
-  CHECK(q.rank() == 3 && q.shape() == out.shape() && k_cache.shape() == v_cache.shape() &&
-        k_cache.dtype() == v_cache.dtype() && k_cache.dim(3) == q.dim(2))
-      << "PagedAttention: " << q.DebugString() << " over " << k_cache.DebugString();
+  CheckKvCache(v_cache, "PagedAttention v_cache");
+  CHECK(q.rank() == 3 && q.shape() == out.shape() && v_cache.dim(3) == q.dim(2))
+      << "PagedAttention: " << q.DebugString() << " over " << v_cache.DebugString();
+  if (keys_from_values == nullptr) {
+    UseDeviceOf({&q, &k_cache}, "PagedAttention");
+    CheckKvCache(k_cache, "PagedAttention k_cache");
+    CHECK(k_cache.shape() == v_cache.shape() && k_cache.dtype() == v_cache.dtype())
+        << "PagedAttention: keys " << k_cache.DebugString() << ", values "
+        << v_cache.DebugString();
+  } else {
+    const Tensor& weight = keys_from_values->k_norm_weight;
+    const Tensor& inv_freq = keys_from_values->inv_freq;
+    CHECK(!k_cache.defined()) << "PagedAttention: keys both stored and rebuilt from values";
+    UseDeviceOf({&q, &weight, &inv_freq}, "PagedAttention");
+    CheckDType(weight, DType::kF32, "PagedAttention k_norm_weight");
+    CheckDType(inv_freq, DType::kF32, "PagedAttention inv_freq");
+    CHECK(weight.numel() == q.dim(2) && 2 * inv_freq.numel() <= q.dim(2))
+        << "PagedAttention: k_norm weight " << weight.DebugString() << " and inv_freq "
+        << inv_freq.DebugString() << " for head_dim " << q.dim(2);
+  }
   const int64_t num_heads = q.dim(1);
-  const int64_t num_kv_heads = k_cache.dim(2);
+  const int64_t num_kv_heads = v_cache.dim(2);
   CHECK_EQ(num_heads % num_kv_heads, 0) << num_heads << " heads over " << num_kv_heads;
   CHECK_LE(num_heads / num_kv_heads, 32) << "PagedAttention: GQA group of "
                                          << num_heads / num_kv_heads;
@@ -192,13 +275,14 @@ void PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cach
   const Metadata m{metadata.token_begin.data<int32_t>(), metadata.num_tokens.data<int32_t>(),
                    metadata.context_lens.data<int32_t>(), metadata.block_tables.data<int32_t>(),
                    s, metadata.block_tables.dim(1),
-                   metadata.block_size > 0 ? metadata.block_size : k_cache.dim(1), k_cache.dim(1)};
+                   metadata.block_size > 0 ? metadata.block_size : v_cache.dim(1), v_cache.dim(1)};
   CHECK(m.block_size > 0 && m.block_size <= m.block_stride)
-      << "PagedAttention: blocks of " << m.block_size << " tokens in " << k_cache.DebugString();
-  if (k_cache.dtype() == DType::kBF16) {
-    LaunchAttention<__nv_bfloat16>(q, k_cache, v_cache, m, sliding_window, scale, out);
+      << "PagedAttention: blocks of " << m.block_size << " tokens in " << v_cache.DebugString();
+  if (v_cache.dtype() == DType::kBF16) {
+    LaunchAttention<__nv_bfloat16>(q, k_cache, v_cache, m, sliding_window, scale,
+                                   keys_from_values, out);
   } else {
-    LaunchAttention<float>(q, k_cache, v_cache, m, sliding_window, scale, out);
+    LaunchAttention<float>(q, k_cache, v_cache, m, sliding_window, scale, keys_from_values, out);
   }
 }
 

@@ -6,7 +6,8 @@
 // f32 (running max, sum and the weighted value sum in registers: head_dim / 32 floats per lane).
 // Blocks before a sliding window are never read. Correct for head dims 32 … 512 and GQA groups
 // 1 … 8 (more heads per KV head run as more warps, up to 32); the fast tensor-core kernel is the
-// GPU serving work's.
+// GPU serving work's. Keys rebuilt from values (ops::KeysFromValues) need head_dim ≥ 64: each
+// lane rotates its own pairs of dims in registers.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +22,6 @@ void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor&
 
 void PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                     const ops::AttentionMetadata& metadata, int64_t sliding_window, float scale,
-                    Tensor& out);
+                    Tensor& out, const ops::KeysFromValues* keys_from_values);
 
 }  // namespace gemmaserve::kernels

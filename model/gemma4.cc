@@ -26,7 +26,8 @@ Gemma4Model::Gemma4Model(Gemma4Config config, ModelWeights weights, parallel::Co
       workspace_(WorkspaceBytes(limits), weights_.device) {
   for (const LayerWeights& layer : weights_.layers) {
     const LayerGeometry& g = layer.geometry;
-    rotary_.emplace_back(g.head_dim, g.rope_angles, g.rope_theta, weights_.device);
+    std::optional<ops::Rotary>& rotary = rotary_[static_cast<int>(g.kind)];
+    if (!rotary) rotary.emplace(g.head_dim, g.rope_angles, g.rope_theta, weights_.device);
   }
 }
 
@@ -106,25 +107,37 @@ Tensor Gemma4Model::Attention(int64_t l, const Tensor& x, const StepMetadata& st
   const Shape q_shape = {num_tokens, layer.num_heads_local, g.head_dim};
   const Shape kv_shape = {num_tokens, layer.num_kv_heads_local, g.head_dim};
 
+  const int group = static_cast<int>(g.kind);
+  ops::Rotary& rotary = *rotary_[group];
   Tensor q = Project(x, w.q_proj).View(q_shape);
   ops::RmsNorm(q, w.q_norm, static_cast<float>(config_.rms_norm_eps), q);
-  rotary_[l].Apply(q, step.positions);
+  rotary.Apply(q, step.positions);
+  Observe("q", l, q);
 
   Tensor k_raw = Project(x, w.k_proj).View(kv_shape);
   // On attention_k_eq_v full layers V is the raw K projection, taken before k_norm and RoPE.
   Tensor v_raw = g.has_v_proj ? Project(x, w.v_proj).View(kv_shape) : k_raw;
   Tensor k = Norm(k_raw, w.k_norm);
-  rotary_[l].Apply(k, step.positions);
+  rotary.Apply(k, step.positions);
   Tensor v = Norm(v_raw, Tensor());  // v_norm has no weight
-  Observe("q", l, q);
   Observe("k", l, k);
   Observe("v", l, v);
 
-  const int group = static_cast<int>(g.kind);
+  // A layer whose cache holds no keys (model/kv_cache.h) writes its values only, and attention
+  // rebuilds the keys from them: the same bits as k.
   ops::WriteKvCache(k, v, step.slots[group], cache.k(l), cache.v(l));
   Tensor o = Activation(q_shape);
+  const ops::AttentionMetadata& metadata = step.attention[group];
+  std::optional<ops::KeysFromValues> keys_from_values;
+  if (!cache.k(l).defined()) {
+    // The CPU kernel reads the angles from a table, the CUDA kernel computes them.
+    keys_from_values = ops::KeysFromValues{
+        w.k_norm, rotary.inv_freq(),
+        weights_.device.is_cpu() ? rotary.Table(metadata.max_context_len) : ops::RopeTable{}};
+  }
   // Scale 1.0: Gemma 4 has no 1/sqrt(head_dim); the q/k norms absorb it.
-  ops::PagedAttention(q, cache.k(l), cache.v(l), step.attention[group], g.sliding_window, 1.0f, o);
+  ops::PagedAttention(q, cache.k(l), cache.v(l), metadata, g.sliding_window, 1.0f, o,
+                      keys_from_values ? &*keys_from_values : nullptr);
   Tensor out = Project(o.View({num_tokens, layer.num_heads_local * g.head_dim}), w.o_proj);
   comm_.AllReduceSum(out);  // o_proj is row-parallel
   Observe("attn_out", l, out);

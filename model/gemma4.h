@@ -18,8 +18,10 @@
 // itself.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -99,7 +101,9 @@ class Gemma4Model {
   Gemma4Config config_;
   ModelWeights weights_;
   parallel::Communicator& comm_;
-  std::vector<ops::Rotary> rotary_;  // per layer
+  // Per KV group (layer kind), on which RoPE depends, so that one table of cos/sin
+  // (ops::Rotary::Table) serves all the group's layers; empty for a group without layers.
+  std::array<std::optional<ops::Rotary>, kNumKvGroups> rotary_;
   Tensor expert_counts_;  // [num_layers, num_experts] i64 on the device, see TakeExpertCounts
   Workspace workspace_;
   UploadBuffers upload_buffers_;

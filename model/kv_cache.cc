@@ -22,20 +22,25 @@ absl::StatusOr<DType> ResolveKvCacheDType(std::string_view name, const Device& d
                                                  "\": expected auto, f32 or bf16"));
 }
 
+bool StoresKeys(const LayerGeometry& layer) { return layer.has_v_proj; }
+
 KvPageLayout KvPageLayout::For(const std::vector<LayerWeights>& layers, int64_t block_size,
                                DType dtype) {
   CHECK_GT(block_size, 0);
   std::array<int64_t, kNumKvGroups> row_bytes{};  // one token of one layer, K or V
+  std::array<int64_t, kNumKvGroups> rows{};       // K and V rows of one token of one layer
   KvPageLayout layout;
   for (const LayerWeights& layer : layers) {
     const int g = static_cast<int>(layer.geometry.kind);
     const int64_t row =
         layer.num_kv_heads_local * layer.geometry.head_dim * static_cast<int64_t>(DTypeSize(dtype));
-    CHECK(row_bytes[g] == 0 || row_bytes[g] == row)
-        << LayerKindName(layer.geometry.kind) << " layers of unlike KV rows: " << row_bytes[g]
-        << " and " << row << " bytes";
+    const int64_t kv_rows = StoresKeys(layer.geometry) ? 2 : 1;
+    CHECK((row_bytes[g] == 0 || row_bytes[g] == row) && (rows[g] == 0 || rows[g] == kv_rows))
+        << LayerKindName(layer.geometry.kind) << " layers of unlike KV rows: " << rows[g] << " × "
+        << row_bytes[g] << " and " << kv_rows << " × " << row << " bytes";
     row_bytes[g] = row;
-    layout.block_bytes[g] += 2 * block_size * row;
+    rows[g] = kv_rows;
+    layout.block_bytes[g] += kv_rows * block_size * row;
   }
   constexpr int kSliding = static_cast<int>(LayerKind::kSliding);
   constexpr int kFull = static_cast<int>(LayerKind::kFull);
@@ -75,15 +80,15 @@ KvCache::KvCache(const std::vector<LayerWeights>& layers, const KvCacheOptions& 
   geometry_.block_size = options.block_size;
   // Each layer's K and V take their place in the group's block, layer after layer.
   std::array<int64_t, kNumKvGroups> offset{};
-  std::vector<int64_t> k_offsets;
+  std::vector<int64_t> layer_offsets;
   for (const LayerWeights& layer : layers) {
     const LayerKind group = layer.geometry.kind;
     const int g = static_cast<int>(group);
     const int64_t row = layer.num_kv_heads_local * layer.geometry.head_dim * element;
     geometry_.num_blocks[g] = options.num_pages * layout_.blocks_per_page[g];
     geometry_.block_stride[g] = layout_.BlockStrideBytes(group) / row;
-    k_offsets.push_back(offset[g]);
-    offset[g] += 2 * options.block_size * row;
+    layer_offsets.push_back(offset[g]);
+    offset[g] += (StoresKeys(layer.geometry) ? 2 : 1) * options.block_size * row;
   }
   memory_ = Tensor::Zeros(options.dtype, {layout_.MemoryBytes(options.num_pages) / element}, device);
   for (size_t l = 0; l < layers.size(); ++l) {
@@ -96,8 +101,15 @@ KvCache::KvCache(const std::vector<LayerWeights>& layers, const KvCacheOptions& 
     auto view = [&](int64_t begin) {
       return memory_.Slice(begin, begin + NumElements(shape)).View(shape);
     };
-    k_.push_back(view(k_offsets[l] / element));
-    v_.push_back(view(k_offsets[l] / element + options.block_size * row));
+    // K (when stored), then V.
+    const int64_t begin = layer_offsets[l] / element;
+    if (StoresKeys(layer.geometry)) {
+      k_.push_back(view(begin));
+      v_.push_back(view(begin + options.block_size * row));
+    } else {
+      k_.emplace_back();
+      v_.push_back(view(begin));
+    }
   }
 }
 

@@ -17,8 +17,11 @@
 // first block_size rows of each block are the layer's; kernels address row r of block b as cache
 // row b · block_stride + r (ops/attention.h).
 //
-// Keys are stored after k_norm and RoPE, values after v_norm; on attention_k_eq_v layers they
-// still differ (GEMMA4.md §2.5), so both are kept.
+// Keys are stored after k_norm and RoPE, values after v_norm. On attention_k_eq_v layers (the
+// full layers of 31B and 26B-A4B) both come from one projection and the key is a function of the
+// value (ops/attention.h: KeysFromValues), so such a layer stores its values only and attention
+// rebuilds the keys as it reads them: half the full layers' bytes. GEMMA4.md §2.5's "store both"
+// is about what attention reads, which is the same either way.
 #pragma once
 
 #include <array>
@@ -54,8 +57,8 @@ struct KvPageLayout {
   // What the last page's views reach past it (less than one block of a group).
   int64_t tail_bytes = 0;
 
-  // The layout of `layers` (all layers of one group alike in KV heads and head_dim, as in every
-  // Gemma 4 model) for blocks of `block_size` tokens of `dtype`.
+  // The layout of `layers` (all layers of one group alike in KV heads, head_dim and whether they
+  // store keys, as in every Gemma 4 model) for blocks of `block_size` tokens of `dtype`.
   static KvPageLayout For(const std::vector<LayerWeights>& layers, int64_t block_size,
                           DType dtype);
   // Bytes from one block of `group` to the next: page_bytes / blocks_per_page.
@@ -80,6 +83,10 @@ struct KvCacheOptions {
 // OK for a dtype the KV cache can hold; INVALID_ARGUMENT naming it otherwise.
 absl::Status CheckKvCacheDType(DType dtype);
 
+// Whether a KV cache holds the keys of a layer of geometry `layer`: all but the attention_k_eq_v
+// layers, whose keys attention rebuilds from their values.
+bool StoresKeys(const LayerGeometry& layer);
+
 // The KV cache dtype a --kv-cache-dtype value names: "f32", "bf16", or "auto": f32 on the CPU
 // (exact, and its attention computes in f32 anyway), the matrices' dtype on a GPU (bf16 KV in the
 // bf16 precision). INVALID_ARGUMENT naming the accepted values otherwise.
@@ -88,7 +95,8 @@ absl::StatusOr<DType> ResolveKvCacheDType(std::string_view name, const Device& d
 
 class KvCache {
  public:
-  // Allocates the zeroed pages on `device` and every layer's K/V views into them.
+  // Allocates the zeroed pages on `device` and every layer's K/V views into them (no K where the
+  // layer's keys are rebuilt from values: StoresKeys).
   // options.dtype must pass CheckKvCacheDType.
   KvCache(const std::vector<LayerWeights>& layers, const KvCacheOptions& options,
           Device device = Device::Cpu());
@@ -102,6 +110,7 @@ class KvCache {
   const KvGeometry& geometry() const { return geometry_; }
   // Bytes the cache's memory takes.
   int64_t bytes() const { return layout_.MemoryBytes(options_.num_pages); }
+  // Undefined on a layer that stores no keys.
   Tensor& k(int64_t layer) { return k_[layer]; }
   Tensor& v(int64_t layer) { return v_[layer]; }
 

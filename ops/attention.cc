@@ -150,18 +150,30 @@ void CheckMetadata(const AttentionMetadata& m, int64_t num_tokens, const Tensor&
 
 // Every tensor of a PagedAttention call: dtypes, devices, shapes and the metadata.
 void CheckAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                    const AttentionMetadata& metadata, int64_t sliding_window,
-                    const Tensor& out) {
+                    const AttentionMetadata& metadata, int64_t sliding_window, const Tensor& out,
+                    const KeysFromValues* keys_from_values) {
   CheckCpuF32(q, "PagedAttention q");
-  CheckKvCache(k_cache, "PagedAttention k_cache");
   CheckKvCache(v_cache, "PagedAttention v_cache");
   CheckCpuF32(out, "PagedAttention out");
   CHECK_EQ(q.rank(), 3);
   CHECK(q.shape() == out.shape()) << q.DebugString() << " vs " << out.DebugString();
-  CHECK(k_cache.shape() == v_cache.shape() && k_cache.dtype() == v_cache.dtype());
-  CHECK_EQ(k_cache.dim(3), q.dim(2));
-  CHECK_EQ(q.dim(1) % k_cache.dim(2), 0) << q.dim(1) << " heads over " << k_cache.dim(2);
-  CheckMetadata(metadata, q.dim(0), k_cache, sliding_window);
+  CHECK_EQ(v_cache.dim(3), q.dim(2));
+  CHECK_EQ(q.dim(1) % v_cache.dim(2), 0) << q.dim(1) << " heads over " << v_cache.dim(2);
+  if (keys_from_values == nullptr) {
+    CheckKvCache(k_cache, "PagedAttention k_cache");
+    CHECK(k_cache.shape() == v_cache.shape() && k_cache.dtype() == v_cache.dtype());
+  } else {
+    CHECK(!k_cache.defined()) << "PagedAttention: keys both stored and rebuilt from values";
+    CheckCpuF32(keys_from_values->k_norm_weight, "PagedAttention k_norm_weight");
+    CheckShape(keys_from_values->k_norm_weight, {q.dim(2)}, "PagedAttention k_norm_weight");
+    const RopeTable& rope = keys_from_values->rope;
+    CHECK(rope.positions >= metadata.max_context_len && 2 * rope.angles <= q.dim(2) &&
+          (rope.values != nullptr || rope.angles == 0))
+        << "PagedAttention: a RoPE table of " << rope.positions << " positions and "
+        << rope.angles << " angles for contexts up to " << metadata.max_context_len
+        << " and head_dim " << q.dim(2);
+  }
+  CheckMetadata(metadata, q.dim(0), v_cache, sliding_window);
 }
 
 // The tiled kernel (PagedAttention): flash-style attention with an online softmax in f32. A work
@@ -269,12 +281,35 @@ void PrefetchTile(const Tensor& cache, int64_t block_size, const int32_t* block_
   }
 }
 
+// The keys of positions [first, first + count) from their values (a [count, head_dim] tile):
+// k_norm_weight ⊙ v, rotated as Rotary::Apply rotates (same table, same expressions).
+void RebuildKeys(const KeysFromValues& rebuild, const float* values, int64_t first, int64_t count,
+                 int64_t head_dim, float* keys) {
+  const float* weight = rebuild.k_norm_weight.data<float>();
+  const int64_t half = head_dim / 2;
+  const int64_t angles = rebuild.rope.angles;
+  for (int64_t i = 0; i < count; ++i) {
+    const float* v = values + i * head_dim;
+    float* k = keys + i * head_dim;
+    for (int64_t e = 0; e < head_dim; ++e) k[e] = v[e] * weight[e];
+    const float* cos_values = rebuild.rope.Row(first + i);
+    const float* sin_values = cos_values + angles;
+    for (int64_t j = 0; j < angles; ++j) {
+      const float a = k[j];
+      const float b = k[j + half];
+      k[j] = a * cos_values[j] - b * sin_values[j];
+      k[j + half] = b * cos_values[j] + a * sin_values[j];
+    }
+  }
+}
+
 // One work item. Writes its normalised rows into `out`, or (split items) its unnormalised output
 // rows, running maxima and sums into `partial_o`, `partial_max`, `partial_sum`.
 void RunAttentionWork(const AttentionWork& work, const AttentionShape& shape, const Tensor& q,
                       const Tensor& k_cache, const Tensor& v_cache,
-                      const AttentionMetadata& metadata, TileScratch& scratch, Tensor& out,
-                      float* partial_o, float* partial_max, float* partial_sum) {
+                      const KeysFromValues* keys_from_values, const AttentionMetadata& metadata,
+                      TileScratch& scratch, Tensor& out, float* partial_o, float* partial_max,
+                      float* partial_sum) {
   const int64_t d = shape.head_dim;
   const int64_t rows = int64_t{work.queries} * shape.group;
   scratch.Reserve(rows, d);
@@ -302,11 +337,19 @@ void RunAttentionWork(const AttentionWork& work, const AttentionShape& shape, co
 
   for (int64_t tile = work.first_key; tile <= work.last_key; tile += kKeyTile) {
     const int64_t n = std::min(kKeyTile, work.last_key - tile + 1);
-    GatherTile(k_cache, shape.block_size, block_table, work.kv_head, tile, n,
-               scratch.keys.data());
+    if (keys_from_values != nullptr) {
+      GatherTile(v_cache, shape.block_size, block_table, work.kv_head, tile, n,
+                 scratch.values.data());
+      RebuildKeys(*keys_from_values, scratch.values.data(), tile, n, d, scratch.keys.data());
+    } else {
+      GatherTile(k_cache, shape.block_size, block_table, work.kv_head, tile, n,
+                 scratch.keys.data());
+    }
     if (tile + kKeyTile <= work.last_key) {
       const int64_t next = std::min(kKeyTile, work.last_key - tile - kKeyTile + 1);
-      PrefetchTile(k_cache, shape.block_size, block_table, work.kv_head, tile + kKeyTile, next);
+      if (keys_from_values == nullptr) {
+        PrefetchTile(k_cache, shape.block_size, block_table, work.kv_head, tile + kKeyTile, next);
+      }
       PrefetchTile(v_cache, shape.block_size, block_table, work.kv_head, tile + kKeyTile, next);
     }
     float* scores = scratch.scores.data();
@@ -339,8 +382,10 @@ void RunAttentionWork(const AttentionWork& work, const AttentionShape& shape, co
         for (int64_t e = 0; e < d; ++e) o_row[e] *= rescale;
       }
     }
-    GatherTile(v_cache, shape.block_size, block_table, work.kv_head, tile, n,
-               scratch.values.data());
+    if (keys_from_values == nullptr) {
+      GatherTile(v_cache, shape.block_size, block_table, work.kv_head, tile, n,
+                 scratch.values.data());
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(rows),
                 static_cast<blasint>(d), static_cast<blasint>(n), 1.0f, scores,
                 static_cast<blasint>(n), scratch.values.data(), static_cast<blasint>(d), 1.0f, o,
@@ -429,25 +474,31 @@ void PlanAttentionWork(const AttentionMetadata& metadata, const AttentionShape& 
 void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache,
                   Tensor& v_cache) {
 #ifdef GEMMASERVE_HAVE_CUDA
-  if (k.device().is_cuda()) return kernels::WriteKvCache(k, v, slots, k_cache, v_cache);
+  if (v.device().is_cuda()) return kernels::WriteKvCache(k, v, slots, k_cache, v_cache);
 #endif
-  CheckCpuF32(k, "WriteKvCache k");
+  const bool keys = k_cache.defined();
   CheckCpuF32(v, "WriteKvCache v");
   CheckCpuI32(slots, "WriteKvCache slots");
-  CheckKvCache(k_cache, "WriteKvCache k_cache");
   CheckKvCache(v_cache, "WriteKvCache v_cache");
-  CHECK(k.shape() == v.shape()) << k.DebugString() << " vs " << v.DebugString();
-  CHECK(k_cache.shape() == v_cache.shape() && k_cache.dtype() == v_cache.dtype());
-  CheckShape(slots, {k.dim(0)}, "WriteKvCache slots");
-  const int64_t num_slots = k_cache.dim(0) * k_cache.dim(1);
-  const int64_t row = k_cache.dim(2) * k_cache.dim(3);
-  CHECK_EQ(k.dim(1) * k.dim(2), row) << k.DebugString() << " into " << k_cache.DebugString();
-  const size_t row_bytes = static_cast<size_t>(row) * DTypeSize(k_cache.dtype());
+  if (keys) {
+    CheckCpuF32(k, "WriteKvCache k");
+    CheckKvCache(k_cache, "WriteKvCache k_cache");
+    CHECK(k.shape() == v.shape()) << k.DebugString() << " vs " << v.DebugString();
+    CHECK(k_cache.shape() == v_cache.shape() && k_cache.dtype() == v_cache.dtype());
+  }
+  CHECK_EQ(v.rank(), 3) << v.DebugString();
+  CheckShape(slots, {v.dim(0)}, "WriteKvCache slots");
+  const int64_t num_slots = v_cache.dim(0) * v_cache.dim(1);
+  const int64_t row = v_cache.dim(2) * v_cache.dim(3);
+  CHECK_EQ(v.dim(1) * v.dim(2), row) << v.DebugString() << " into " << v_cache.DebugString();
+  const size_t row_bytes = static_cast<size_t>(row) * DTypeSize(v_cache.dtype());
   const int32_t* slot = slots.data<int32_t>();
-  for (int64_t t = 0; t < k.dim(0); ++t) {
+  for (int64_t t = 0; t < v.dim(0); ++t) {
     CHECK(slot[t] >= 0 && slot[t] < num_slots) << "slot " << slot[t] << " of " << num_slots;
-    StoreRow(k.data<float>() + t * row, row, k_cache.dtype(),
-             static_cast<char*>(k_cache.raw_data()) + slot[t] * row_bytes);
+    if (keys) {
+      StoreRow(k.data<float>() + t * row, row, k_cache.dtype(),
+               static_cast<char*>(k_cache.raw_data()) + slot[t] * row_bytes);
+    }
     StoreRow(v.data<float>() + t * row, row, v_cache.dtype(),
              static_cast<char*>(v_cache.raw_data()) + slot[t] * row_bytes);
   }
@@ -456,7 +507,7 @@ void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor&
 void PagedAttentionReference(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                              const AttentionMetadata& metadata, int64_t sliding_window,
                              float scale, Tensor& out) {
-  CheckAttention(q, k_cache, v_cache, metadata, sliding_window, out);
+  CheckAttention(q, k_cache, v_cache, metadata, sliding_window, out, nullptr);
   const int64_t num_heads = q.dim(1);
   const int64_t head_dim = q.dim(2);
   const int64_t group = num_heads / k_cache.dim(2);
@@ -496,18 +547,19 @@ void PagedAttentionReference(const Tensor& q, const Tensor& k_cache, const Tenso
 
 void PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                     const AttentionMetadata& metadata, int64_t sliding_window, float scale,
-                    Tensor& out) {
+                    Tensor& out, const KeysFromValues* keys_from_values) {
 #ifdef GEMMASERVE_HAVE_CUDA
   if (q.device().is_cuda()) {
-    return kernels::PagedAttention(q, k_cache, v_cache, metadata, sliding_window, scale, out);
+    return kernels::PagedAttention(q, k_cache, v_cache, metadata, sliding_window, scale, out,
+                                   keys_from_values);
   }
 #endif
-  CheckAttention(q, k_cache, v_cache, metadata, sliding_window, out);
+  CheckAttention(q, k_cache, v_cache, metadata, sliding_window, out, keys_from_values);
   const AttentionShape shape{.num_heads = q.dim(1),
-                             .group = q.dim(1) / k_cache.dim(2),
+                             .group = q.dim(1) / v_cache.dim(2),
                              .head_dim = q.dim(2),
                              .max_blocks = metadata.block_tables.dim(1),
-                             .block_size = BlockSize(metadata, k_cache),
+                             .block_size = BlockSize(metadata, v_cache),
                              .window = sliding_window,
                              .scale = scale};
   // The call's plan lives on the calling thread and is reused; its capacity settles after the
@@ -524,7 +576,7 @@ void PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cach
   std::vector<float>& partial_sum = plan_sum;
   const int64_t threads = omp_get_max_threads();
   int64_t total_cost = 0;
-  PlanAttentionWork(metadata, shape, k_cache.dim(2), threads, items, splits, total_cost);
+  PlanAttentionWork(metadata, shape, v_cache.dim(2), threads, items, splits, total_cost);
   int64_t partial_rows = 0;
   for (const SplitRows& split : splits) {
     partial_rows += int64_t{split.num_partials} * split.queries * shape.group;
@@ -550,7 +602,7 @@ void PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cach
   auto run = [&](const AttentionWork& item) {
     thread_local TileScratch scratch;
     const int64_t row = item.partial >= 0 ? partial_row(item) : 0;
-    RunAttentionWork(item, shape, q, k_cache, v_cache, metadata, scratch, out,
+    RunAttentionWork(item, shape, q, k_cache, v_cache, keys_from_values, metadata, scratch, out,
                      partial_o.data() + row * shape.head_dim, partial_max.data() + row,
                      partial_sum.data() + row);
   };

@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "common/tensor.h"
+#include "ops/rope.h"
 
 namespace gemmaserve::ops {
 
@@ -32,9 +33,22 @@ struct AttentionMetadata {
   int64_t num_sequences() const { return context_lens.numel(); }
 };
 
+// The keys of an attention_k_eq_v layer, rebuilt from its cached values as attention reads them,
+// so that the layer's cache holds its values only. Both come from one raw projection (GEMMA4.md
+// §2.5): v = v_norm(raw) and k = RoPE(k_norm(raw)), and k_norm(raw) = k_norm.weight ⊙ v_norm(raw)
+// exactly (ops::RmsNorm scales by the norm, then by the weight), so the key at position p is
+// RoPE_p(k_norm_weight ⊙ v), the same bits as storing it from an f32 cache (on the CPU; the
+// CUDA kernel rotates as kernels::ApplyRope does).
+struct KeysFromValues {
+  Tensor k_norm_weight;  // [head_dim] f32, on the cache's device
+  Tensor inv_freq;       // the layer's Rotary::inv_freq, on the cache's device (CUDA)
+  RopeTable rope;        // the layer's Rotary::Table covering the step's max_context_len (CPU)
+};
+
 // Writes this step's keys and values into their cache slots, rounded to the cache's dtype.
 // k, v: [num_tokens, num_kv_heads, head_dim] f32; slots: [num_tokens] i32, slot =
-// block·block_stride + row (the cache's rows, [num_blocks · block_stride]).
+// block·block_stride + row (the cache's rows, [num_blocks · block_stride]). An undefined k_cache
+// (a layer whose keys are rebuilt, KeysFromValues) writes the values only; k is not read.
 void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache,
                   Tensor& v_cache);
 
@@ -47,9 +61,11 @@ void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor&
 // in f32, so each tile is read from the cache once per block rather than once per (position,
 // head); a sliding layer reads only its window's keys; a decode over a long context splits its
 // keys over the threads and merges the partial results.
+//
+// With `keys_from_values` k_cache is undefined and each tile's keys are rebuilt from its values.
 void PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                     const AttentionMetadata& metadata, int64_t sliding_window, float scale,
-                    Tensor& out);
+                    Tensor& out, const KeysFromValues* keys_from_values = nullptr);
 
 // The same contract on the CPU, one (position, head) row at a time: every row re-reads its
 // context's keys and values. Kept as the reference PagedAttention is tested and benchmarked

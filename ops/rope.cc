@@ -1,5 +1,6 @@
 #include "ops/rope.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "ops/copy.h"
@@ -10,6 +11,21 @@
 #endif
 
 namespace gemmaserve::ops {
+namespace {
+
+// cos and sin of position · inv_freq[j] for every angle. One out-of-line function for Apply and
+// Table, so that both get the same bits.
+[[gnu::noinline]] void CosSin(int32_t position, const float* inv_freq, int64_t angles,
+                              float* cos_values, float* sin_values) {
+  const float p = static_cast<float>(position);
+  for (int64_t j = 0; j < angles; ++j) {
+    const float angle = p * inv_freq[j];
+    cos_values[j] = std::cos(angle);
+    sin_values[j] = std::sin(angle);
+  }
+}
+
+}  // namespace
 
 Rotary::Rotary(int64_t head_dim, int64_t rope_angles, double theta, const Device& device)
     : head_dim_(head_dim) {
@@ -21,6 +37,23 @@ Rotary::Rotary(int64_t head_dim, int64_t rope_angles, double theta, const Device
     inv_freq[j] = 1.0f / std::pow(static_cast<float>(theta), exponent);
   }
   inv_freq_ = ToDevice(Tensor::FromVector(inv_freq, {rope_angles}), device);
+  host_inv_freq_ = std::move(inv_freq);
+}
+
+RopeTable Rotary::Table(int64_t positions) {
+  CHECK_GE(positions, 0);
+  const int64_t angles = static_cast<int64_t>(host_inv_freq_.size());
+  const int64_t row = 2 * angles;
+  int64_t have = angles == 0 ? 0 : static_cast<int64_t>(table_.size()) / row;
+  if (have < positions) {
+    const int64_t grown = std::max(positions, 2 * have);
+    table_.resize(static_cast<size_t>(grown * row));
+    for (; have < grown; ++have) {
+      float* values = table_.data() + have * row;
+      CosSin(static_cast<int32_t>(have), host_inv_freq_.data(), angles, values, values + angles);
+    }
+  }
+  return {table_.data(), angles == 0 ? positions : have, angles};
 }
 
 void Rotary::Apply(Tensor& x, const Tensor& positions) const {
@@ -44,12 +77,7 @@ void Rotary::Apply(Tensor& x, const Tensor& positions) const {
   sin_values.resize(angles);
   float* data = x.data<float>();
   for (int64_t t = 0; t < num_tokens; ++t) {
-    const float position = static_cast<float>(positions.data<int32_t>()[t]);
-    for (int64_t j = 0; j < angles; ++j) {
-      const float angle = position * inv_freq[j];
-      cos_values[j] = std::cos(angle);
-      sin_values[j] = std::sin(angle);
-    }
+    CosSin(positions.data<int32_t>()[t], inv_freq, angles, cos_values.data(), sin_values.data());
     for (int64_t h = 0; h < num_heads; ++h) {
       float* head = data + (t * num_heads + h) * head_dim_;
       for (int64_t j = 0; j < angles; ++j) {

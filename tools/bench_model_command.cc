@@ -88,14 +88,15 @@ int64_t WeightBytesPerToken(const model::Gemma4Model& model) {
   return bytes;
 }
 
-// Bytes of KV cache one decode token at `context` reads: every layer's keys and values of the
-// positions it attends to (a sliding layer at most its window).
+// Bytes of KV cache one decode token at `context` reads: every layer's keys (where stored) and
+// values of the positions it attends to (a sliding layer at most its window).
 int64_t KvBytesPerToken(const model::Gemma4Model& model, DType kv_dtype, int64_t context) {
   int64_t bytes = 0;
   for (const model::LayerWeights& layer : model.weights().layers) {
     const int64_t window = layer.geometry.sliding_window;
     const int64_t positions = window > 0 ? std::min(context, window) : context;
-    bytes += 2 * positions * layer.num_kv_heads_local * layer.geometry.head_dim *
+    const int64_t rows = model::StoresKeys(layer.geometry) ? 2 : 1;
+    bytes += rows * positions * layer.num_kv_heads_local * layer.geometry.head_dim *
              static_cast<int64_t>(DTypeSize(kv_dtype));
   }
   return bytes;

@@ -14,7 +14,8 @@ namespace gemmaserve::testing {
 namespace {
 
 TEST(PreemptionTest, LongAndShortRequestsUnderATinyKvBudgetCompleteWithoutLeaks) {
-  // 1 MiB per worker with 32-token blocks: 12 pages of one sliding or five full blocks.
+  // 1 MiB per worker with 32-token blocks: 24 pages of one sliding or ten full blocks (the full
+  // layers store values only).
   ServeProcess server;
   ASSERT_TRUE(server.Start({"--kv-cache-mb", "1", "--block-size", "32"})) << server.output();
   auto stub = NewInferenceStub(server.grpc_port());
@@ -28,7 +29,7 @@ TEST(PreemptionTest, LongAndShortRequestsUnderATinyKvBudgetCompleteWithoutLeaks)
   constexpr int kLongTokens = 60;
   const std::vector<int32_t>& short_prompt = golden.inputs[3];
   constexpr int kShortTokens = 8;
-  constexpr int kNumLong = 8;
+  constexpr int kNumLong = 16;
   constexpr int kNumShort = 4;
   const int long_blocks = (static_cast<int>(long_prompt.size()) + kLongTokens + server.block_size() - 1) /
                           server.block_size();

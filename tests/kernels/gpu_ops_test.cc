@@ -134,10 +134,12 @@ TEST_F(GpuOpsTest, LinearExactInF32AndOnBf16InputsInBf16) {
   }
 }
 
-// A paged cache holding `context` random keys and values per sequence, blocks scattered.
+// A paged cache holding `context` random keys and values per sequence, blocks scattered; with
+// keys_from_values, values only, the keys rebuilt from them (ops::KeysFromValues) by both kernels.
 struct PagedCase {
   int64_t head_dim, num_heads, num_kv_heads, window;
   DType kv_dtype;
+  bool keys_from_values = false;
 };
 
 void RunPagedAttention(const PagedCase& c, std::mt19937& rng) {
@@ -148,9 +150,11 @@ void RunPagedAttention(const PagedCase& c, std::mt19937& rng) {
   std::vector<int32_t> order(num_blocks);
   std::iota(order.begin(), order.end(), 0);
   std::shuffle(order.begin(), order.end(), rng);
-  Tensor k_cache = Tensor::Zeros(c.kv_dtype, {num_blocks, block_size, c.num_kv_heads, c.head_dim});
-  Tensor v_cache = Tensor::Zeros(c.kv_dtype, k_cache.shape());
-  Tensor gpu_k = ToGpu(k_cache), gpu_v = ToGpu(v_cache);
+  const Shape cache_shape = {num_blocks, block_size, c.num_kv_heads, c.head_dim};
+  Tensor v_cache = Tensor::Zeros(c.kv_dtype, cache_shape);
+  Tensor k_cache = c.keys_from_values ? Tensor() : Tensor::Zeros(c.kv_dtype, cache_shape);
+  Tensor gpu_v = ToGpu(v_cache);
+  Tensor gpu_k = c.keys_from_values ? Tensor() : ToGpu(k_cache);
   std::vector<int32_t> begin, num, context, tables;
   const int64_t max_blocks = 8;
   int64_t next_token = 0, next_block = 0;
@@ -170,7 +174,7 @@ void RunPagedAttention(const PagedCase& c, std::mt19937& rng) {
     tables.insert(tables.end(), table.begin(), table.end());
     next_token += tokens[s];
   }
-  ExpectClose(ToCpu(gpu_k), k_cache, 0.0, "WriteKvCache keys");
+  if (!c.keys_from_values) ExpectClose(ToCpu(gpu_k), k_cache, 0.0, "WriteKvCache keys");
   ExpectClose(ToCpu(gpu_v), v_cache, 0.0, "WriteKvCache values");
   ops::AttentionMetadata cpu_meta;
   cpu_meta.token_begin = Ints(begin);
@@ -184,14 +188,24 @@ void RunPagedAttention(const PagedCase& c, std::mt19937& rng) {
   gpu_meta.context_lens = ToGpu(cpu_meta.context_lens);
   gpu_meta.block_tables = ToGpu(cpu_meta.block_tables);
   Tensor q = Random({next_token, c.num_heads, c.head_dim}, rng, -1.5f, 1.5f);
+  // A full layer's proportional RoPE (a quarter of the angles rotate) and a k_norm weight.
+  ops::Rotary cpu_rotary(c.head_dim, c.head_dim / 8, 1e6);
+  ops::Rotary gpu_rotary(c.head_dim, c.head_dim / 8, 1e6, Gpu());
+  const Tensor k_norm = Random({c.head_dim}, rng, 0.5f, 1.5f);
+  const ops::KeysFromValues cpu_rebuild{k_norm, cpu_rotary.inv_freq(),
+                                        cpu_rotary.Table(cpu_meta.max_context_len)};
+  const ops::KeysFromValues gpu_rebuild{ToGpu(k_norm), gpu_rotary.inv_freq(), {}};
   Tensor cpu = Nan(q.shape());
-  ops::PagedAttention(q, k_cache, v_cache, cpu_meta, c.window, 1.0f, cpu);
+  ops::PagedAttention(q, k_cache, v_cache, cpu_meta, c.window, 1.0f, cpu,
+                      c.keys_from_values ? &cpu_rebuild : nullptr);
   Tensor gpu = ToGpu(Nan(q.shape()));
-  ops::PagedAttention(ToGpu(q), gpu_k, gpu_v, gpu_meta, c.window, 1.0f, gpu);
+  ops::PagedAttention(ToGpu(q), gpu_k, gpu_v, gpu_meta, c.window, 1.0f, gpu,
+                      c.keys_from_values ? &gpu_rebuild : nullptr);
   ExpectClose(ToCpu(gpu), cpu, 1e-4,
               "PagedAttention head_dim " + std::to_string(c.head_dim) + ", group " +
                   std::to_string(c.num_heads / c.num_kv_heads) + ", window " +
-                  std::to_string(c.window) + ", KV " + std::string(DTypeName(c.kv_dtype)));
+                  std::to_string(c.window) + ", KV " + std::string(DTypeName(c.kv_dtype)) +
+                  (c.keys_from_values ? ", keys rebuilt from values" : ""));
 }
 
 TEST_F(GpuOpsTest, PagedAttentionHeadDims256And512GqaGroupsWindowsAndBf16Kv) {
@@ -201,6 +215,18 @@ TEST_F(GpuOpsTest, PagedAttentionHeadDims256And512GqaGroupsWindowsAndBf16Kv) {
         for (DType kv : {DType::kF32, DType::kBF16}) {
           RunPagedAttention({head_dim, 2 * group, 2, window, kv}, rng_);
         }
+      }
+    }
+  }
+}
+
+TEST_F(GpuOpsTest, PagedAttentionRebuildsKeysFromValuesAsTheCpuDoes) {
+  // Gemma 4's k_eq_v full layers (head_dim 512, 8 query heads per KV head), and other shapes.
+  for (int64_t head_dim : {64, 256, 512}) {
+    for (int64_t group : {1, 8}) {
+      for (DType kv : {DType::kF32, DType::kBF16}) {
+        RunPagedAttention({head_dim, 2 * group, 2, 0, kv, true}, rng_);
+        RunPagedAttention({head_dim, 2 * group, 2, 24, kv, true}, rng_);
       }
     }
   }
@@ -294,6 +320,7 @@ class GpuOpsSanitizerTest : public GpuOpsTest {};
 TEST_F(GpuOpsSanitizerTest, AttentionOnSmallShapes) {
   RunPagedAttention({32, 4, 2, 0, DType::kF32}, rng_);
   RunPagedAttention({64, 2, 1, 24, DType::kBF16}, rng_);
+  RunPagedAttention({64, 4, 2, 0, DType::kBF16, true}, rng_);
 }
 
 TEST_F(GpuOpsSanitizerTest, NormRopeRoutingDispatchAndLinearOnSmallShapes) {

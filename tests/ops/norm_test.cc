@@ -79,6 +79,21 @@ TEST(RmsNormTest, UndefinedWeightNormalisesOnly) {
   }
 }
 
+TEST(RmsNormTest, WeightedIsTheWeightlessNormTimesTheWeightBitwise) {
+  // What lets an attention_k_eq_v layer store values only (ops::KeysFromValues): k_norm(raw) is
+  // k_norm.weight ⊙ v_norm(raw), exactly.
+  std::mt19937 rng(7);
+  const Tensor x = RandomTensor({5, 3, 64}, rng, -4.0f, 4.0f);
+  const Tensor w = RandomTensor({64}, rng, 0.5f, 1.5f);
+  Tensor weighted = Tensor::Empty(DType::kF32, x.shape());
+  Tensor plain = Tensor::Empty(DType::kF32, x.shape());
+  RmsNorm(x, w, 1e-6f, weighted);
+  RmsNorm(x, Tensor(), 1e-6f, plain);
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    ASSERT_EQ(weighted.data<float>()[i], plain.data<float>()[i] * w.data<float>()[i % 64]) << i;
+  }
+}
+
 TEST(RmsNormTest, InPlaceMatchesOutOfPlace) {
   std::mt19937 rng(3);
   Tensor x = RandomTensor({3, 48}, rng);

@@ -5,6 +5,11 @@
 // f32 and bf16 caches; one, two and four threads (two and four split a long decode's keys over
 // threads). Blocks wholly behind a window are −1 in the table and the window's first block holds
 // NaN before the window, as the serving cache leaves them, so reading either fails the test.
+//
+// The k_eq_v cases hold values only and have the kernel rebuild keys from them (KeysFromValues):
+// the output must be bitwise the tiled kernel's over the keys the model would have stored (f32
+// keys of the cache's values, scaled by k_norm's weight and rotated by ops::Rotary), and near the
+// reference's.
 #include <omp.h>
 
 #include <algorithm>
@@ -17,6 +22,7 @@
 
 #include "gtest/gtest.h"
 #include "ops/attention.h"
+#include "ops/rope.h"
 #include "tests/ops/op_test_util.h"
 
 namespace gemmaserve::ops {
@@ -43,6 +49,7 @@ struct Case {
   DType kv_dtype;
   int threads;
   std::vector<Step> steps;
+  bool keys_from_values = false;
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -86,6 +93,14 @@ TEST_P(TiledAttentionTest, MatchesTheReferenceKernel) {
     std::fill_n(v_cache.data<uint16_t>(), v_cache.numel(), uint16_t{0x7FC0});
   }
 
+  // k_eq_v: the f32 keys and values the reference reads, and how keys come from values
+  // (proportional RoPE as on Gemma 4's full layers: a quarter of the angles rotate).
+  Tensor k_stored = NanTensor(cache_shape);
+  Tensor v_stored = NanTensor(cache_shape);
+  Tensor no_keys;
+  Rotary rotary(c.head_dim, c.head_dim / 8, 1e6);
+  const Tensor k_norm = RandomTensor({c.head_dim}, rng, 0.5f, 1.5f);
+
   std::vector<std::vector<int32_t>> tables;
   std::vector<Span> spans;
   int64_t next_block = 0;
@@ -104,11 +119,26 @@ TEST_P(TiledAttentionTest, MatchesTheReferenceKernel) {
     Tensor keys = RandomTensor({written, c.num_kv_heads, c.head_dim}, rng);
     Tensor values = RandomTensor({written, c.num_kv_heads, c.head_dim}, rng, -2.0f, 2.0f);
     std::vector<int32_t> slots;
+    std::vector<int32_t> positions;
     for (int64_t p = first_seen; p < context; ++p) {
       slots.push_back(static_cast<int32_t>(table[p / c.block_size] * c.block_size +
                                            p % c.block_size));
+      positions.push_back(static_cast<int32_t>(p));
     }
-    WriteKvCache(keys, values, Ints(slots), k_cache, v_cache);
+    if (c.keys_from_values) {
+      // The values as the cache holds them, and the keys of those values.
+      float* v = values.data<float>();
+      float* k = keys.data<float>();
+      for (int64_t i = 0; i < values.numel(); ++i) {
+        if (c.kv_dtype == DType::kBF16) v[i] = RoundToBf16(v[i]);
+        k[i] = v[i] * k_norm.data<float>()[i % c.head_dim];
+      }
+      rotary.Apply(keys, Ints(positions));
+      WriteKvCache(keys, values, Ints(slots), k_stored, v_stored);
+      WriteKvCache(keys, values, Ints(slots), no_keys, v_cache);
+    } else {
+      WriteKvCache(keys, values, Ints(slots), k_cache, v_cache);
+    }
     for (int64_t b = 0; b < first_seen / c.block_size; ++b) table[b] = -1;
     tables.push_back(std::move(table));
     spans.push_back({num_tokens, step.num_tokens, context, nullptr});
@@ -119,9 +149,22 @@ TEST_P(TiledAttentionTest, MatchesTheReferenceKernel) {
   const Tensor q = RandomTensor({num_tokens, c.num_heads, c.head_dim}, rng);
 
   Tensor expected = NanTensor(q.shape());
-  PagedAttentionReference(q, k_cache, v_cache, metadata, c.window, 0.0625f, expected);
   Tensor actual = NanTensor(q.shape());
-  PagedAttention(q, k_cache, v_cache, metadata, c.window, 0.0625f, actual);
+  if (c.keys_from_values) {
+    PagedAttentionReference(q, k_stored, v_stored, metadata, c.window, 0.0625f, expected);
+    Tensor stored = NanTensor(q.shape());
+    PagedAttention(q, k_stored, v_stored, metadata, c.window, 0.0625f, stored);
+    const KeysFromValues rebuild{k_norm, rotary.inv_freq(),
+                                 rotary.Table(metadata.max_context_len)};
+    PagedAttention(q, no_keys, v_cache, metadata, c.window, 0.0625f, actual, &rebuild);
+    for (int64_t i = 0; i < q.numel(); ++i) {
+      ASSERT_EQ(actual.data<float>()[i], stored.data<float>()[i])
+          << "element " << i << ": keys rebuilt from values differ from stored ones";
+    }
+  } else {
+    PagedAttentionReference(q, k_cache, v_cache, metadata, c.window, 0.0625f, expected);
+    PagedAttention(q, k_cache, v_cache, metadata, c.window, 0.0625f, actual);
+  }
 
   double worst = 0.0;
   int64_t worst_index = 0;
@@ -155,6 +198,14 @@ std::vector<Case> Cases() {
       cases.push_back({"FullLongDecode" + suffix, 512, 8, 1, 16, 0, dtype, threads, kLongDecodes});
       cases.push_back(
           {"FullTwoLongDecodes" + suffix, 512, 16, 2, 4, 0, dtype, threads, kTwoLongDecodes});
+      // Keys rebuilt from values: Gemma 4's k_eq_v full layers, and a window for good measure.
+      const std::string kv = "KEqV" + suffix;
+      cases.push_back({"FullMixed" + kv, 512, 8, 1, 16, 0, dtype, threads, kMixed, true});
+      cases.push_back(
+          {"FullLongDecode" + kv, 512, 8, 1, 16, 0, dtype, threads, kLongDecodes, true});
+      cases.push_back(
+          {"FullTwoLongDecodes" + kv, 512, 16, 2, 4, 0, dtype, threads, kTwoLongDecodes, true});
+      cases.push_back({"Sliding50Mixed" + kv, 256, 8, 4, 16, 50, dtype, threads, kMixed, true});
     }
   }
   return cases;
