@@ -281,28 +281,6 @@ void PrefetchTile(const Tensor& cache, int64_t block_size, const int32_t* block_
   }
 }
 
-// The keys of positions [first, first + count) from their values (a [count, head_dim] tile):
-// k_norm_weight ⊙ v, rotated as Rotary::Apply rotates (same table, same expressions).
-void RebuildKeys(const KeysFromValues& rebuild, const float* values, int64_t first, int64_t count,
-                 int64_t head_dim, float* keys) {
-  const float* weight = rebuild.k_norm_weight.data<float>();
-  const int64_t half = head_dim / 2;
-  const int64_t angles = rebuild.rope.angles;
-  for (int64_t i = 0; i < count; ++i) {
-    const float* v = values + i * head_dim;
-    float* k = keys + i * head_dim;
-    for (int64_t e = 0; e < head_dim; ++e) k[e] = v[e] * weight[e];
-    const float* cos_values = rebuild.rope.Row(first + i);
-    const float* sin_values = cos_values + angles;
-    for (int64_t j = 0; j < angles; ++j) {
-      const float a = k[j];
-      const float b = k[j + half];
-      k[j] = a * cos_values[j] - b * sin_values[j];
-      k[j + half] = b * cos_values[j] + a * sin_values[j];
-    }
-  }
-}
-
 // One work item. Writes its normalised rows into `out`, or (split items) its unnormalised output
 // rows, running maxima and sums into `partial_o`, `partial_max`, `partial_sum`.
 void RunAttentionWork(const AttentionWork& work, const AttentionShape& shape, const Tensor& q,
@@ -340,7 +318,9 @@ void RunAttentionWork(const AttentionWork& work, const AttentionShape& shape, co
     if (keys_from_values != nullptr) {
       GatherTile(v_cache, shape.block_size, block_table, work.kv_head, tile, n,
                  scratch.values.data());
-      RebuildKeys(*keys_from_values, scratch.values.data(), tile, n, d, scratch.keys.data());
+      const KeysFromValues& rebuild = *keys_from_values;
+      KeysFromValuesRows(scratch.values.data(), n, d, rebuild.k_norm_weight.data<float>(),
+                         rebuild.rope.Row(tile), rebuild.rope.angles, scratch.keys.data());
     } else {
       GatherTile(k_cache, shape.block_size, block_table, work.kv_head, tile, n,
                  scratch.keys.data());

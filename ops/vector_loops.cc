@@ -78,12 +78,36 @@ constexpr float kExpFlush = -40.0f;
   for (int64_t i = 0; i < n; ++i) out[i] = GeluTanh(gate[i]) * up[i];
 }
 
+[[gnu::always_inline]] inline void KeysFromValuesBody(const float* values, int64_t rows,
+                                                      int64_t head_dim, const float* weight,
+                                                      const float* rope_rows, int64_t angles,
+                                                      float* keys) {
+  const int64_t half = head_dim / 2;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* v = values + r * head_dim;
+    float* k = keys + r * head_dim;
+    const float* cos_values = rope_rows + r * 2 * angles;
+    const float* sin_values = cos_values + angles;
+#pragma omp simd
+    for (int64_t e = 0; e < head_dim; ++e) k[e] = v[e] * weight[e];
+#pragma omp simd
+    for (int64_t j = 0; j < angles; ++j) {
+      const float a = k[j];
+      const float b = k[j + half];
+      k[j] = a * cos_values[j] - b * sin_values[j];
+      k[j + half] = b * cos_values[j] + a * sin_values[j];
+    }
+  }
+}
+
 struct VectorLoops {
   void (*softcap)(float*, int64_t, float);
   double (*sum_exp)(const float*, int64_t, float, float);
   float (*exp_shift)(float*, int64_t, float);
   float (*max)(const float*, int64_t);
   void (*gelu_tanh_gate)(const float*, const float*, int64_t, float*);
+  void (*keys_from_values)(const float*, int64_t, int64_t, const float*, const float*, int64_t,
+                           float*);
   const char* name;
 };
 
@@ -100,8 +124,14 @@ struct VectorLoops {
                                     float* out) {                                              \
     GeluTanhGateBody(gate, up, n, out);                                                        \
   }                                                                                            \
-  constexpr VectorLoops k##Isa##Loops{Softcap##Isa, SumExp##Isa,       ExpShift##Isa,          \
-                                      Max##Isa,     GeluTanhGate##Isa, label};
+  attributes void KeysFromValues##Isa(const float* values, int64_t rows, int64_t head_dim,     \
+                                      const float* weight, const float* rope_rows,             \
+                                      int64_t angles, float* keys) {                           \
+    KeysFromValuesBody(values, rows, head_dim, weight, rope_rows, angles, keys);               \
+  }                                                                                            \
+  constexpr VectorLoops k##Isa##Loops{Softcap##Isa,       SumExp##Isa, ExpShift##Isa,          \
+                                      Max##Isa,           GeluTanhGate##Isa,                   \
+                                      KeysFromValues##Isa, label};
 
 GS_VECTOR_LOOPS(Portable, , "portable")
 GS_VECTOR_LOOPS(Avx2, __attribute__((target("avx2,fma"))), "avx2")
@@ -130,6 +160,11 @@ float MaxRow(const float* x, int64_t n) { return Loops().max(x, n); }
 
 void GeluTanhGateRow(const float* gate, const float* up, int64_t n, float* out) {
   Loops().gelu_tanh_gate(gate, up, n, out);
+}
+
+void KeysFromValuesRows(const float* values, int64_t rows, int64_t head_dim, const float* weight,
+                        const float* rope_rows, int64_t angles, float* keys) {
+  Loops().keys_from_values(values, rows, head_dim, weight, rope_rows, angles, keys);
 }
 
 const char* VectorLoopsName() { return Loops().name; }

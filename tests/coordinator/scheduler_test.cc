@@ -385,6 +385,38 @@ TEST_F(SchedulerTest, SlidingBlocksFreedOutsideWindow) {
   EXPECT_EQ(max_used_full, 31);  // positions 0 … 122 are computed
 }
 
+TEST_F(SchedulerTest, AloneAndStuckOnItsCachedPrefixASequenceStartsOverWithoutIt) {
+  // Pages of one sliding or two full blocks. A and B decode in lockstep, so each page of full
+  // blocks holds block i of A and block i of B: A's 20 cached full blocks lie in 20 pages. C
+  // repeats A's 84 tokens and adds 32: its hit (80 tokens) revives those 20 pages, which can hold
+  // nothing of the sliding group, and the 32-token step needs 4 + 8 sliding pages besides: 32 of
+  // 31. Nothing runs that could free a page, so C would wait forever; it starts over without the
+  // hit instead (13 pages).
+  SchedulerOptions options = SmallOptions();
+  options.kv_pages = {.num_pages = 31, .blocks_per_page = {1, 2}};
+  Make(options);
+  const uint64_t a = Submit(Tokens(4, 1), 80);
+  Submit(Tokens(4, 100), 80);
+  Drain(200);
+  ASSERT_EQ(scheduler_->num_preemptions(), 0);
+  std::vector<int32_t> prompt = Get(a).token_ids;
+  const std::vector<int32_t> more = Tokens(32, 300);
+  prompt.insert(prompt.end(), more.begin(), more.end());
+  const uint64_t c = Submit(prompt, 4);
+  const BlockManager& blocks = scheduler_->block_manager();
+  const PrefixHit hit = blocks.FindCachedPrefix(Get(c));
+  ASSERT_EQ(hit.num_tokens, 80);
+  ASSERT_FALSE(blocks.CanAllocate(hit, 32)) << "the hit no longer leaves C without pages";
+
+  const ScheduledStep step = Step();
+  ASSERT_EQ(step.plan.sequences_size(), 1);
+  EXPECT_EQ(step.plan.sequences(0).num_cached(), 0);
+  EXPECT_EQ(step.plan.sequences(0).token_ids_size(), 32);
+  Drain(100);
+  EXPECT_EQ(Get(c).num_cached_tokens, 0);
+  EXPECT_EQ(Get(c).num_output_tokens(), 4);
+}
+
 TEST_F(SchedulerTest, PreemptsNewestWhenBlocksRunOut) {
   SchedulerOptions options = SmallOptions();
   options.kv_pages = {.num_pages = 16, .blocks_per_page = {1, 1}};

@@ -7,11 +7,13 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "ops/linear.h"
 #include "ops/panel_kernel.h"
+#include "ops/rope.h"
 
 namespace gemmaserve::ops {
 namespace {
@@ -115,6 +117,36 @@ TEST_P(VectorLoopsTest, GeluTanhGateMatchesTheFormula) {
           0.5 * g * (1.0 + std::tanh(0.7978845608028654 * (g + 0.044715 * g * g * g)));
       ASSERT_NEAR(out[i], gelu * up[i], 1e-5 * std::max(1.0, std::abs(gelu * up[i])))
           << "n " << n << " i " << i;
+    }
+  }
+}
+
+// Keys rebuilt from values are bitwise Rotary::Apply of values ⊙ weight, for Gemma 4's full
+// layers (512 dims, 64 angles) and sliding ones (256, 128), at positions past 200,000.
+TEST_P(VectorLoopsTest, KeysFromValuesRowsAreWhatRotaryApplyGives) {
+  for (const auto [head_dim, angles, theta] :
+       {std::tuple<int64_t, int64_t, double>{512, 64, 1e6}, {256, 128, 1e4}}) {
+    constexpr int64_t kRows = 37;
+    constexpr int64_t kFirst = 200000;
+    const std::vector<float> values = Logits(kRows * head_dim, 9, 1.0f);
+    const std::vector<float> weight = Logits(head_dim, 10, 0.5f);
+    std::vector<float> expected(kRows * head_dim);
+    std::vector<int32_t> positions(kRows);
+    for (int64_t r = 0; r < kRows; ++r) {
+      positions[r] = static_cast<int32_t>(kFirst + r);
+      for (int64_t e = 0; e < head_dim; ++e) {
+        expected[r * head_dim + e] = values[r * head_dim + e] * weight[e];
+      }
+    }
+    Rotary rotary(head_dim, angles, theta);
+    Tensor rotated = Tensor::FromVector(expected, {kRows, 1, head_dim});
+    rotary.Apply(rotated, Tensor::FromInts(positions, {kRows}));
+    std::vector<float> keys(kRows * head_dim, NAN);
+    const RopeTable table = rotary.Table(kFirst + kRows);
+    KeysFromValuesRows(values.data(), kRows, head_dim, weight.data(), table.Row(kFirst), angles,
+                       keys.data());
+    for (int64_t i = 0; i < kRows * head_dim; ++i) {
+      ASSERT_EQ(keys[i], rotated.data<float>()[i]) << "head_dim " << head_dim << " element " << i;
     }
   }
 }
