@@ -34,7 +34,7 @@ pb::StepResult SampleOneEach(const ScheduledStep& step) {
 }
 
 // state.range(0) sequences decoding at a context of state.range(1) tokens (31B's page layout:
-// ten full blocks per page, window 1,024).
+// twenty full blocks per page, window 1,024).
 void BM_DecodeStepHostTime(benchmark::State& state) {
   const int64_t num_sequences = state.range(0);
   const int64_t context = state.range(1);
@@ -47,9 +47,9 @@ void BM_DecodeStepHostTime(benchmark::State& state) {
   options.enable_prefix_caching = false;
   // Each sequence may decode to the longest context; the benchmark stops far before.
   const int64_t max_tokens = options.max_model_len - context;
-  options.kv_pages = {.num_pages = num_sequences * SequencePages({0, {1, 10}}, kBlockSize, 1024,
+  options.kv_pages = {.num_pages = num_sequences * SequencePages({0, {1, 20}}, kBlockSize, 1024,
                                                                  options.max_model_len, 8192),
-                      .blocks_per_page = {1, 10}};
+                      .blocks_per_page = {1, 20}};
   Scheduler scheduler(options);
   for (int64_t s = 0; s < num_sequences; ++s) {
     Request request;
