@@ -46,7 +46,10 @@ RopeTable Rotary::Table(int64_t positions) {
   const int64_t row = 2 * angles;
   int64_t have = angles == 0 ? 0 : static_cast<int64_t>(table_.size()) / row;
   if (have < positions) {
-    const int64_t grown = std::max(positions, 2 * have);
+    // By half again what it holds (a decode grows it a position at a step), never more: the
+    // vector would double its capacity by itself.
+    const int64_t grown = std::max(positions, have + have / 2);
+    table_.reserve(static_cast<size_t>(grown * row));
     table_.resize(static_cast<size_t>(grown * row));
     for (; have < grown; ++have) {
       float* values = table_.data() + have * row;

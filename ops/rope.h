@@ -38,8 +38,10 @@ class Rotary {
   void Apply(Tensor& x, const Tensor& positions) const;
 
   // The table of positions [0, positions) at least, bitwise the values Apply uses; kept and grown
-  // on demand (geometrically), for kernels that rotate keys as they read them (ops/attention.h:
-  // KeysFromValues). The table is valid until the next call. Not thread-safe.
+  // on demand (by half again at least), for kernels that rotate keys as they read them
+  // (ops/attention.h: KeysFromValues): 8 bytes per angle and position, 128 MiB for 262,144
+  // positions of a Gemma 4 full layer's 64 angles. The table is valid until the next call. Not
+  // thread-safe.
   RopeTable Table(int64_t positions);
 
  private:

@@ -148,6 +148,31 @@ TEST(RotaryTest, PositionsPast200000MatchTheF32AngleFormula) {
   }
 }
 
+TEST(RotaryTest, TheTableGrowsAndHoldsTheCosAndSinApplyRotatesBy) {
+  // A full layer's proportional RoPE; the table asked for more positions three times.
+  Rotary rotary(512, 64, 1e6);
+  EXPECT_GE(rotary.Table(3).positions, 3);
+  EXPECT_GE(rotary.Table(1000).positions, 1000);
+  const RopeTable table = rotary.Table(1001);
+  ASSERT_GE(table.positions, 1001);
+  ASSERT_EQ(table.angles, 64);
+  // Rotating (1, 0) pairs gives (cos, sin) exactly.
+  const std::vector<int32_t> positions = {0, 2, 999, 1000};
+  Tensor x = Tensor::Zeros(DType::kF32, {4, 1, 512});
+  for (int64_t t = 0; t < 4; ++t) {
+    for (int64_t j = 0; j < 64; ++j) x.data<float>()[t * 512 + j] = 1.0f;
+  }
+  rotary.Apply(x, Ints(positions));
+  for (int64_t t = 0; t < 4; ++t) {
+    const float* row = table.Row(positions[t]);
+    for (int64_t j = 0; j < 64; ++j) {
+      const float* rotated = x.data<float>() + t * 512;
+      ASSERT_EQ(row[j], rotated[j]) << "cos, position " << positions[t];
+      ASSERT_EQ(row[64 + j], rotated[256 + j]) << "sin, position " << positions[t];
+    }
+  }
+}
+
 TEST(RotaryTest, PreservesNormOfEveryPair) {
   std::mt19937 rng(43);
   Tensor x = RandomTensor({2, 4, 64}, rng, -3.0f, 3.0f);
