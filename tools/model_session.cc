@@ -105,6 +105,7 @@ absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOp
     cluster.spec.layout = layout;
     cluster.spec.block_size = kBlockSize;
     cluster.spec.kv_cache_dtype = options.kv_cache_dtype;
+    PrepareLocalWorkerThreads(layout.world_size(), options.threads);
     cluster.worker_args = {"--threads", absl::StrCat(options.threads), "--cpu-precision",
                            options.cpu_precision, "--log-level", options.log_level,
                            "--device", options.device, "--precision", options.precision,

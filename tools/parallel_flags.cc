@@ -1,8 +1,15 @@
 #include "tools/parallel_flags.h"
 
+#include <sched.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <thread>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "model/weights.h"
+#include "spdlog/spdlog.h"
 
 namespace gemmaserve::tools {
 
@@ -23,6 +30,21 @@ absl::StatusOr<parallel::ParallelLayout> ParallelFlags::Resolve(
   ASSIGN_OR_RETURN(parallel::ShardPlan plan, layout.PlanFor(0));
   RETURN_IF_ERROR(model::ValidateShardPlan(config, plan));
   return layout;
+}
+
+void PrepareLocalWorkerThreads(int64_t workers, int64_t threads) {
+  int64_t cores = std::thread::hardware_concurrency();
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0) cores = CPU_COUNT(&allowed);
+  if (cores <= 0 || workers * threads <= cores) return;
+  const bool passive = std::getenv("OMP_WAIT_POLICY") == nullptr;
+  if (passive) setenv("OMP_WAIT_POLICY", "passive", /*overwrite=*/0);
+  spdlog::warn("{} workers × {} threads is more compute threads than the {} cores here: {}; "
+               "--threads {} gives each worker cores of its own",
+               workers, threads, cores,
+               passive ? "their OpenMP threads wait passively (OMP_WAIT_POLICY=passive)"
+                       : "OMP_WAIT_POLICY is left as set",
+               std::max<int64_t>(1, cores / workers));
 }
 
 }  // namespace gemmaserve::tools

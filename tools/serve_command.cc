@@ -201,6 +201,7 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
   cluster_options.launch_workers = local_workers;
   RETURN_IF_ERROR(ops::SetCpuPrecision(c.cpu_precision));  // checks the value before any worker
   RETURN_IF_ERROR(worker::CheckGpuMemoryUtilization(c.gpu_memory_utilization));
+  if (local_workers) PrepareLocalWorkerThreads(layout.world_size(), c.threads);
   cluster_options.worker_args = {"--threads", absl::StrCat(c.threads), "--cpu-precision",
                                  c.cpu_precision, "--kv-cache-mb",
                                  absl::StrCat(c.kv_cache_mb), "--log-level", c.log_level,
