@@ -40,7 +40,7 @@ void PrepareLocalWorkerThreads(int64_t workers, int64_t threads) {
   const bool passive = std::getenv("OMP_WAIT_POLICY") == nullptr;
   if (passive) setenv("OMP_WAIT_POLICY", "passive", /*overwrite=*/0);
   spdlog::warn("{} workers × {} threads is more compute threads than the {} cores here: {}; "
-               "--threads {} gives each worker cores of its own",
+               "--threads {} keeps them within the cores",
                workers, threads, cores,
                passive ? "their OpenMP threads wait passively (OMP_WAIT_POLICY=passive)"
                        : "OMP_WAIT_POLICY is left as set",

@@ -30,7 +30,7 @@ struct ParallelFlags {
 // that is more threads than the cores this process may run on, warns, and has the workers'
 // OpenMP threads wait passively (OMP_WAIT_POLICY=passive in the environment they inherit, unless
 // it is set already). Spinning threads hold the cores the other ranks need: the tiny MoE at EP 2
-// with 2 threads a worker on 2 cores took 162 ms a token spinning, 12 ms waiting passively.
+// with 2 threads a worker on 2 cores took 162 ms a token spinning, 8–12 ms waiting passively.
 void PrepareLocalWorkerThreads(int64_t workers, int64_t threads);
 
 }  // namespace gemmaserve::tools
