@@ -11,16 +11,22 @@
 #   2 kernels    GpuOps*: every kernel against its CPU op                     -> kernels.xml
 #   3 sanitizer  compute-sanitizer memcheck on GpuOpsSanitizer* (small shapes) -> sanitizer.log
 #   4 golden     GpuGolden*, GpuVsCpuIntermediates*                           -> golden.xml
-#   5 bench      the disabled *Bench* tests                                   -> bench.txt
+#   5 serve      the stage's gemmaserve (serve.tar.xz, unpacked to a temporary folder) under
+#                scripts/serve_check.py --device cuda: golden logits and greedy tokens with one
+#                worker, TP=2 and EP=2 (two workers on the GPU); `serve` answering the README's
+#                curl and 64 concurrent greedy requests                       -> serve_check.txt
+#   6 bench      the disabled *Bench* tests                                   -> bench.txt
 #
 # Everything goes under $OUT (./gpu_check_out when $OUT is unset): the log gpu_check.log, one
 # PASS/FAIL/SKIP line per phase in summary.txt, and the files above. Stdout ends with the
 # bench's own lines and the summary table. Exit status 1 when a phase failed.
 #
 # --dry-run (CI, any machine): checks that the stage is fresh or that the GPU-only build
-# configures, lists the tests each phase would run, reports every phase SKIP with the reason, and
-# exits 0 (1 only when neither a fresh stage nor a configurable GPU-only build exists). It lists
-# the tests from the stage's gpu_test, else from $GEMMASERVE_BUILD_DIR (default build/) or build-gpu/.
+# configures, lists the tests each phase would run, runs phase 5's checks on the CPU with
+# $GEMMASERVE_BUILD_DIR's gemmaserve (so that a broken check fails here, not on the GPU), reports
+# every phase SKIP with the reason, and exits 0 (1 when neither a fresh stage nor a configurable
+# GPU-only build exists, or the serve checks fail on the CPU). It lists the tests from the stage's
+# gpu_test, else from $GEMMASERVE_BUILD_DIR (default build/) or build-gpu/.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
@@ -41,8 +47,8 @@ readonly out log="$out/gpu_check.log" summary="$out/summary.txt"
 : >"$summary"
 
 readonly total_budget_s=480  # of the 540 s the run is given; the rest is slack
-readonly -a phase_names=(probe stage kernels sanitizer golden bench)
-readonly -a phase_budget_s=(10 5 90 60 45 120)
+readonly -a phase_names=(probe stage kernels sanitizer golden serve bench)
+readonly -a phase_budget_s=(10 5 90 60 45 100 120)
 readonly plan_b_budget_s=240
 readonly filter_kernels='GpuOps*:*/GpuOps*'
 readonly filter_sanitizer='GpuOpsSanitizer*:*/GpuOpsSanitizer*'
@@ -52,7 +58,8 @@ readonly filter_bench='*Bench*'
 declare -a phase_result phase_note phase_time_s
 any_failed=0
 gpu_found=0
-binary=""  # the gpu_test that phases 2-5 run
+serve_missing=""  # libraries phase 5 needs that phase 0 did not find
+binary=""  # the gpu_test that phases 2-4 and 6 run
 
 log() { echo "$*" >>"$log"; }
 
@@ -159,7 +166,7 @@ find_library() {
 }
 
 probe() {
-  local started=$SECONDS env="$out/env.txt" needed soname dir missing="" found=""
+  local started=$SECONDS env="$out/env.txt" needed serve_needed soname dir missing="" found=""
   [[ -d /usr/local/cuda/bin ]] && PATH="$PATH:/usr/local/cuda/bin"
   {
     echo "== nvidia-smi"; timeout 10 nvidia-smi
@@ -172,33 +179,39 @@ probe() {
   cat "$env" >>"$log"
   needed="$(sed -n 's/^from_gpu_machine: //p' "$stage/MANIFEST" 2>/dev/null)"
   [[ -n "$needed" ]] || needed="libcublas.so.13 libcublasLt.so.13"
-  # NCCL: not needed by gpu_test, but where it is tells what the machine offers.
-  for soname in $needed libnccl.so.2; do
+  # What only phase 5's gemmaserve needs (NCCL): missing, it fails that phase alone.
+  serve_needed="$(sed -n 's/^serve_from_gpu_machine: //p' "$stage/MANIFEST" 2>/dev/null)"
+  [[ -n "$serve_needed" ]] || serve_needed="libcublas.so.13 libcublasLt.so.13 libnccl.so.2"
+  for soname in $needed $serve_needed; do
+    [[ " $found " == *" $soname:"* || " $missing $serve_missing " == *" $soname "* ]] && continue
     if dir="$(find_library "$soname")"; then
       found+=" $soname:$dir"
       [[ ":${LD_LIBRARY_PATH:-}:" == *":$dir:"* ]] || LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$dir"
-    elif [[ "$soname" != libnccl.so.2 ]]; then
+    elif [[ " $needed " == *" $soname "* ]]; then
       missing+=" $soname"
+    else
+      serve_missing+=" $soname"
     fi
   done
   export LD_LIBRARY_PATH
-  echo "== libraries:$found; missing:${missing:- none}" | tee -a "$env" >>"$log"
+  echo "== libraries:$found; missing:${missing:- none}; missing for phase 5:${serve_missing:- none}" |
+    tee -a "$env" >>"$log"
 
   local gpu
   gpu="$(timeout 10 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
   [[ -n "$gpu" ]] && gpu_found=1 && gpu+=" ($(grep -o 'CUDA Version: [0-9.]*' "$env" | head -1))"
   if ((dry_run)); then
-    record 0 SKIP "dry run: ${gpu:-no GPU}; libraries:$found; missing:${missing:- none}" "$started"
+    record 0 SKIP "dry run: ${gpu:-no GPU}; libraries:$found; missing:${missing:- none}${serve_missing:+; missing for phase 5:$serve_missing}" "$started"
   elif ((!gpu_found)); then
     record 0 FAIL "nvidia-smi sees no GPU (env.txt)" "$started"
   elif [[ -n "$missing" ]]; then
     record 0 FAIL "$gpu; not found:$missing" "$started"
   else
-    record 0 PASS "$gpu;$found" "$started"
+    record 0 PASS "$gpu;$found${serve_missing:+; missing for phase 5:$serve_missing}" "$started"
   fi
 }
 
-# --- 1: stage ---------------------------------------------------------------------------------
+# --- 1: stage -------------------------------------------------------------------------------
 
 # stage_problem: why the stage cannot be used here, or nothing.
 stage_problem() {
@@ -282,7 +295,7 @@ dry_run_binary() {
   done
 }
 
-# --- 2-5: the tests -----------------------------------------------------------------------------
+# --- 2-4, 6: the tests ----------------------------------------------------------------------
 
 # gtest_phase PHASE FILTER XML [FLAGS...]: runs the tests FILTER selects.
 gtest_phase() {
@@ -322,7 +335,7 @@ sanitizer_phase() {
 
 bench_phase() {
   local started=$SECONDS limit status result note
-  limit=$(limit_s 5)
+  limit=$(limit_s 6)
   rm -f "$out/bench.xml"
   log "+ (limit ${limit}s) $binary --gtest_also_run_disabled_tests --gtest_filter=$filter_bench"
   (timeout --kill-after=10 "$limit" "$binary" --gtest_also_run_disabled_tests \
@@ -330,10 +343,94 @@ bench_phase() {
   status=$?
   cat "$out/bench.txt" >>"$log"
   read -r result note < <(gtest_result "$out/bench.xml" "$status" "$limit")
-  record 5 "$result" "$note (bench.txt)" "$started"
+  record 6 "$result" "$note (bench.txt)" "$started"
 }
 
-# --- the run ----------------------------------------------------------------------------------
+# --- 5: serve -------------------------------------------------------------------------------
+
+# serve_problem: why the stage's serve.tar.xz cannot be used, or nothing.
+serve_problem() {
+  local want have
+  [[ -f "$stage/MANIFEST" ]] || { echo "no stage ($stage/MANIFEST missing)"; return; }
+  want="$(sed -n 's/^serve_source_hash: //p' "$stage/MANIFEST")"
+  if [[ -z "$want" || ! -f "$stage/serve.tar.xz" ]]; then
+    echo "the stage has no serve.tar.xz"
+    return
+  fi
+  have="$(bash scripts/stage_gpu.sh --serve-source-hash)"
+  [[ "$want" == "$have" ]] ||
+    echo "stale serve.tar.xz: built from sources ${want:0:12}, these are ${have:0:12}"
+}
+
+# serve_checks BINARY DEVICE: scripts/serve_check.py's checks -> serve_check.txt;
+# prints "STATUS PASSED FAILED FIRST_FAILURE".
+serve_checks() {
+  local binary=$1 device=$2 limit status
+  limit=$(limit_s 5)
+  log "+ (limit ${limit}s) scripts/serve_check.py --gemmaserve $binary --device $device"
+  (timeout --kill-after=10 "$limit" python3 scripts/serve_check.py --gemmaserve "$binary" \
+    --device "$device" --out "$out/serve" --budget-s $((limit - 10))) >"$out/serve_check.txt" 2>&1
+  status=$?
+  cat "$out/serve_check.txt" >>"$log"
+  echo "$status $(grep -c '^PASS' "$out/serve_check.txt") $(grep -c '^FAIL' "$out/serve_check.txt")" \
+       "$(grep -m1 '^FAIL' "$out/serve_check.txt" | cut -c1-160)"
+}
+
+serve_phase() {
+  local started=$SECONDS problem root unresolved status passed failed first
+  if ! problem="$(serve_problem)" || [[ -n "$problem" ]]; then
+    record 5 FAIL "$problem; run scripts/stage_gpu.sh" "$started"
+    return
+  fi
+  # Outside $out: 68 MB that should not travel back.
+  root="$(mktemp -d)"
+  if command -v xz >/dev/null; then
+    timeout 60 tar -C "$root" -xJf "$stage/serve.tar.xz" 2>>"$log"
+  else
+    timeout 60 python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+      "$stage/serve.tar.xz" "$root" 2>>"$log"
+  fi
+  status=$?
+  local -r library_path="$root/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  unresolved="$(LD_LIBRARY_PATH="$library_path" ldd "$root/bin/gemmaserve" 2>&1 |
+                grep -E 'not found|No such' | head -2 | tr -s ' \t\n' ' ')"
+  if ((status != 0)); then
+    record 5 FAIL "unpacking serve.tar.xz failed (exit $status)" "$started"
+  elif [[ -n "$unresolved" ]]; then
+    record 5 FAIL "gemmaserve does not load here (needs glibc $(sed -n 's/^serve_needs_glibc: //p' "$stage/MANIFEST")${serve_missing:+; phase 0 found no$serve_missing}): $unresolved" "$started"
+  else
+    read -r status passed failed first < <(LD_LIBRARY_PATH="$library_path" \
+                                             serve_checks "$root/bin/gemmaserve" cuda)
+    if ((status == 124 || status == 137)); then
+      record 5 FAIL "timed out; $passed passed, $failed failed (serve_check.txt)" "$started"
+    elif ((failed > 0 || status != 0 || passed == 0)); then
+      record 5 FAIL "$failed of $((passed + failed)) failed (exit $status); $first" "$started"
+    else
+      record 5 PASS "$passed checks passed (serve_check.txt)" "$started"
+    fi
+  fi
+  rm -rf "$root"
+}
+
+# The dry run's phase 5: the same checks on the CPU with this machine's build.
+serve_dry_run() {
+  local started=$SECONDS problem binary="${GEMMASERVE_BUILD_DIR:-build}/tools/gemmaserve"
+  local status passed failed first
+  problem="$(serve_problem)"
+  problem="${problem:-serve.tar.xz is fresh}"
+  if [[ ! -x "$binary" ]]; then
+    record 5 SKIP "dry run; $problem; no $binary to run the checks on the CPU with" "$started"
+    return
+  fi
+  read -r status passed failed first < <(serve_checks "$binary" cpu)
+  if ((failed > 0 || status != 0 || passed == 0)); then
+    record 5 FAIL "dry run; the checks fail on the CPU with $binary: $failed of $((passed + failed)) (exit $status); $first" "$started"
+  else
+    record 5 SKIP "dry run; $problem; its $passed checks pass on the CPU with $binary" "$started"
+  fi
+}
+
+# --- the run --------------------------------------------------------------------------------
 
 echo "gpu_check: $( ((dry_run)) && echo 'dry run, ')logs in $out"
 probe
@@ -341,19 +438,23 @@ probe
 readonly stage_library_path="$repo/$stage/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 stage_phase
 
-readonly -a test_phases=(2 3 4 5)
-readonly -a test_filters=("$filter_kernels" "$filter_sanitizer" "$filter_golden" "$filter_bench")
+readonly -a test_phases=(2 3 4 5 6)
+readonly -a test_filters=("$filter_kernels" "$filter_sanitizer" "$filter_golden" "" "$filter_bench")
 if ((dry_run)); then
   list_binary="$(dry_run_binary)"
   for i in "${!test_phases[@]}"; do
     phase=${test_phases[$i]}
     started=$SECONDS
+    if ((phase == 5)); then
+      serve_dry_run
+      continue
+    fi
     if [[ -z "$list_binary" ]]; then
       record "$phase" SKIP "dry run; no gpu_test binary here to list tests from" "$started"
       continue
     fi
     flags=()
-    ((phase == 5)) && flags=(--gtest_also_run_disabled_tests)
+    ((phase == 6)) && flags=(--gtest_also_run_disabled_tests)
     tests="$(list_tests "$list_binary" "${test_filters[$i]}" "${flags[@]}")"
     {
       echo "phase $phase (${phase_names[$phase]}) would run $(grep -c . <<<"$tests") tests, ${test_filters[$i]}:"
@@ -367,11 +468,11 @@ else
     started=$SECONDS
     if ((!gpu_found)); then
       record "$phase" SKIP "no GPU (phase 0)" "$started"
-    elif [[ -z "$binary" ]]; then
+    elif [[ -z "$binary" && $phase != 5 ]]; then
       record "$phase" SKIP "no gpu_test (phase 1)" "$started"
-    elif ((phase == 3 && total_budget_s - SECONDS < phase_budget_s[3] + phase_budget_s[4] + phase_budget_s[5])); then
+    elif ((phase == 3 && total_budget_s - SECONDS < phase_budget_s[3] + phase_budget_s[4] + phase_budget_s[5] + phase_budget_s[6])); then
       # The one phase to drop when a Plan B build took the time (CUDA.md §4).
-      record "$phase" SKIP "too little time left for it and phases 4-5" "$started"
+      record "$phase" SKIP "too little time left for it and phases 4-6" "$started"
     elif (($(limit_s "$phase") < 10)); then
       record "$phase" SKIP "out of time" "$started"
     else
@@ -379,7 +480,8 @@ else
         2) gtest_phase 2 "$filter_kernels" "$out/kernels.xml" ;;
         3) sanitizer_phase ;;
         4) gtest_phase 4 "$filter_golden" "$out/golden.xml" ;;
-        5) bench_phase ;;
+        5) serve_phase ;;
+        6) bench_phase ;;
       esac
     fi
   done
