@@ -35,8 +35,7 @@ void Copy(const Tensor& src, Tensor& dst);
 // `x` itself when it is on `device` already; otherwise a new copy there.
 Tensor ToDevice(const Tensor& x, const Device& device);
 
-// `x` itself when it is in host memory; otherwise a host copy (synchronous). Rank 0's logits
-// reach the sampler through this function and no other.
+// `x` itself when it is in host memory; otherwise a host copy (synchronous).
 Tensor ToHost(const Tensor& x);
 
 }  // namespace gemmaserve::ops

@@ -34,7 +34,7 @@ readonly gpu_machine_library_pattern='^(libcublas|libcublasLt|libnccl)\.so'
 # Everything the GPU-only build reads from the repository; checked against the build's own
 # dependency records after each build.
 readonly source_paths=(CMakeLists.txt cmake common ops kernels parallel model
-                       tests/CMakeLists.txt tests/kernels tests/model)
+                       tests/CMakeLists.txt tests/kernels tests/model tests/ops/sampling_cases.h)
 # What the full build reads: every library, the tools, and the tests' CMakeLists (it configures
 # them all, though it builds gemmaserve alone).
 readonly serve_source_paths=(CMakeLists.txt cmake common proto text ops kernels parallel model

@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "ops/copy.h"
-#include "worker/sampler.h"
+#include "ops/sampler.h"
 
 namespace gemmaserve::worker {
 namespace {
@@ -16,8 +16,8 @@ using internal::v1::SequenceResult;
 using internal::v1::StepPlan;
 using internal::v1::StepResult;
 
-SamplingOptions ToOptions(const internal::v1::SamplingParams& params, uint64_t sequence_id) {
-  SamplingOptions options;
+ops::SamplingOptions ToOptions(const internal::v1::SamplingParams& params, uint64_t sequence_id) {
+  ops::SamplingOptions options;
   options.temperature = params.temperature();
   options.top_k = params.top_k();
   options.top_p = params.top_p() > 0 ? params.top_p() : 1.0f;
@@ -45,39 +45,46 @@ void AddPromptLogprobs(const SequencePlan& seq, const float* first, int64_t rows
     const float* logits = first + i * vocab;
     const int32_t token = i + 1 < rows ? seq.token_ids(static_cast<int>(i + 1))
                                        : seq.next_prompt_token_id();
-    const double log_sum = LogSumExp(logits, vocab);
+    const double log_sum = ops::LogSumExp(logits, vocab);
     AddTokenLogprob(token, logits[token] - log_sum, out.add_prompt_logprobs());
     if (num_top <= 0) continue;
     internal::v1::TopLogprobs* top = out.add_prompt_top_logprobs();
-    for (int32_t id : TopIds(logits, vocab, num_top)) {
+    for (int32_t id : ops::TopIds(logits, vocab, num_top)) {
       AddTokenLogprob(id, logits[id] - log_sum, top->add_alternatives());
     }
   }
 }
 
-// Rank 0's answer for one sequence: requested logits, prompt logprobs, the sampled token.
-// `first` is the sequence's first logits row of `rows`.
+// What rank 0 samples for one sequence: its last logits row, `row`.
+ops::SampleRequest ToRequest(const SequencePlan& seq, int64_t row) {
+  ops::SampleRequest request;
+  request.row = row;
+  request.options = ToOptions(seq.sampling(), seq.sequence_id());
+  request.options.prompt_tokens = absl::MakeConstSpan(
+      seq.prompt_token_ids().data(), static_cast<size_t>(seq.prompt_token_ids_size()));
+  request.options.output_tokens = absl::MakeConstSpan(
+      seq.output_token_ids().data(), static_cast<size_t>(seq.output_token_ids_size()));
+  request.token_index = static_cast<uint64_t>(seq.num_cached() + seq.token_ids_size());
+  request.num_top = seq.sampling().top_logprobs();
+  return request;
+}
+
+// Rank 0's answer for one sequence: requested logits and prompt logprobs from `first`, its first
+// of `rows` logits rows in host memory (null when it asked for neither), and its sampled token.
 void FillSequence(const SequencePlan& seq, const float* first, int64_t rows, int64_t vocab,
-                  SequenceResult& out) {
-  const float* last = first + (rows - 1) * vocab;
+                  const ops::SampleResult* sampled, SequenceResult& out) {
   out.set_sequence_id(seq.sequence_id());
   out.set_token_id(-1);
   if (seq.return_logits()) {
+    const float* last = first + (rows - 1) * vocab;
     const float* begin = seq.all_logits() ? first : last;
     out.mutable_logits()->Add(begin, last + vocab);
   }
   if (seq.prompt_logprobs()) AddPromptLogprobs(seq, first, rows, vocab, out);
-  if (!seq.sample()) return;
-  const uint64_t position = static_cast<uint64_t>(seq.num_cached() + seq.token_ids_size());
-  SamplingOptions options = ToOptions(seq.sampling(), seq.sequence_id());
-  options.prompt_tokens = absl::MakeConstSpan(seq.prompt_token_ids().data(),
-                                              static_cast<size_t>(seq.prompt_token_ids_size()));
-  options.output_tokens = absl::MakeConstSpan(seq.output_token_ids().data(),
-                                              static_cast<size_t>(seq.output_token_ids_size()));
-  const SampleResult sampled = Sample(last, vocab, options, position, seq.sampling().top_logprobs());
-  out.set_token_id(sampled.token_id);
-  out.set_logprob(sampled.logprob);
-  for (const TokenProbability& top : sampled.top) {
+  if (sampled == nullptr) return;
+  out.set_token_id(sampled->token_id);
+  out.set_logprob(sampled->logprob);
+  for (const ops::TokenProbability& top : sampled->top) {
     AddTokenLogprob(top.token_id, top.logprob, out.add_top_logprobs());
   }
 }
@@ -129,7 +136,7 @@ absl::StatusOr<StepResult> StepExecutor::Execute(const StepPlan& plan) {
   StepResult result;
   result.set_step_id(plan.step_id());
   result.set_rank(rank_);
-  if (rank_ == 0) FillResults(plan, ops::ToHost(logits), result);
+  if (rank_ == 0) FillResults(plan, logits, result);
   result.set_compute_ms(
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
   return result;
@@ -138,19 +145,35 @@ absl::StatusOr<StepResult> StepExecutor::Execute(const StepPlan& plan) {
 void StepExecutor::FillResults(const StepPlan& plan, const Tensor& logits, StepResult& result) {
   const int64_t vocab = model_.config().vocab_size;
   const int num_sequences = plan.sequences_size();
-  std::vector<const float*> first_row(num_sequences);
+  std::vector<int64_t> first_row(num_sequences);
   std::vector<int64_t> num_rows(num_sequences);
+  std::vector<ops::SampleRequest> requests;
+  std::vector<int> sampled_index(num_sequences, -1);
+  bool rows_wanted = false;
   int64_t row = 0;  // logits rows follow the sequences: all of a sequence's tokens, or its last
   for (int s = 0; s < num_sequences; ++s) {
-    num_rows[s] = batch_.sequences[s].all_logits ? plan.sequences(s).token_ids_size() : 1;
-    first_row[s] = logits.data<float>() + row * vocab;
+    const SequencePlan& seq = plan.sequences(s);
+    num_rows[s] = batch_.sequences[s].all_logits ? seq.token_ids_size() : 1;
+    first_row[s] = row;
     row += num_rows[s];
+    rows_wanted = rows_wanted || seq.return_logits() || seq.prompt_logprobs();
+    if (seq.sample()) {
+      sampled_index[s] = static_cast<int>(requests.size());
+      requests.push_back(ToRequest(seq, first_row[s] + num_rows[s] - 1));
+    }
     result.add_sequences();
   }
+  // Sampled where the logits are: from a GPU only the tokens and logprobs come back, and the
+  // rows themselves only when some sequence asked for logits or prompt logprobs.
+  const std::vector<ops::SampleResult> sampled = sampler_.Sample(logits, requests);
+  const Tensor host = rows_wanted ? ops::ToHost(logits) : Tensor();
   // Each sequence reads only its own logits rows and writes only its own SequenceResult.
 #pragma omp parallel for schedule(dynamic)
   for (int s = 0; s < num_sequences; ++s) {
-    FillSequence(plan.sequences(s), first_row[s], num_rows[s], vocab, *result.mutable_sequences(s));
+    const float* first = rows_wanted ? host.data<float>() + first_row[s] * vocab : nullptr;
+    FillSequence(plan.sequences(s), first, num_rows[s], vocab,
+                 sampled_index[s] < 0 ? nullptr : &sampled[sampled_index[s]],
+                 *result.mutable_sequences(s));
   }
   const Tensor counts = model_.TakeExpertCounts();  // [layers, experts] i64, host
   for (int64_t layer = 0; layer < counts.dim(0); ++layer) {

@@ -11,6 +11,7 @@
 #include "gemmaserve/internal/v1/worker.pb.h"
 #include "model/gemma4.h"
 #include "model/kv_cache.h"
+#include "ops/sampler.h"
 
 namespace gemmaserve::worker {
 
@@ -26,7 +27,7 @@ class StepExecutor {
  private:
   // Fills batch_ from the plan (reusing its vectors' capacity) and finalizes it.
   absl::Status BuildBatch(const internal::v1::StepPlan& plan);
-  // `logits`: [rows, vocab] f32 in host memory.
+  // `logits`: [rows, vocab] f32, in host or GPU memory.
   void FillResults(const internal::v1::StepPlan& plan, const Tensor& logits,
                    internal::v1::StepResult& result);
 
@@ -34,6 +35,7 @@ class StepExecutor {
   model::KvCache& cache_;
   const int rank_;
   model::ForwardBatch batch_;  // the current step's; kept to reuse its storage
+  ops::BatchSampler sampler_;  // keeps its GPU buffers between steps
 };
 
 }  // namespace gemmaserve::worker

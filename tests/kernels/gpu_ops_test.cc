@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/sampling.h"
 #include "ops/activation.h"
 #include "ops/attention.h"
 #include "ops/copy.h"
@@ -20,7 +21,9 @@
 #include "ops/norm.h"
 #include "ops/rope.h"
 #include "ops/routing.h"
+#include "ops/sampler.h"
 #include "tests/kernels/gpu_test_util.h"
+#include "tests/ops/sampling_cases.h"
 
 namespace gemmaserve::testing {
 namespace {
@@ -314,6 +317,48 @@ TEST_F(GpuOpsTest, VocabShardInterleave) {
   ExpectClose(ToCpu(gpu), cpu, 0.0, "InterleaveShards");
 }
 
+// The GPU's sampler against the CPU's on the same requests: the same token for every request and
+// seed (ops/sampling_math.h's arithmetic on both), the same top-logprob ids, logprobs to float
+// rounding. Each row is sampled with `seeds` seeds. Rows of kTopPAlone go back to the host when
+// the vocabulary is larger than the GPU sorts.
+void ExpectTheCpuSamplersChoices(int64_t vocab, int64_t rows, int seeds) {
+  SamplingCases cases = MakeSamplingCases(vocab, rows, 5);
+  const std::vector<ops::SampleRequest> one_seed = cases.requests;
+  for (int seed = 1; seed < seeds; ++seed) {
+    for (ops::SampleRequest request : one_seed) {
+      request.options.seed += 7919 * seed;
+      cases.requests.push_back(request);
+    }
+  }
+  ops::BatchSampler cpu;
+  ops::BatchSampler gpu;
+  const std::vector<ops::SampleResult> want = cpu.Sample(cases.logits, cases.requests);
+  const std::vector<ops::SampleResult> got = gpu.Sample(ToGpu(cases.logits), cases.requests);
+  ASSERT_EQ(got.size(), want.size());
+  int64_t top_p_alone = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const ops::SampleRequest& request = cases.requests[i];
+    const std::string where = "vocab " + std::to_string(vocab) + ", request " + std::to_string(i) +
+                              " (option set " + std::to_string(request.row % kNumOptionSets) + ")";
+    top_p_alone += request.row % kNumOptionSets == kTopPAlone;
+    EXPECT_EQ(got[i].token_id, want[i].token_id) << where;
+    EXPECT_NEAR(got[i].logprob, want[i].logprob, 2e-5) << where;
+    ASSERT_EQ(got[i].top.size(), want[i].top.size()) << where;
+    for (size_t j = 0; j < got[i].top.size(); ++j) {
+      EXPECT_EQ(got[i].top[j].token_id, want[i].top[j].token_id) << where << ", top " << j;
+      EXPECT_NEAR(got[i].top[j].logprob, want[i].top[j].logprob, 2e-5) << where << ", top " << j;
+    }
+  }
+  const int64_t copied_back = vocab > kernels::kMaxDeviceTopK ? top_p_alone : 0;
+  EXPECT_EQ(gpu.rows_copied_back(), copied_back);
+  EXPECT_EQ(gpu.rows_on_device(), static_cast<int64_t>(got.size()) - copied_back);
+}
+
+TEST_F(GpuOpsTest, SamplerOnTheGpuChoosesTheCpuSamplersTokens) {
+  ExpectTheCpuSamplersChoices(1000, 44, 8);
+  ExpectTheCpuSamplersChoices(262144, 44, 8);  // Gemma 4's vocabulary
+}
+
 // Small shapes for compute-sanitizer (memcheck, racecheck): every kernel once.
 class GpuOpsSanitizerTest : public GpuOpsTest {};
 
@@ -340,6 +385,8 @@ TEST_F(GpuOpsSanitizerTest, NormRopeRoutingDispatchAndLinearOnSmallShapes) {
   ops::Linear(x, ToGpu(ToBf16(Random({16, 64}, rng_))), y);
   EXPECT_FALSE(std::isnan(ToCpu(y).data<float>()[0]));
 }
+
+TEST_F(GpuOpsSanitizerTest, SamplerOnSmallShapes) { ExpectTheCpuSamplersChoices(300, 22, 1); }
 
 }  // namespace
 }  // namespace gemmaserve::testing
