@@ -111,6 +111,37 @@ __global__ void RmsNormKernel(const float* x, const float* w, float eps, float* 
   }
 }
 
+// One block per row: RmsNormKernel on x, AddKernel and ScaleKernel on the row, RmsNormKernel on
+// the sum, with each sum of squares over the same thread-to-element assignment, so the same
+// bits. Each thread rereads only the residual elements it wrote.
+__global__ void AddRmsNormKernel(const float* x, const float* post_weight, float scale,
+                                 const float* next_weight, float eps, float* residual, float* next,
+                                 int64_t dim) {
+  const float* row = x + blockIdx.x * dim;
+  float* sum = residual + blockIdx.x * dim;
+  float sum_squares = 0.0f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    sum_squares = __fadd_rn(sum_squares, __fmul_rn(row[i], row[i]));
+  }
+  sum_squares = BlockSum(sum_squares);
+  const float inv_rms = powf(__fadd_rn(__fdiv_rn(sum_squares, static_cast<float>(dim)), eps), -0.5f);
+  float sum_squares_after = 0.0f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    float value = __fadd_rn(sum[i], __fmul_rn(__fmul_rn(row[i], inv_rms), post_weight[i]));
+    if (scale != 1.0f) value = __fmul_rn(value, scale);
+    sum[i] = value;
+    sum_squares_after = __fadd_rn(sum_squares_after, __fmul_rn(value, value));
+  }
+  if (next_weight == nullptr) return;  // uniform over the block
+  sum_squares_after = BlockSum(sum_squares_after);
+  const float inv_sum_rms =
+      powf(__fadd_rn(__fdiv_rn(sum_squares_after, static_cast<float>(dim)), eps), -0.5f);
+  float* dst = next + blockIdx.x * dim;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    dst[i] = __fmul_rn(__fmul_rn(sum[i], inv_sum_rms), next_weight[i]);
+  }
+}
+
 unsigned GridFor(int64_t n) {
   const unsigned blocks = Blocks(n, kThreads);
   return blocks > 65535u * 16 ? 65535u * 16 : blocks;
@@ -214,6 +245,38 @@ void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) {
   RmsNormKernel<<<static_cast<unsigned>(rows), kThreads>>>(
       x.data<float>(), has_weight ? weight.data<float>() : nullptr, eps, y.data<float>(), dim);
   GS_CUDA_CHECK_LAUNCH("RmsNorm");
+}
+
+void AddRmsNorm(const Tensor& x, const Tensor& post_weight, float scale,
+                const Tensor& next_weight, float eps, Tensor& residual, Tensor& next) {
+  const bool has_next = next_weight.defined();
+  if (has_next) {
+    UseDeviceOf({&x, &post_weight, &residual, &next_weight, &next}, "AddRmsNorm");
+  } else {
+    UseDeviceOf({&x, &post_weight, &residual}, "AddRmsNorm");
+  }
+  CheckDType(x, DType::kF32, "AddRmsNorm x");
+  CheckDType(residual, DType::kF32, "AddRmsNorm residual");
+  CheckDType(post_weight, DType::kF32, "AddRmsNorm post_weight");
+  CHECK(x.rank() == 2 && x.shape() == residual.shape())
+      << "AddRmsNorm: " << residual.DebugString() << " += " << x.DebugString();
+  const int64_t rows = x.dim(0);
+  const int64_t dim = x.dim(1);
+  CHECK_EQ(post_weight.numel(), dim) << "AddRmsNorm post_weight: " << post_weight.DebugString();
+  if (has_next) {
+    CheckDType(next_weight, DType::kF32, "AddRmsNorm next_weight");
+    CheckDType(next, DType::kF32, "AddRmsNorm next");
+    CHECK_EQ(next_weight.numel(), dim) << "AddRmsNorm next_weight: " << next_weight.DebugString();
+    CHECK(next.shape() == x.shape() && next.raw_data() != x.raw_data() &&
+          next.raw_data() != residual.raw_data())
+        << "AddRmsNorm next: " << next.DebugString();
+  }
+  if (rows == 0) return;
+  AddRmsNormKernel<<<static_cast<unsigned>(rows), kThreads>>>(
+      x.data<float>(), post_weight.data<float>(), scale,
+      has_next ? next_weight.data<float>() : nullptr, eps, residual.data<float>(),
+      has_next ? next.data<float>() : nullptr, dim);
+  GS_CUDA_CHECK_LAUNCH("AddRmsNorm");
 }
 
 }  // namespace gemmaserve::kernels

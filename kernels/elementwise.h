@@ -21,5 +21,9 @@ void EmbeddingLookup(const Tensor& table, const Tensor& ids, float scale, Tensor
 void GeluTanhGate(const Tensor& gate_up, Tensor& out);
 // One block per row; the sum of squares in f32, then (mean + eps)^−1/2 with powf as the CPU.
 void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& y);
+// One block per row, each step as RmsNorm's, AddInPlace's and ScaleInPlace's kernels compute it:
+// bitwise those kernels in turn.
+void AddRmsNorm(const Tensor& x, const Tensor& post_weight, float scale,
+                const Tensor& next_weight, float eps, Tensor& residual, Tensor& next);
 
 }  // namespace gemmaserve::kernels

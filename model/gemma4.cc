@@ -71,17 +71,24 @@ Tensor Gemma4Model::Forward(const ForwardBatch& batch, KvCache& cache) {
   comm_.AllReduceSum(h);
   Observe("embed", -1, h);
 
-  for (int64_t l = 0; l < static_cast<int64_t>(weights_.layers.size()); ++l) {
+  // Each half layer ends with one AddRmsNorm: the residual update, and the norm that opens the
+  // next half (the same bits as the norms and additions one at a time).
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+  const int64_t num_layers = static_cast<int64_t>(weights_.layers.size());
+  Tensor layer_in = num_layers > 0 ? Norm(h, weights_.layers[0].input_layernorm) : Tensor();
+  for (int64_t l = 0; l < num_layers; ++l) {
     const LayerWeights& layer = weights_.layers[l];
-    Workspace::Scope layer_activations(workspace_);  // h lives on; the layer's own do not
+    Workspace::Scope layer_activations(workspace_);  // h and layer_in live on; the layer's own do not
     // A. Attention block.
-    Tensor attn = Attention(l, Norm(h, layer.input_layernorm), step, cache);
-    ops::AddInPlace(h, Norm(attn, layer.post_attention_layernorm));
+    Tensor attn = Attention(l, layer_in, step, cache);
+    Tensor ffn_in = Activation(h.shape());
+    ops::AddRmsNorm(attn, layer.post_attention_layernorm, 1.0f, layer.pre_feedforward_layernorm,
+                    eps, h, ffn_in);
     Observe("attn_residual", l, h);
 
     // B. Feed-forward block. The MoE layers run the dense MLP and the routed experts side by side
     // on the same residual, each with its own post-norm, then normalise their sum.
-    Tensor ffn = Mlp(layer.mlp, Norm(h, layer.pre_feedforward_layernorm));
+    Tensor ffn = Mlp(layer.mlp, ffn_in);
     if (layer.has_moe) {
       const MoeWeights& moe = layer.moe;
       Tensor dense = Norm(ffn, moe.post_feedforward_layernorm_1);
@@ -89,10 +96,11 @@ Tensor Gemma4Model::Forward(const ForwardBatch& batch, KvCache& cache) {
       ffn = Norm(experts, moe.post_feedforward_layernorm_2);
       ops::AddInPlace(ffn, dense);
     }
-    ops::AddInPlace(h, Norm(ffn, layer.post_feedforward_layernorm));
-
-    // D. layer_scalar scales the whole residual stream, not a branch.
-    ops::ScaleInPlace(h, layer.layer_scalar);
+    // D. layer_scalar scales the whole residual stream, not a branch; the next layer's input norm
+    // follows.
+    const Tensor next_norm = l + 1 < num_layers ? weights_.layers[l + 1].input_layernorm : Tensor();
+    ops::AddRmsNorm(ffn, layer.post_feedforward_layernorm, layer.layer_scalar, next_norm, eps, h,
+                    layer_in);
     Observe("layer_out", l, h);
   }
   return LmHead(h, step);
@@ -229,13 +237,12 @@ int64_t LayerBytes(const Gemma4Config& config, const LayerWeights& layer, int64_
   const int64_t q_width = layer.num_heads_local * g.head_dim;
   const int64_t kv_width = layer.num_kv_heads_local * g.head_dim;
   const int64_t mlp_width = ops::LinearInFeatures(layer.mlp.down);
-  // Attention: its input norm, q, k_raw (v_raw), k, v, o, out, then the post-attention norm.
-  int64_t bytes = f32({t, hidden}) + f32({t, q_width}) + f32({t, kv_width}) +
+  // Attention (its input norm is the persistent layer_in): q, k_raw (v_raw), k, v, o, out.
+  int64_t bytes = f32({t, q_width}) + f32({t, kv_width}) +
                   (g.has_v_proj ? f32({t, kv_width}) : 0) + 2 * f32({t, kv_width}) +
-                  f32({t, q_width}) + f32({t, hidden}) + f32({t, hidden});
-  // Dense MLP: its input norm, gate_up, act, out; the post-feed-forward norm.
-  bytes += f32({t, hidden}) + f32({t, 2 * mlp_width}) + f32({t, mlp_width}) + f32({t, hidden}) +
-           f32({t, hidden});
+                  f32({t, q_width}) + f32({t, hidden});
+  // Dense MLP: its input norm (ffn_in), gate_up, act, out.
+  bytes += f32({t, hidden}) + f32({t, 2 * mlp_width}) + f32({t, mlp_width}) + f32({t, hidden});
   if (layer.has_moe) {
     const int64_t k = config.top_k_experts;
     const int64_t rows = t * k;  // at most: every choice routed to a local expert
@@ -269,7 +276,9 @@ int64_t Gemma4Model::WorkspaceBytes(const Gemma4Config& config, const ModelWeigh
     layer_peak = std::max(layer_peak, LayerBytes(config, layer, limits.max_tokens));
   }
   const int64_t rows = std::min(limits.max_logits_rows, limits.max_tokens);
-  return Workspace::BytesFor(DType::kF32, {limits.max_tokens, config.hidden_size}) +
+  // h, and layer_in (the next layer's input norm) where there are layers.
+  const int64_t residual = Workspace::BytesFor(DType::kF32, {limits.max_tokens, config.hidden_size});
+  return residual + (weights.layers.empty() ? 0 : residual) +
          std::max(layer_peak, LmHeadBytes(config, weights, world_size, rows));
 }
 

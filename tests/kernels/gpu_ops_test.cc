@@ -51,6 +51,46 @@ TEST_F(GpuOpsTest, RmsNormWithAndWithoutWeightAtGemmaWidths) {
   }
 }
 
+// The fused residual update against the GPU's own unfused kernels (bitwise) and the CPU op.
+TEST_F(GpuOpsTest, AddRmsNormIsTheUnfusedKernelsBitwiseAtGemmaWidths) {
+  for (int64_t dim : {128, 2816, 5376}) {
+    for (const float scale : {1.0f, 0.37f}) {
+      for (const bool with_next : {true, false}) {
+        const std::string what = "AddRmsNorm " + std::to_string(dim) + " scale " +
+                                 std::to_string(scale) + (with_next ? " next" : "");
+        const Tensor x = Random({5, dim}, rng_, -4.0f, 4.0f);
+        const Tensor post = Random({dim}, rng_, 0.5f, 3.0f);
+        const Tensor next_weight = with_next ? Random({dim}, rng_, 0.5f, 3.0f) : Tensor();
+        const Tensor start = Random({5, dim}, rng_, -20.0f, 20.0f);
+        Tensor cpu = start.ToF32();
+        Tensor cpu_next = Nan({5, dim});
+        ops::AddRmsNorm(x, post, scale, next_weight, 1e-6f, cpu, cpu_next);
+
+        const Tensor gpu_x = ToGpu(x);
+        const Tensor gpu_post = ToGpu(post);
+        const Tensor gpu_next_weight = with_next ? ToGpu(next_weight) : Tensor();
+        Tensor fused = ToGpu(start);
+        Tensor fused_next = ToGpu(Nan({5, dim}));
+        ops::AddRmsNorm(gpu_x, gpu_post, scale, gpu_next_weight, 1e-6f, fused, fused_next);
+        Tensor unfused = ToGpu(start);
+        Tensor unfused_next = ToGpu(Nan({5, dim}));
+        Tensor normed = ToGpu(Nan({5, dim}));
+        ops::RmsNorm(gpu_x, gpu_post, 1e-6f, normed);
+        ops::AddInPlace(unfused, normed);
+        ops::ScaleInPlace(unfused, scale);
+        if (with_next) ops::RmsNorm(unfused, gpu_next_weight, 1e-6f, unfused_next);
+
+        ExpectClose(ToCpu(fused), ToCpu(unfused), 0.0, what + " residual, fused vs unfused");
+        ExpectClose(ToCpu(fused), cpu, 1e-5, what + " residual, GPU vs CPU");
+        if (with_next) {
+          ExpectClose(ToCpu(fused_next), ToCpu(unfused_next), 0.0, what + " next, fused vs unfused");
+          ExpectClose(ToCpu(fused_next), cpu_next, 1e-5, what + " next, GPU vs CPU");
+        }
+      }
+    }
+  }
+}
+
 TEST_F(GpuOpsTest, RopeDefaultAndProportionalUpToTheLastPosition) {
   struct Case {
     int64_t head_dim, angles;
@@ -371,6 +411,10 @@ TEST_F(GpuOpsSanitizerTest, AttentionOnSmallShapes) {
 TEST_F(GpuOpsSanitizerTest, NormRopeRoutingDispatchAndLinearOnSmallShapes) {
   Tensor x = ToGpu(Random({3, 64}, rng_));
   ops::RmsNorm(x, ToGpu(Random({64}, rng_)), 1e-6f, x);
+  Tensor residual = ToGpu(Random({3, 64}, rng_));
+  Tensor next = ToGpu(Nan({3, 64}));
+  ops::AddRmsNorm(x, ToGpu(Random({64}, rng_)), 0.5f, ToGpu(Random({64}, rng_)), 1e-6f, residual,
+                  next);
   Tensor q = ToGpu(Random({2, 2, 32}, rng_));
   ops::Rotary(32, 16, 1e4, Gpu()).Apply(q, ToGpu(Ints({5, 9})));
   Tensor ids = ToGpu(Tensor::Empty(DType::kI32, {3, 2}));

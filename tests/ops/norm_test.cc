@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "ops/elementwise.h"
 #include "tests/ops/op_test_util.h"
 
 namespace gemmaserve::ops {
@@ -120,7 +121,46 @@ TEST(RmsNormTest, EpsKeepsZeroRowFinite) {
   for (int i = 0; i < 8; ++i) EXPECT_EQ(y.data<float>()[i], 0.0f);
 }
 
+// The unfused sequence AddRmsNorm stands for; `next` untouched when next_weight is undefined.
+void UnfusedAddRmsNorm(const Tensor& x, const Tensor& post_weight, float scale,
+                       const Tensor& next_weight, Tensor& residual, Tensor& next) {
+  Tensor normed = Tensor::Empty(DType::kF32, x.shape());
+  RmsNorm(x, post_weight, kEps, normed);
+  AddInPlace(residual, normed);
+  ScaleInPlace(residual, scale);
+  if (next_weight.defined()) RmsNorm(residual, next_weight, kEps, next);
+}
+
+TEST(AddRmsNormTest, IsTheNormsAndAdditionsOneAtATimeBitwise) {
+  std::mt19937 rng(9);
+  for (const float scale : {1.0f, 0.37f}) {
+    for (const bool with_next : {true, false}) {
+      const Tensor x = RandomTensor({6, 320}, rng, -4.0f, 4.0f);
+      const Tensor post = RandomTensor({320}, rng, 0.5f, 3.0f);
+      const Tensor next_weight = with_next ? RandomTensor({320}, rng, 0.5f, 3.0f) : Tensor();
+      const Tensor start = RandomTensor({6, 320}, rng, -20.0f, 20.0f);
+      Tensor fused = start.ToF32();
+      Tensor fused_next = Tensor::Zeros(DType::kF32, {6, 320});
+      AddRmsNorm(x, post, scale, next_weight, kEps, fused, fused_next);
+      Tensor unfused = start.ToF32();
+      Tensor unfused_next = Tensor::Zeros(DType::kF32, {6, 320});
+      UnfusedAddRmsNorm(x, post, scale, next_weight, unfused, unfused_next);
+      for (int64_t i = 0; i < x.numel(); ++i) {
+        ASSERT_EQ(fused.data<float>()[i], unfused.data<float>()[i]) << "residual " << i;
+        ASSERT_EQ(fused_next.data<float>()[i], unfused_next.data<float>()[i]) << "next " << i;
+      }
+    }
+  }
+}
+
 using RmsNormDeathTest = test_util::ThreadsafeDeathTest;
+
+TEST_F(RmsNormDeathTest, AddRmsNormIntoItsOwnInputDies) {
+  Tensor x = Tensor::Zeros(DType::kF32, {2, 8});
+  Tensor w = Tensor::Zeros(DType::kF32, {8});
+  Tensor residual = Tensor::Zeros(DType::kF32, {2, 8});
+  EXPECT_DEATH(AddRmsNorm(x, w, 1.0f, w, kEps, residual, residual), "AddRmsNorm next");
+}
 
 TEST_F(RmsNormDeathTest, WeightOfWrongLengthDies) {
   Tensor x = Tensor::Zeros(DType::kF32, {2, 8});
