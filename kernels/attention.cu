@@ -2,6 +2,8 @@
 
 #include <cuda_bf16.h>
 
+#include <initializer_list>
+
 #include "kernels/cuda_util.h"
 
 namespace gemmaserve::kernels {
@@ -25,6 +27,69 @@ __global__ void WriteKvKernel(const float* k, const float* v, const int32_t* slo
   for (int64_t i = threadIdx.x; i < row; i += blockDim.x) {
     if (k_cache != nullptr) Store(k_row[i], k_cache + slot * row + i);
     Store(v_row[i], v_cache + slot * row + i);
+  }
+}
+
+// The widest head PrepareAttentionKernel normalises (Gemma 4's full layers).
+constexpr int64_t kMaxPreparedHeadDim = 512;
+constexpr int kPrepareThreads = 256;  // RmsNorm's block size: the same sums of squares
+
+// Grid (num_tokens, num_heads + 2 · num_kv_heads): block (t, r) takes token t's row r of q, then
+// k, then v. The row is normalised as RmsNormKernel does, rotated (q, k) as RopeKernel does, then
+// stored: q in place, k and v to their outputs and (unless the cache is null) to the cache slot.
+template <typename T>
+__global__ void __launch_bounds__(kPrepareThreads)
+    PrepareAttentionKernel(float* q, const float* k_raw, const float* v_raw, const float* q_norm,
+                           const float* k_norm, float eps, const float* inv_freq, int64_t angles,
+                           const int32_t* positions, const int32_t* slots, float* k, float* v,
+                           T* k_cache, T* v_cache, int64_t num_heads, int64_t num_kv_heads,
+                           int64_t head_dim) {
+  const int64_t token = blockIdx.x;
+  int64_t r = blockIdx.y;
+  const float* src;
+  float* dst;
+  const float* weight = nullptr;
+  T* cache = nullptr;
+  bool rotate = true;
+  const int64_t kv_row = num_kv_heads * head_dim;
+  if (r < num_heads) {
+    src = dst = q + (token * num_heads + r) * head_dim;
+    weight = q_norm;
+  } else if ((r -= num_heads) < num_kv_heads) {
+    src = k_raw + token * kv_row + r * head_dim;
+    dst = k + token * kv_row + r * head_dim;
+    weight = k_norm;
+    if (k_cache != nullptr) cache = k_cache + slots[token] * kv_row + r * head_dim;
+  } else {
+    r -= num_kv_heads;
+    src = v_raw + token * kv_row + r * head_dim;
+    dst = v + token * kv_row + r * head_dim;
+    cache = v_cache + slots[token] * kv_row + r * head_dim;
+    rotate = false;
+  }
+  __shared__ float row[kMaxPreparedHeadDim];
+  const float inv_rms = internal::InverseRms(src, head_dim, eps);
+  for (int64_t i = threadIdx.x; i < head_dim; i += blockDim.x) {
+    const float normed = __fmul_rn(src[i], inv_rms);
+    row[i] = weight == nullptr ? normed : __fmul_rn(normed, weight[i]);
+  }
+  __syncthreads();
+  if (rotate) {  // each pair (j, j + half) is one thread's
+    const float position = static_cast<float>(positions[token]);
+    const int64_t half = head_dim / 2;
+    for (int64_t j = threadIdx.x; j < angles; j += blockDim.x) {
+      float sin_value, cos_value;
+      sincosf(__fmul_rn(position, inv_freq[j]), &sin_value, &cos_value);
+      const float a = row[j];
+      const float b = row[j + half];
+      row[j] = __fsub_rn(__fmul_rn(a, cos_value), __fmul_rn(b, sin_value));
+      row[j + half] = __fadd_rn(__fmul_rn(b, cos_value), __fmul_rn(a, sin_value));
+    }
+    __syncthreads();
+  }
+  for (int64_t i = threadIdx.x; i < head_dim; i += blockDim.x) {
+    dst[i] = row[i];
+    if (cache != nullptr) Store(row[i], cache + i);
   }
 }
 
@@ -198,6 +263,60 @@ void CheckKvCache(const Tensor& cache, const char* what) {
 }
 
 }  // namespace
+
+void PrepareAttention(Tensor& q, const Tensor& k_raw, const Tensor& v_raw, const Tensor& q_norm,
+                      const Tensor& k_norm, float eps, const Tensor& inv_freq,
+                      const Tensor& positions, const Tensor& slots, Tensor& k, Tensor& v,
+                      Tensor& k_cache, Tensor& v_cache) {
+  const bool keys = k_cache.defined();
+  UseDeviceOf({&q, &k_raw, &v_raw, &q_norm, &k_norm, &inv_freq, &positions, &slots, &k, &v,
+               &v_cache},
+              "PrepareAttention");
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&q, &k_raw, &v_raw, &q_norm, &k_norm,
+                                                              &inv_freq, &k, &v}) {
+    CheckDType(*t, DType::kF32, "PrepareAttention");
+  }
+  CheckDType(positions, DType::kI32, "PrepareAttention positions");
+  CheckDType(slots, DType::kI32, "PrepareAttention slots");
+  CheckKvCache(v_cache, "PrepareAttention v_cache");
+  if (keys) {
+    UseDeviceOf({&q, &k_cache}, "PrepareAttention");
+    CheckKvCache(k_cache, "PrepareAttention k_cache");
+    CHECK(k_cache.shape() == v_cache.shape() && k_cache.dtype() == v_cache.dtype())
+        << "PrepareAttention: keys " << k_cache.DebugString() << ", values "
+        << v_cache.DebugString();
+  }
+  CHECK(q.rank() == 3 && k_raw.rank() == 3 && k_raw.shape() == v_raw.shape() &&
+        k.shape() == k_raw.shape() && v.shape() == k_raw.shape() && k_raw.dim(0) == q.dim(0) &&
+        k_raw.dim(2) == q.dim(2) && v_cache.dim(2) == k_raw.dim(1) &&
+        v_cache.dim(3) == q.dim(2) && positions.numel() == q.dim(0) &&
+        slots.numel() == q.dim(0) && q_norm.numel() == q.dim(2) && k_norm.numel() == q.dim(2) &&
+        2 * inv_freq.numel() <= q.dim(2) && q.dim(2) <= kMaxPreparedHeadDim)
+      << "PrepareAttention: q " << q.DebugString() << ", k_raw " << k_raw.DebugString()
+      << ", v_raw " << v_raw.DebugString() << ", k " << k.DebugString() << ", v "
+      << v.DebugString() << ", cache " << v_cache.DebugString() << ", inv_freq "
+      << inv_freq.DebugString();
+  CHECK(k.raw_data() != k_raw.raw_data() && v.raw_data() != v_raw.raw_data() &&
+        k.raw_data() != v.raw_data())
+      << "PrepareAttention: k and v are written while k_raw and v_raw are read";
+  const int64_t num_tokens = q.dim(0);
+  if (num_tokens == 0) return;
+  const dim3 grid(static_cast<unsigned>(num_tokens),
+                  static_cast<unsigned>(q.dim(1) + 2 * k_raw.dim(1)));
+  auto launch = [&](auto* k_cache_data, auto* v_cache_data) {
+    PrepareAttentionKernel<<<grid, kPrepareThreads>>>(
+        q.data<float>(), k_raw.data<float>(), v_raw.data<float>(), q_norm.data<float>(),
+        k_norm.data<float>(), eps, inv_freq.data<float>(), inv_freq.numel(),
+        positions.data<int32_t>(), slots.data<int32_t>(), k.data<float>(), v.data<float>(),
+        k_cache_data, v_cache_data, q.dim(1), k_raw.dim(1), q.dim(2));
+  };
+  if (v_cache.dtype() == DType::kBF16) {
+    launch(keys ? k_cache.data<__nv_bfloat16>() : nullptr, v_cache.data<__nv_bfloat16>());
+  } else {
+    launch(keys ? k_cache.data<float>() : nullptr, v_cache.data<float>());
+  }
+  GS_CUDA_CHECK_LAUNCH("PrepareAttention");
+}
 
 void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache,
                   Tensor& v_cache) {

@@ -17,6 +17,13 @@
 
 namespace gemmaserve::kernels {
 
+// One block of 256 threads per row of q, k and v: each row's norm as kernels::RmsNorm computes
+// it, the rotation as kernels::ApplyRope, the store as WriteKvCache: bitwise those in turn.
+void PrepareAttention(Tensor& q, const Tensor& k_raw, const Tensor& v_raw, const Tensor& q_norm,
+                      const Tensor& k_norm, float eps, const Tensor& inv_freq,
+                      const Tensor& positions, const Tensor& slots, Tensor& k, Tensor& v,
+                      Tensor& k_cache, Tensor& v_cache);
+
 void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache,
                   Tensor& v_cache);
 

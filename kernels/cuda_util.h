@@ -40,6 +40,36 @@ inline void CheckDType(const Tensor& t, DType dtype, const char* what) {
                             << t.DebugString();
 }
 
+#if defined(__CUDACC__)
+// Sum over the block of one value per thread; every thread gets the total. Each warp adds by
+// shuffles, then the first warp adds the warps' sums: the same order for the same block size.
+__device__ inline float BlockSum(float value) {
+  __shared__ float partial[32];
+  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffffu, value, offset);
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (lane == 0) partial[warp] = value;
+  __syncthreads();
+  const int num_warps = (blockDim.x + 31) / 32;
+  value = lane < num_warps ? partial[lane] : 0.0f;
+  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffffu, value, offset);
+  __syncthreads();  // partial may be reused by the next call
+  return value;
+}
+
+// RMSNorm's factor of one row, the block's threads striding over it: (mean(row²) + eps)^−1/2
+// with powf as the CPU. Every norm kernel computes it so, hence bitwise one another's at equal
+// block sizes.
+__device__ inline float InverseRms(const float* row, int64_t dim, float eps) {
+  float sum_squares = 0.0f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    sum_squares = __fadd_rn(sum_squares, __fmul_rn(row[i], row[i]));
+  }
+  sum_squares = BlockSum(sum_squares);
+  return powf(__fadd_rn(__fdiv_rn(sum_squares, static_cast<float>(dim)), eps), -0.5f);
+}
+#endif
+
 // Blocks of `threads` covering n items, at least one.
 inline unsigned Blocks(int64_t n, int threads) {
   return static_cast<unsigned>(n <= 0 ? 1 : (n + threads - 1) / threads);

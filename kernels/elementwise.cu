@@ -9,6 +9,7 @@ namespace {
 
 using internal::Blocks;
 using internal::CheckDType;
+using internal::InverseRms;
 using internal::UseDeviceOf;
 
 constexpr int kThreads = 256;
@@ -79,32 +80,12 @@ __global__ void GeluTanhGateKernel(const float* gate_up, float* out, int64_t row
   }
 }
 
-// Sum over the block of one value per thread; every thread gets the total.
-__device__ float BlockSum(float value) {
-  __shared__ float partial[32];
-  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffffu, value, offset);
-  const int warp = threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (lane == 0) partial[warp] = value;
-  __syncthreads();
-  const int num_warps = (blockDim.x + 31) / 32;
-  value = lane < num_warps ? partial[lane] : 0.0f;
-  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffffu, value, offset);
-  __syncthreads();  // partial may be reused by the next call
-  return value;
-}
-
 // One block per row. y may alias x: every thread reads its elements before the reduction's
 // barrier and writes only those same elements after it.
 __global__ void RmsNormKernel(const float* x, const float* w, float eps, float* y, int64_t dim) {
   const float* row = x + blockIdx.x * dim;
   float* dst = y + blockIdx.x * dim;
-  float sum_squares = 0.0f;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-    sum_squares = __fadd_rn(sum_squares, __fmul_rn(row[i], row[i]));
-  }
-  sum_squares = BlockSum(sum_squares);
-  const float inv_rms = powf(__fadd_rn(__fdiv_rn(sum_squares, static_cast<float>(dim)), eps), -0.5f);
+  const float inv_rms = InverseRms(row, dim, eps);
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
     const float normed = __fmul_rn(row[i], inv_rms);
     dst[i] = w == nullptr ? normed : __fmul_rn(normed, w[i]);
@@ -119,23 +100,14 @@ __global__ void AddRmsNormKernel(const float* x, const float* post_weight, float
                                  int64_t dim) {
   const float* row = x + blockIdx.x * dim;
   float* sum = residual + blockIdx.x * dim;
-  float sum_squares = 0.0f;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-    sum_squares = __fadd_rn(sum_squares, __fmul_rn(row[i], row[i]));
-  }
-  sum_squares = BlockSum(sum_squares);
-  const float inv_rms = powf(__fadd_rn(__fdiv_rn(sum_squares, static_cast<float>(dim)), eps), -0.5f);
-  float sum_squares_after = 0.0f;
+  const float inv_rms = InverseRms(row, dim, eps);
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
     float value = __fadd_rn(sum[i], __fmul_rn(__fmul_rn(row[i], inv_rms), post_weight[i]));
     if (scale != 1.0f) value = __fmul_rn(value, scale);
     sum[i] = value;
-    sum_squares_after = __fadd_rn(sum_squares_after, __fmul_rn(value, value));
   }
   if (next_weight == nullptr) return;  // uniform over the block
-  sum_squares_after = BlockSum(sum_squares_after);
-  const float inv_sum_rms =
-      powf(__fadd_rn(__fdiv_rn(sum_squares_after, static_cast<float>(dim)), eps), -0.5f);
+  const float inv_sum_rms = InverseRms(sum, dim, eps);  // each thread rereads what it wrote
   float* dst = next + blockIdx.x * dim;
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
     dst[i] = __fmul_rn(__fmul_rn(sum[i], inv_sum_rms), next_weight[i]);

@@ -118,22 +118,21 @@ Tensor Gemma4Model::Attention(int64_t l, const Tensor& x, const StepMetadata& st
   const int group = static_cast<int>(g.kind);
   ops::Rotary& rotary = *rotary_[group];
   Tensor q = Project(x, w.q_proj).View(q_shape);
-  ops::RmsNorm(q, w.q_norm, static_cast<float>(config_.rms_norm_eps), q);
-  rotary.Apply(q, step.positions);
-  Observe("q", l, q);
-
   Tensor k_raw = Project(x, w.k_proj).View(kv_shape);
   // On attention_k_eq_v full layers V is the raw K projection, taken before k_norm and RoPE.
   Tensor v_raw = g.has_v_proj ? Project(x, w.v_proj).View(kv_shape) : k_raw;
-  Tensor k = Norm(k_raw, w.k_norm);
-  rotary.Apply(k, step.positions);
-  Tensor v = Norm(v_raw, Tensor());  // v_norm has no weight
+  Tensor k = Activation(kv_shape);
+  Tensor v = Activation(kv_shape);
+  // q and k normalised and rotated, v normalised (v_norm has no weight), k and v cached. A layer
+  // whose cache holds no keys (model/kv_cache.h) caches its values only, and attention rebuilds
+  // the keys from them: the same bits as k.
+  const ops::AttentionInputs inputs{w.q_norm, w.k_norm, static_cast<float>(config_.rms_norm_eps),
+                                    rotary, step.positions, step.slots[group]};
+  ops::PrepareAttention(q, k_raw, v_raw, inputs, k, v, cache.k(l), cache.v(l));
+  Observe("q", l, q);
   Observe("k", l, k);
   Observe("v", l, v);
 
-  // A layer whose cache holds no keys (model/kv_cache.h) writes its values only, and attention
-  // rebuilds the keys from them: the same bits as k.
-  ops::WriteKvCache(k, v, step.slots[group], cache.k(l), cache.v(l));
   Tensor o = Activation(q_shape);
   const ops::AttentionMetadata& metadata = step.attention[group];
   std::optional<ops::KeysFromValues> keys_from_values;

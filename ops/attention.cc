@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ops/fast_math.h"
+#include "ops/norm.h"
 
 #include "ops/ops_util.h"
 #include "ops/vector_loops.h"
@@ -450,6 +451,24 @@ void PlanAttentionWork(const AttentionMetadata& metadata, const AttentionShape& 
 }
 
 }  // namespace
+
+void PrepareAttention(Tensor& q, const Tensor& k_raw, const Tensor& v_raw,
+                      const AttentionInputs& inputs, Tensor& k, Tensor& v, Tensor& k_cache,
+                      Tensor& v_cache) {
+#ifdef GEMMASERVE_HAVE_CUDA
+  if (q.device().is_cuda()) {
+    return kernels::PrepareAttention(q, k_raw, v_raw, inputs.q_norm, inputs.k_norm, inputs.eps,
+                                     inputs.rotary.inv_freq(), inputs.positions, inputs.slots, k,
+                                     v, k_cache, v_cache);
+  }
+#endif
+  RmsNorm(q, inputs.q_norm, inputs.eps, q);
+  inputs.rotary.Apply(q, inputs.positions);
+  RmsNorm(k_raw, inputs.k_norm, inputs.eps, k);
+  inputs.rotary.Apply(k, inputs.positions);
+  RmsNorm(v_raw, Tensor(), inputs.eps, v);
+  WriteKvCache(k, v, inputs.slots, k_cache, v_cache);
+}
 
 void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache,
                   Tensor& v_cache) {

@@ -52,6 +52,24 @@ struct KeysFromValues {
 void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache,
                   Tensor& v_cache);
 
+// A layer's attention inputs after its projections, in one pass (one CUDA kernel): q normalised
+// by q_norm and rotated in place; k = RoPE(RmsNorm(k_raw, k_norm)); v = RmsNorm(v_raw) (no
+// weight); then WriteKvCache(k, v, slots, k_cache, v_cache). Bitwise those ops in turn on either
+// device. q: [num_tokens, num_heads, head_dim]; k_raw, v_raw (one tensor on attention_k_eq_v
+// layers), k, v: [num_tokens, num_kv_heads, head_dim], all f32; positions, slots: [num_tokens]
+// i32; head_dim ≤ 512.
+struct AttentionInputs {
+  const Tensor& q_norm;
+  const Tensor& k_norm;
+  float eps;
+  const Rotary& rotary;
+  const Tensor& positions;
+  const Tensor& slots;
+};
+void PrepareAttention(Tensor& q, const Tensor& k_raw, const Tensor& v_raw,
+                      const AttentionInputs& inputs, Tensor& k, Tensor& v, Tensor& k_cache,
+                      Tensor& v_cache);
+
 // q: [num_tokens, num_heads, head_dim] f32; out: same shape. num_heads must be a multiple of the
 // cache's num_kv_heads (GQA: head h reads KV head h / (num_heads / num_kv_heads)).
 // sliding_window = 0 means full causal attention.

@@ -275,6 +275,84 @@ TEST_F(GpuOpsTest, PagedAttentionRebuildsKeysFromValuesAsTheCpuDoes) {
   }
 }
 
+struct PrepareCase {
+  int64_t head_dim, angles, heads, kv_heads;
+  bool keys_from_values;  // k_raw is v_raw and the cache holds values only
+  DType kv_dtype;
+};
+
+// PrepareAttention on the GPU against the GPU's own ops one at a time (bitwise) and the CPU's.
+void RunPrepareAttention(const PrepareCase& c, std::mt19937& rng) {
+  const std::string what = "PrepareAttention head_dim " + std::to_string(c.head_dim) +
+                           (c.keys_from_values ? " values only" : "") + " " +
+                           std::string(DTypeName(c.kv_dtype));
+  constexpr int64_t kTokens = 9, kBlocks = 4, kStride = 8;
+  const Tensor q = Random({kTokens, c.heads, c.head_dim}, rng, -3.0f, 3.0f);
+  const Tensor k_raw = Random({kTokens, c.kv_heads, c.head_dim}, rng, -3.0f, 3.0f);
+  const Tensor v_raw = c.keys_from_values ? k_raw : Random({kTokens, c.kv_heads, c.head_dim}, rng);
+  const Tensor q_norm = Random({c.head_dim}, rng, 0.5f, 1.5f);
+  const Tensor k_norm = Random({c.head_dim}, rng, 0.5f, 1.5f);
+  const std::vector<int32_t> positions = {0, 1, 2, 17, 4095, 131071, 262143, 9, 3};
+  const std::vector<int32_t> slots = {0, 1, 2, 9, 17, 31, 30, 8, 3};
+  const Shape cache_shape = {kBlocks, kStride, c.kv_heads, c.head_dim};
+  ops::Rotary cpu_rotary(c.head_dim, c.angles, 1e6);
+  ops::Rotary gpu_rotary(c.head_dim, c.angles, 1e6, Gpu());
+
+  struct Result {
+    Tensor q, k, v, k_cache, v_cache;
+  };
+  auto run = [&](bool on_gpu, bool fused) {
+    // A copy on the host too: q is rotated in place.
+    auto place = [&](const Tensor& t) { return on_gpu ? ToGpu(t) : t.ToF32(); };
+    auto empty_cache = [&] {
+      const Tensor zeros = Tensor::Zeros(c.kv_dtype, cache_shape);
+      return on_gpu ? ToGpu(zeros) : zeros;
+    };
+    Result r{place(q), place(Nan(k_raw.shape())), place(Nan(k_raw.shape())),
+             c.keys_from_values ? Tensor() : empty_cache(), empty_cache()};
+    const Tensor kr = place(k_raw);
+    const Tensor vr = c.keys_from_values ? kr : place(v_raw);
+    const Tensor qn = place(q_norm), kn = place(k_norm);
+    const Tensor pos = place(Ints(positions)), sl = place(Ints(slots));
+    const ops::Rotary& rotary = on_gpu ? gpu_rotary : cpu_rotary;
+    if (fused) {
+      ops::PrepareAttention(r.q, kr, vr, {qn, kn, 1e-6f, rotary, pos, sl}, r.k, r.v, r.k_cache,
+                            r.v_cache);
+    } else {
+      ops::RmsNorm(r.q, qn, 1e-6f, r.q);
+      rotary.Apply(r.q, pos);
+      ops::RmsNorm(kr, kn, 1e-6f, r.k);
+      rotary.Apply(r.k, pos);
+      ops::RmsNorm(vr, Tensor(), 1e-6f, r.v);
+      ops::WriteKvCache(r.k, r.v, sl, r.k_cache, r.v_cache);
+    }
+    return r;
+  };
+  const Result fused = run(true, true);
+  const Result unfused = run(true, false);
+  const Result cpu = run(false, true);
+  ExpectClose(ToCpu(fused.q), ToCpu(unfused.q), 0.0, what + " q, fused vs unfused");
+  ExpectClose(ToCpu(fused.k), ToCpu(unfused.k), 0.0, what + " k, fused vs unfused");
+  ExpectClose(ToCpu(fused.v), ToCpu(unfused.v), 0.0, what + " v, fused vs unfused");
+  ExpectClose(ToCpu(fused.v_cache), ToCpu(unfused.v_cache), 0.0, what + " v cache");
+  ExpectClose(ToCpu(fused.q), cpu.q, 1e-5, what + " q, GPU vs CPU");
+  ExpectClose(ToCpu(fused.k), cpu.k, 1e-5, what + " k, GPU vs CPU");
+  ExpectClose(ToCpu(fused.v), cpu.v, 1e-5, what + " v, GPU vs CPU");
+  if (!c.keys_from_values) {
+    ExpectClose(ToCpu(fused.k_cache), ToCpu(unfused.k_cache), 0.0, what + " k cache");
+  }
+}
+
+TEST_F(GpuOpsTest, PrepareAttentionIsTheNormsRopeAndKvWriteBitwise) {
+  for (const PrepareCase& c : {PrepareCase{256, 128, 8, 4, false, DType::kF32},
+                               PrepareCase{256, 128, 8, 4, false, DType::kBF16},
+                               PrepareCase{512, 64, 8, 1, true, DType::kF32},
+                               PrepareCase{512, 64, 8, 1, true, DType::kBF16},
+                               PrepareCase{32, 16, 4, 2, false, DType::kF32}}) {
+    RunPrepareAttention(c, rng_);
+  }
+}
+
 TEST_F(GpuOpsTest, RoutingOn128ExpertsTop8AndOn8Top2) {
   for (auto [experts, k] : {std::pair<int64_t, int64_t>{128, 8}, {8, 2}}) {
     Tensor logits = Random({33, experts}, rng_, -3.0f, 3.0f);
@@ -417,6 +495,7 @@ TEST_F(GpuOpsSanitizerTest, NormRopeRoutingDispatchAndLinearOnSmallShapes) {
                   next);
   Tensor q = ToGpu(Random({2, 2, 32}, rng_));
   ops::Rotary(32, 16, 1e4, Gpu()).Apply(q, ToGpu(Ints({5, 9})));
+  RunPrepareAttention({64, 8, 2, 1, true, DType::kBF16}, rng_);
   Tensor ids = ToGpu(Tensor::Empty(DType::kI32, {3, 2}));
   Tensor weights = ToGpu(Nan({3, 2}));
   ops::TopKRouting(ToGpu(Random({3, 8}, rng_)), ToGpu(Random({8}, rng_)), 2, ids, weights);
