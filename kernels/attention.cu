@@ -2,7 +2,10 @@
 
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <initializer_list>
+#include <map>
+#include <mutex>
 
 #include "kernels/cuda_util.h"
 
@@ -102,7 +105,31 @@ struct Metadata {
   int64_t max_blocks;
   int64_t block_size;    // tokens per block
   int64_t block_stride;  // cache rows from one block to the next (the cache's dim(1))
+  int64_t max_context_len;  // the most keys a token sees, an upper bound (sizes the splits)
 };
+
+// Split-KV decoding (flash-decoding): when a step has too few (token, KV head) pairs to fill the
+// GPU, each pair's keys are cut into `num_splits` consecutive runs of keys_per_split, one block
+// each; a block leaves its unnormalised output, running max and sum in `Partials`, and
+// CombineSplitsKernel merges them. num_splits = 1: no partials, the block writes the output.
+struct Partials {
+  float* out = nullptr;  // [tokens, heads, splits, head_dim]
+  float* max = nullptr;  // [tokens, heads, splits]
+  float* sum = nullptr;  // [tokens, heads, splits]
+  int64_t num_splits = 1;
+  int64_t keys_per_split = 0;
+};
+
+// The sequence a step's token belongs to, or -1 (rows outside every sequence are left alone).
+__device__ inline int64_t SequenceOf(int64_t token, const int32_t* token_begin,
+                                     const int32_t* num_tokens, int64_t num_sequences) {
+  int64_t sequence = -1;
+  for (int64_t s = 0; s < num_sequences; ++s) {
+    const int64_t begin = token_begin[s];
+    if (token >= begin && token < begin + num_tokens[s]) sequence = s;
+  }
+  return sequence;
+}
 
 // Keys rebuilt from values (ops::KeysFromValues): k = RoPE_p(k_norm_weight ⊙ v).
 struct KeyRebuild {
@@ -119,21 +146,22 @@ template <int kDim, typename T, bool kKeysFromValues>
 __global__ void PagedAttentionKernel(const float* q, const T* k_cache, const T* v_cache,
                                      Metadata metadata, int64_t num_heads, int64_t num_kv_heads,
                                      int64_t sliding_window, float scale, KeyRebuild rebuild,
-                                     float* out) {
+                                     Partials partials, float* out) {
   constexpr int kPerLane = kDim / 32;
   static_assert(!kKeysFromValues || kPerLane % 2 == 0, "rotation pairs must share a lane");
   const int64_t token = blockIdx.x;
-  // The sequence this token belongs to (rows outside every sequence are left alone).
-  int64_t sequence = -1;
-  for (int64_t s = 0; s < metadata.num_sequences; ++s) {
-    const int64_t begin = metadata.token_begin[s];
-    if (token >= begin && token < begin + metadata.num_tokens[s]) sequence = s;
-  }
+  const int64_t sequence = SequenceOf(token, metadata.token_begin, metadata.num_tokens,
+                                      metadata.num_sequences);
   if (sequence < 0) return;
   const int64_t context_len = metadata.context_lens[sequence];
   const int64_t position =
       context_len - metadata.num_tokens[sequence] + (token - metadata.token_begin[sequence]);
-  const int64_t first = sliding_window > 0 ? max(int64_t{0}, position - sliding_window + 1) : 0;
+  int64_t first = sliding_window > 0 ? max(int64_t{0}, position - sliding_window + 1) : 0;
+  int64_t last = position;
+  if (partials.num_splits > 1) {  // this block's run of keys; past the last key, none
+    first += blockIdx.z * partials.keys_per_split;
+    last = min(last, first + partials.keys_per_split - 1);
+  }
   const int32_t* table = metadata.block_tables + sequence * metadata.max_blocks;
 
   const int64_t kv_head = blockIdx.y;
@@ -153,7 +181,7 @@ __global__ void PagedAttentionKernel(const float* q, const T* k_cache, const T* 
   }
   float running_max = -INFINITY;
   float running_sum = 0.0f;
-  for (int64_t p = first; p <= position; ++p) {
+  for (int64_t p = first; p <= last; ++p) {
     const int64_t slot = static_cast<int64_t>(table[p / metadata.block_size]) *
                              metadata.block_stride +
                          p % metadata.block_size;
@@ -196,10 +224,85 @@ __global__ void PagedAttentionKernel(const float* q, const T* k_cache, const T* 
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) acc[i] = fmaf(weight, v_lane[i], acc[i] * correction);
   }
+  if (partials.num_splits > 1) {
+    const int64_t at = (token * num_heads + head) * partials.num_splits + blockIdx.z;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) partials.out[at * kDim + lane + 32 * i] = acc[i];
+    if (lane == 0) {
+      partials.max[at] = running_max;  // -inf and 0 for a run past the last key
+      partials.sum[at] = running_sum;
+    }
+    return;
+  }
   float* out_head = out + (token * num_heads + head) * kDim;
   const float inverse = 1.0f / running_sum;
 #pragma unroll
   for (int i = 0; i < kPerLane; ++i) out_head[lane + 32 * i] = acc[i] * inverse;
+}
+
+// Grid (num_tokens, num_heads): one block merges a head's runs, each weighted by
+// exp(its max − the overall max), as the online softmax would have.
+__global__ void CombineSplitsKernel(Metadata metadata, int64_t num_heads, int64_t head_dim,
+                                    Partials partials, float* out) {
+  const int64_t token = blockIdx.x;
+  if (SequenceOf(token, metadata.token_begin, metadata.num_tokens, metadata.num_sequences) < 0) {
+    return;
+  }
+  const int64_t row = token * num_heads + blockIdx.y;
+  const float* maxima = partials.max + row * partials.num_splits;
+  const float* sums = partials.sum + row * partials.num_splits;
+  float overall = -INFINITY;
+  for (int64_t s = 0; s < partials.num_splits; ++s) overall = fmaxf(overall, maxima[s]);
+  float total = 0.0f;
+  for (int64_t s = 0; s < partials.num_splits; ++s) total += expf(maxima[s] - overall) * sums[s];
+  const float inverse = 1.0f / total;
+  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float value = 0.0f;
+    for (int64_t s = 0; s < partials.num_splits; ++s) {
+      value += expf(maxima[s] - overall) *
+               partials.out[(row * partials.num_splits + s) * head_dim + d];
+    }
+    out[row * head_dim + d] = value * inverse;
+  }
+}
+
+// Runs of at least this many keys; at most this many runs.
+constexpr int64_t kMinKeysPerSplit = 32;
+constexpr int64_t kMaxSplits = 64;
+
+// How many runs to cut each (token, KV head)'s keys into: enough blocks for two per SM, when the
+// step's pairs are fewer (decoding a few sequences); 1 otherwise (prefill, large batches).
+int64_t SplitsFor(int64_t pairs, int64_t span, int sms) {
+  const int64_t wanted_blocks = 2 * static_cast<int64_t>(sms);
+  if (pairs <= 0 || pairs >= wanted_blocks) return 1;
+  const int64_t by_blocks = (wanted_blocks + pairs - 1) / pairs;
+  const int64_t by_keys = (span + kMinKeysPerSplit - 1) / kMinKeysPerSplit;
+  return std::max<int64_t>(1, std::min({by_blocks, by_keys, kMaxSplits}));
+}
+
+int MultiprocessorCount(int ordinal) {
+  static std::mutex mutex;
+  static std::map<int, int> counts;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto [it, added] = counts.try_emplace(ordinal, 0);
+  if (added) {
+    GS_CUDA_CHECK(cudaDeviceGetAttribute(&it->second, cudaDevAttrMultiProcessorCount, ordinal));
+  }
+  return it->second;
+}
+
+// The split partials' memory on a device: grown to the largest step's need, then reused (the
+// stream orders its uses; one thread drives a device's forward pass).
+float* SplitScratch(const Device& device, int64_t floats) {
+  static std::mutex mutex;
+  static std::map<int, Tensor> buffers;
+  std::lock_guard<std::mutex> lock(mutex);
+  Tensor& buffer = buffers[device.ordinal];
+  if (!buffer.defined() || buffer.numel() < floats) {
+    { const Tensor released = std::move(buffer); }
+    buffer = Tensor::Empty(DType::kF32, {floats}, device);
+  }
+  return buffer.data<float>();
 }
 
 template <typename T, bool kKeysFromValues>
@@ -210,7 +313,21 @@ void LaunchAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
   const int64_t num_heads = q.dim(1);
   const int64_t head_dim = q.dim(2);
   const int64_t num_kv_heads = v_cache.dim(2);
-  const dim3 grid(static_cast<unsigned>(num_tokens), static_cast<unsigned>(num_kv_heads));
+  const int64_t span = sliding_window > 0 ? std::min(sliding_window, metadata.max_context_len)
+                                          : metadata.max_context_len;
+  Partials partials;
+  partials.num_splits =
+      SplitsFor(num_tokens * num_kv_heads, span, MultiprocessorCount(q.device().ordinal));
+  if (partials.num_splits > 1) {
+    partials.keys_per_split = (span + partials.num_splits - 1) / partials.num_splits;
+    const int64_t rows = num_tokens * num_heads * partials.num_splits;
+    float* scratch = SplitScratch(q.device(), rows * (head_dim + 2));
+    partials.out = scratch;
+    partials.max = scratch + rows * head_dim;
+    partials.sum = partials.max + rows;
+  }
+  const dim3 grid(static_cast<unsigned>(num_tokens), static_cast<unsigned>(num_kv_heads),
+                  static_cast<unsigned>(partials.num_splits));
   const unsigned threads = static_cast<unsigned>(32 * (num_heads / num_kv_heads));
   const T* k = kKeysFromValues ? nullptr : static_cast<const T*>(k_cache.raw_data());
   const T* v = static_cast<const T*>(v_cache.raw_data());
@@ -218,7 +335,7 @@ void LaunchAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
   case dim:                                                                           \
     PagedAttentionKernel<dim, T, kKeysFromValues><<<grid, threads>>>(                 \
         q.data<float>(), k, v, metadata, num_heads, num_kv_heads, sliding_window,     \
-        scale, rebuild, out.data<float>());                                           \
+        scale, rebuild, partials, out.data<float>());                                 \
     break;
   switch (head_dim) {
     GS_ATTENTION_CASE(64)
@@ -229,7 +346,7 @@ void LaunchAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
       if constexpr (!kKeysFromValues) {
         PagedAttentionKernel<32, T, false><<<grid, threads>>>(
             q.data<float>(), k, v, metadata, num_heads, num_kv_heads, sliding_window, scale,
-            rebuild, out.data<float>());
+            rebuild, partials, out.data<float>());
         break;
       }
       [[fallthrough]];
@@ -239,6 +356,11 @@ void LaunchAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
   }
 #undef GS_ATTENTION_CASE
   GS_CUDA_CHECK_LAUNCH("PagedAttention");
+  if (partials.num_splits > 1) {
+    CombineSplitsKernel<<<dim3(static_cast<unsigned>(num_tokens), static_cast<unsigned>(num_heads)),
+                          128>>>(metadata, num_heads, head_dim, partials, out.data<float>());
+    GS_CUDA_CHECK_LAUNCH("PagedAttention combine");
+  }
 }
 
 template <typename T>
@@ -391,10 +513,14 @@ void PagedAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cach
   CHECK(metadata.block_tables.rank() == 2 && metadata.block_tables.dim(0) == s)
       << "PagedAttention block_tables: " << metadata.block_tables.DebugString();
   if (q.dim(0) == 0 || s == 0) return;
-  const Metadata m{metadata.token_begin.data<int32_t>(), metadata.num_tokens.data<int32_t>(),
+  Metadata m{metadata.token_begin.data<int32_t>(), metadata.num_tokens.data<int32_t>(),
                    metadata.context_lens.data<int32_t>(), metadata.block_tables.data<int32_t>(),
                    s, metadata.block_tables.dim(1),
-                   metadata.block_size > 0 ? metadata.block_size : v_cache.dim(1), v_cache.dim(1)};
+                   metadata.block_size > 0 ? metadata.block_size : v_cache.dim(1), v_cache.dim(1),
+                   0};
+  // Unset on the host (0): what the block tables can hold.
+  m.max_context_len = metadata.max_context_len > 0 ? metadata.max_context_len
+                                                   : m.max_blocks * m.block_size;
   CHECK(m.block_size > 0 && m.block_size <= m.block_stride)
       << "PagedAttention: blocks of " << m.block_size << " tokens in " << v_cache.DebugString();
   if (v_cache.dtype() == DType::kBF16) {

@@ -183,13 +183,23 @@ struct PagedCase {
   int64_t head_dim, num_heads, num_kv_heads, window;
   DType kv_dtype;
   bool keys_from_values = false;
+  // Per sequence: tokens already cached, and this step's. The default: a first prefill, a chunk,
+  // a decode. Few (token, KV head) pairs take the split-KV path.
+  std::vector<int64_t> cached = {0, 37, 100};
+  std::vector<int64_t> tokens = {21, 9, 1};
 };
 
 void RunPagedAttention(const PagedCase& c, std::mt19937& rng) {
   const int64_t block_size = 16;
-  const std::vector<int64_t> cached = {0, 37, 100};  // a first prefill, a chunk, a decode
-  const std::vector<int64_t> tokens = {21, 9, 1};
-  const int64_t num_blocks = 24;
+  const std::vector<int64_t>& cached = c.cached;
+  const std::vector<int64_t>& tokens = c.tokens;
+  int64_t max_blocks = 0;
+  int64_t num_blocks = 0;
+  for (size_t s = 0; s < cached.size(); ++s) {
+    const int64_t blocks = (cached[s] + tokens[s] + block_size - 1) / block_size;
+    max_blocks = std::max(max_blocks, blocks);
+    num_blocks += blocks;
+  }
   std::vector<int32_t> order(num_blocks);
   std::iota(order.begin(), order.end(), 0);
   std::shuffle(order.begin(), order.end(), rng);
@@ -199,7 +209,6 @@ void RunPagedAttention(const PagedCase& c, std::mt19937& rng) {
   Tensor gpu_v = ToGpu(v_cache);
   Tensor gpu_k = c.keys_from_values ? Tensor() : ToGpu(k_cache);
   std::vector<int32_t> begin, num, context, tables;
-  const int64_t max_blocks = 8;
   int64_t next_token = 0, next_block = 0;
   for (size_t s = 0; s < cached.size(); ++s) {
     const int64_t length = cached[s] + tokens[s];
@@ -249,6 +258,19 @@ void RunPagedAttention(const PagedCase& c, std::mt19937& rng) {
                   std::to_string(c.num_heads / c.num_kv_heads) + ", window " +
                   std::to_string(c.window) + ", KV " + std::string(DTypeName(c.kv_dtype)) +
                   (c.keys_from_values ? ", keys rebuilt from values" : ""));
+}
+
+// Decoding a few sequences at long contexts: each (token, KV head)'s keys split over many
+// blocks (up to 64 runs), then merged; windows and values-only caches included.
+TEST_F(GpuOpsTest, PagedAttentionSplitsLongDecodesOverKeys) {
+  const std::vector<int64_t> cached = {5000, 2047, 300};
+  const std::vector<int64_t> tokens = {1, 1, 1};
+  for (int64_t window : {0, 1024}) {
+    RunPagedAttention({256, 16, 8, window, DType::kBF16, false, cached, tokens}, rng_);
+    RunPagedAttention({512, 16, 2, window, DType::kF32, true, cached, tokens}, rng_);
+  }
+  // One sequence, one KV head: the most runs.
+  RunPagedAttention({512, 8, 1, 0, DType::kBF16, true, {9000}, {1}}, rng_);
 }
 
 TEST_F(GpuOpsTest, PagedAttentionHeadDims256And512GqaGroupsWindowsAndBf16Kv) {
