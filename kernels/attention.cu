@@ -109,15 +109,15 @@ struct Metadata {
 };
 
 // Split-KV decoding (flash-decoding): when a step has too few (token, KV head) pairs to fill the
-// GPU, each pair's keys are cut into `num_splits` consecutive runs of keys_per_split, one block
-// each; a block leaves its unnormalised output, running max and sum in `Partials`, and
-// CombineSplitsKernel merges them. num_splits = 1: no partials, the block writes the output.
+// GPU, each pair's keys are cut into `num_splits` consecutive runs of equal length (the token's
+// own keys divided, so any split count covers them), one block each; a block leaves its
+// unnormalised output, running max and sum in `Partials`, and CombineSplitsKernel merges them.
+// num_splits = 1: no partials, the block writes the output.
 struct Partials {
   float* out = nullptr;  // [tokens, heads, splits, head_dim]
   float* max = nullptr;  // [tokens, heads, splits]
   float* sum = nullptr;  // [tokens, heads, splits]
   int64_t num_splits = 1;
-  int64_t keys_per_split = 0;
 };
 
 // The sequence a step's token belongs to, or -1 (rows outside every sequence are left alone).
@@ -159,8 +159,9 @@ __global__ void PagedAttentionKernel(const float* q, const T* k_cache, const T* 
   int64_t first = sliding_window > 0 ? max(int64_t{0}, position - sliding_window + 1) : 0;
   int64_t last = position;
   if (partials.num_splits > 1) {  // this block's run of keys; past the last key, none
-    first += blockIdx.z * partials.keys_per_split;
-    last = min(last, first + partials.keys_per_split - 1);
+    const int64_t run = (last - first + partials.num_splits) / partials.num_splits;
+    first += blockIdx.z * run;
+    last = min(last, first + run - 1);
   }
   const int32_t* table = metadata.block_tables + sequence * metadata.max_blocks;
 
@@ -291,16 +292,18 @@ int MultiprocessorCount(int ordinal) {
   return it->second;
 }
 
-// The split partials' memory on a device: grown to the largest step's need, then reused (the
-// stream orders its uses; one thread drives a device's forward pass).
-float* SplitScratch(const Device& device, int64_t floats) {
+// The split partials' memory on a device, made once at its bound and never moved (the stream
+// orders its uses; one thread drives a device's forward pass). Splitting needs pairs < 2 · SMs
+// and makes at most ⌈2 · SMs / pairs⌉ runs, so pairs × runs < 4 · SMs; each pair has at most 32
+// query heads (the GQA bound) of at most 512 dims, plus their max and sum. 35 MB on an H200.
+float* SplitScratch(const Device& device, int sms) {
   static std::mutex mutex;
   static std::map<int, Tensor> buffers;
   std::lock_guard<std::mutex> lock(mutex);
   Tensor& buffer = buffers[device.ordinal];
-  if (!buffer.defined() || buffer.numel() < floats) {
-    { const Tensor released = std::move(buffer); }
-    buffer = Tensor::Empty(DType::kF32, {floats}, device);
+  if (!buffer.defined()) {
+    const int64_t rows = 4 * int64_t{sms} * 32;
+    buffer = Tensor::Empty(DType::kF32, {rows * (512 + 2)}, device);
   }
   return buffer.data<float>();
 }
@@ -316,12 +319,14 @@ void LaunchAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
   const int64_t span = sliding_window > 0 ? std::min(sliding_window, metadata.max_context_len)
                                           : metadata.max_context_len;
   Partials partials;
-  partials.num_splits =
-      SplitsFor(num_tokens * num_kv_heads, span, MultiprocessorCount(q.device().ordinal));
+  const int sms = MultiprocessorCount(q.device().ordinal);
+  partials.num_splits = SplitsFor(num_tokens * num_kv_heads, span, sms);
   if (partials.num_splits > 1) {
-    partials.keys_per_split = (span + partials.num_splits - 1) / partials.num_splits;
     const int64_t rows = num_tokens * num_heads * partials.num_splits;
-    float* scratch = SplitScratch(q.device(), rows * (head_dim + 2));
+    CHECK(num_heads / num_kv_heads <= 32 && head_dim <= 512 &&
+          num_tokens * num_kv_heads * partials.num_splits < 4 * int64_t{sms})
+        << "PagedAttention: split partials beyond SplitScratch's bound";
+    float* scratch = SplitScratch(q.device(), sms);
     partials.out = scratch;
     partials.max = scratch + rows * head_dim;
     partials.sum = partials.max + rows;
