@@ -2,8 +2,9 @@
 // --gtest_also_run_disabled_tests --gtest_filter='*Bench*'): the device's copy bandwidth, then
 // decode steps of the 31B layer stack (all 60 layers, random bf16 weights made on the device) at
 // batch 1 and 32 with 1,024 tokens of context each, against the floor of reading every weight
-// once at the measured bandwidth, and one 2,048-token prefill. Each time is the median of 10
-// steps after 2 warm-ups, the host waiting for the logits (as a serving step does).
+// once at the measured bandwidth, and one 2,048-token prefill; and one 26B-A4B MoE layer (128
+// experts, top-8) decoding 1 and 128 tokens. Each time is the median of 10 steps after 2
+// warm-ups, the host waiting for the logits (as a serving step does).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -57,9 +58,31 @@ Tensor RandomVector(int64_t n, uint64_t seed) {
   return v;
 }
 
-// Every weight of a dense `config`, random, bf16 matrices on the GPU (no checkpoint: 61 GB would
-// take minutes to read and copy).
-model::ModelWeights RandomDenseWeights(const model::Gemma4Config& config) {
+// A MoE layer's router and experts, random, bf16 matrices on the GPU; every expert local.
+model::MoeWeights RandomMoe(const model::Gemma4Config& config, uint64_t& seed) {
+  const int64_t hidden = config.hidden_size;
+  const int64_t experts = config.num_experts;
+  const int64_t width = config.moe_intermediate_size;
+  model::MoeWeights moe;
+  moe.router_proj = RandomMatrix(experts, hidden, seed++);
+  moe.router_scale = RandomVector(hidden, seed++);
+  moe.per_expert_scale = RandomVector(experts, seed++);
+  moe.gate_up = Tensor::Empty(DType::kBF16, {experts, 2 * width, hidden}, Gpu());
+  FillUniformOnGpu(moe.gate_up, seed++, -0.0346f, 0.0346f);
+  moe.down = Tensor::Empty(DType::kBF16, {experts, hidden, width}, Gpu());
+  FillUniformOnGpu(moe.down, seed++, -0.0346f, 0.0346f);
+  std::vector<int32_t> local(experts);
+  std::iota(local.begin(), local.end(), 0);
+  moe.local_expert = ToGpu(Tensor::FromInts(local, {experts}));
+  moe.pre_feedforward_layernorm_2 = RandomVector(hidden, seed++);
+  moe.post_feedforward_layernorm_1 = RandomVector(hidden, seed++);
+  moe.post_feedforward_layernorm_2 = RandomVector(hidden, seed++);
+  return moe;
+}
+
+// Every weight of `config`, random, bf16 matrices on the GPU (no checkpoint: 61 GB would take
+// minutes to read and copy).
+model::ModelWeights RandomWeights(const model::Gemma4Config& config) {
   model::ModelWeights w;
   w.device = Gpu();
   const int64_t hidden = config.hidden_size;
@@ -87,6 +110,10 @@ model::ModelWeights RandomDenseWeights(const model::Gemma4Config& config) {
       *norm = RandomVector(hidden, seed++);
     }
     layer.layer_scalar = 0.75f;
+    if (config.is_moe()) {
+      layer.has_moe = true;
+      layer.moe = RandomMoe(config, seed);
+    }
     w.layers.push_back(std::move(layer));
   }
   return w;
@@ -129,7 +156,7 @@ TEST(GpuBench, DISABLED_Bench31BLayerStackDecodeAndPrefill) {
   absl::StatusOr<model::Gemma4Config> config = model::RandomCheckpointPreset("31b");
   ASSERT_TRUE(config.ok()) << config.status();
   parallel::LocalCommunicator comm;
-  model::ModelWeights weights = RandomDenseWeights(*config);
+  model::ModelWeights weights = RandomWeights(*config);
   const int64_t weight_bytes = weights.TotalBytes();
   model::Gemma4Model model(*config, std::move(weights), comm, model::StepLimits{2048, 64});
   // 32 sequences of 1,024 tokens (64 blocks each): 30 GB of bf16 KV beside the 61 GB of weights.
@@ -160,6 +187,47 @@ TEST(GpuBench, DISABLED_Bench31BLayerStackDecodeAndPrefill) {
   const double flops = 2.0 * static_cast<double>(weight_bytes / 2) * 2048;  // ≈ 2 · params · tokens
   std::printf("prefill, 2048 tokens: %.1f ms, %.0f TFLOP/s (matmuls only)\n", prefill_s * 1e3,
               flops / prefill_s / 1e12);
+}
+
+// Decode steps of a `num_layers` 26B-A4B stack (the preset's pattern: the last layer full) at
+// `batches` sequences of 1,024 tokens each: seconds per step, per batch.
+std::vector<double> MoeStackStepSeconds(int64_t num_layers, const std::vector<int64_t>& batches) {
+  absl::StatusOr<model::Gemma4Config> config = model::RandomCheckpointPreset("26b-a4b", num_layers);
+  EXPECT_TRUE(config.ok()) << config.status();
+  parallel::LocalCommunicator comm;
+  const int64_t most = *std::max_element(batches.begin(), batches.end());
+  model::Gemma4Model model(*config, RandomWeights(*config), comm, model::StepLimits{most, most});
+  const int64_t block_size = 16, context = 1024;
+  const int64_t blocks_per_sequence = context / block_size;
+  model::KvCacheOptions options;
+  options.block_size = block_size;
+  options.dtype = DType::kBF16;
+  const model::BlockRuns blocks(
+      {0, model::KvPageLayout::For(model.weights().layers, block_size, options.dtype)
+              .blocks_per_page},
+      most * blocks_per_sequence);
+  options.num_pages = blocks.PagesPerRun();
+  model::KvCache cache(model.weights().layers, options, Gpu());
+  std::vector<double> seconds;
+  for (int64_t batch : batches) {
+    seconds.push_back(StepSeconds(model, cache, blocks, batch, context, false, blocks_per_sequence));
+  }
+  return seconds;
+}
+
+TEST(GpuBench, DISABLED_Bench26BA4BMoeLayerAt1And128Tokens) {
+  GS_REQUIRE_GPU();
+  // One sliding MoE layer (attention, the dense MLP, 128 experts top-8): a two-layer stack's step
+  // less a one-layer stack's (its full layer, the embedding and the LM head).
+  const std::vector<int64_t> batches = {1, 128};
+  const std::vector<double> one = MoeStackStepSeconds(1, batches);
+  const std::vector<double> two = MoeStackStepSeconds(2, batches);
+  for (size_t i = 0; i < batches.size(); ++i) {
+    std::printf("26B-A4B MoE layer (sliding, 128 experts, top-8), %ld tokens decoding at 1024: "
+                "%.3f ms (2-layer step %.3f ms − 1-layer step %.3f ms)\n",
+                static_cast<long>(batches[i]), (two[i] - one[i]) * 1e3, two[i] * 1e3,
+                one[i] * 1e3);
+  }
 }
 
 }  // namespace
