@@ -1,41 +1,57 @@
 #!/usr/bin/env bash
 # The GPU checks of the CUDA backend in one prepared run (CUDA.md §4), for a GPU machine reached
-# for a few minutes: at most 8 minutes (run it with a 540 s limit). Phases, each under `timeout`:
+# for a few minutes: at most 520 s (run it with a 590 s limit). Phases, each under `timeout`:
 #
-#   0 probe      nvidia-smi; the nvcc, cmake and g++ versions; the OS (all to env.txt); finds the
-#                CUDA libraries the binary needs (in /usr/local/cuda, else python's nvidia/*/lib)
-#                and puts them on LD_LIBRARY_PATH
-#   1 stage      build-gpu-stage/ (scripts/stage_gpu.sh) was built from these sources, its
-#                libraries resolve and gpu_test lists its tests; else Plan B: build gpu_test here
-#                (-DGEMMASERVE_GPU_ONLY=ON) if the dependencies are present; else FAIL
-#   2 kernels    GpuOps*: every kernel against its CPU op                     -> kernels.xml
-#   3 sanitizer  compute-sanitizer memcheck on GpuOpsSanitizer* (small shapes) -> sanitizer.log
-#   4 golden     GpuGolden*, GpuVsCpuIntermediates*                           -> golden.xml
-#   5 serve      the stage's gemmaserve (serve.tar.xz, unpacked to a temporary folder) under
-#                scripts/serve_check.py --device cuda: golden logits and greedy tokens with one
-#                worker, TP=2 and EP=2 (two workers on the GPU); `serve` answering the README's
-#                curl and 64 concurrent greedy requests                       -> serve_check.txt
-#   6 bench      the disabled *Bench* tests                                   -> bench.txt
+#   0 probe       nvidia-smi; the nvcc, cmake and g++ versions; the OS (all to env.txt); finds the
+#                 CUDA libraries the binaries need (in /usr/local/cuda, else python's
+#                 nvidia/*/lib) and puts them on LD_LIBRARY_PATH
+#   1 stage       build-gpu-stage/ (scripts/stage_gpu.sh) was built from these sources, its
+#                 libraries resolve and gpu_test lists its tests; else Plan B: build gpu_test here
+#                 (-DGEMMASERVE_GPU_ONLY=ON) if the dependencies are present; else FAIL
+#   2 kernels     GpuOps*: every kernel against its CPU op                     -> kernels.xml
+#   3 sanitizer   compute-sanitizer memcheck on GpuOpsSanitizer* (small shapes) -> sanitizer.log
+#   4 golden      GpuGolden*, GpuVsCpuIntermediates*                           -> golden.xml
+#   5 serve       the stage's gemmaserve (serve.tar.xz, unpacked to a temporary folder) under
+#                 scripts/serve_check.py --device cuda: golden logits and greedy tokens with one
+#                 worker, TP=2 and EP=2 (two workers on the GPU); `serve` answering the README's
+#                 curl and 64 concurrent greedy requests                       -> serve_check.txt
+#   6 throughput  the same gemmaserve: `serve_check.py --throughput`, `gemmaserve bench` at
+#                 concurrency 1, 32 and 128 on a 31B-shaped random checkpoint (2 of its 60 layers)
+#                                                                              -> throughput_check.txt
+#   7 bench       the disabled *Bench* tests                                   -> bench.txt
 #
 # Everything goes under $OUT (./gpu_check_out when $OUT is unset): the log gpu_check.log, one
 # PASS/FAIL/SKIP line per phase in summary.txt, and the files above. Stdout ends with the
-# bench's own lines and the summary table. Exit status 1 when a phase failed.
+# benchmarks' own lines and the summary table. Exit status 1 when a phase failed. --only 2,5
+# runs those test phases alone (0 and 1 always run): a rerun of what failed.
 #
 # --dry-run (CI, any machine): checks that the stage is fresh or that the GPU-only build
-# configures, lists the tests each phase would run, runs phase 5's checks on the CPU with
-# $GEMMASERVE_BUILD_DIR's gemmaserve (so that a broken check fails here, not on the GPU), reports
-# every phase SKIP with the reason, and exits 0 (1 when neither a fresh stage nor a configurable
-# GPU-only build exists, or the serve checks fail on the CPU). It lists the tests from the stage's
-# gpu_test, else from $GEMMASERVE_BUILD_DIR (default build/) or build-gpu/.
+# configures, lists the tests each phase would run, runs phases 5 and 6 on the CPU with
+# $GEMMASERVE_BUILD_DIR's gemmaserve (6 on the tiny model), so that a broken check fails here,
+# not on the GPU, reports every phase SKIP with the reason, and exits 0 (1 when neither a fresh
+# stage nor a configurable GPU-only build exists, or the serve checks fail on the CPU). It lists
+# the tests from the stage's gpu_test, else from $GEMMASERVE_BUILD_DIR (default build/) or
+# build-gpu/.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
 dry_run=0
-case "${1:-}" in
-  --dry-run) dry_run=1 ;;
-  "") ;;
-  *) echo "usage: scripts/gpu_check.sh [--dry-run]" >&2; exit 2 ;;
-esac
+only=""  # --only 2,5: the test phases to run (0 and 1 always run), for a rerun of what failed
+while (($#)); do
+  case "$1" in
+    --dry-run) dry_run=1 ;;
+    --only) only="${2:-}"; shift ;;
+    *) echo "usage: scripts/gpu_check.sh [--dry-run] [--only PHASE,PHASE...]" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [[ -n "$only" && ! "$only" =~ ^[2-7](,[2-7])*$ ]]; then
+  echo "gpu_check: --only takes test phases 2-7, comma-separated, e.g. --only 2,5" >&2
+  exit 2
+fi
+
+# selected PHASE: whether --only (when given) names it.
+selected() { [[ -z "$only" || ",$only," == *",$1,"* ]]; }
 
 repo="$(pwd -P)"
 readonly repo
@@ -46,9 +62,9 @@ readonly out log="$out/gpu_check.log" summary="$out/summary.txt"
 : >"$log"
 : >"$summary"
 
-readonly total_budget_s=480  # of the 540 s the run is given; the rest is slack
-readonly -a phase_names=(probe stage kernels sanitizer golden serve bench)
-readonly -a phase_budget_s=(10 5 90 60 45 100 120)
+readonly total_budget_s=520  # of the 590 s the run is given; the rest is slack
+readonly -a phase_names=(probe stage kernels sanitizer golden serve throughput bench)
+readonly -a phase_budget_s=(10 5 90 60 45 90 100 110)
 readonly plan_b_budget_s=240
 readonly filter_kernels='GpuOps*:*/GpuOps*'
 readonly filter_sanitizer='GpuOpsSanitizer*:*/GpuOpsSanitizer*'
@@ -59,7 +75,7 @@ declare -a phase_result phase_note phase_time_s
 any_failed=0
 gpu_found=0
 serve_missing=""  # libraries phase 5 needs that phase 0 did not find
-binary=""  # the gpu_test that phases 2-4 and 6 run
+binary=""  # the gpu_test that phases 2-4 and 7 run
 
 log() { echo "$*" >>"$log"; }
 
@@ -70,7 +86,7 @@ record() {
   phase_note[$phase]=$note
   phase_time_s[$phase]=$took
   [[ "$result" == FAIL ]] && any_failed=1
-  printf '%d %-9s %-4s %4ss  %s\n' "$phase" "${phase_names[$phase]}" "$result" "$took" "$note" |
+  printf '%d %-10s %-4s %4ss  %s\n' "$phase" "${phase_names[$phase]}" "$result" "$took" "$note" |
     tee -a "$summary" "$log"
 }
 
@@ -295,7 +311,7 @@ dry_run_binary() {
   done
 }
 
-# --- 2-4, 6: the tests ----------------------------------------------------------------------
+# --- 2-4, 7: the tests ----------------------------------------------------------------------
 
 # gtest_phase PHASE FILTER XML [FLAGS...]: runs the tests FILTER selects.
 gtest_phase() {
@@ -335,7 +351,7 @@ sanitizer_phase() {
 
 bench_phase() {
   local started=$SECONDS limit status result note
-  limit=$(limit_s 6)
+  limit=$(limit_s 7)
   rm -f "$out/bench.xml"
   log "+ (limit ${limit}s) $binary --gtest_also_run_disabled_tests --gtest_filter=$filter_bench"
   (timeout --kill-after=10 "$limit" "$binary" --gtest_also_run_disabled_tests \
@@ -343,10 +359,10 @@ bench_phase() {
   status=$?
   cat "$out/bench.txt" >>"$log"
   read -r result note < <(gtest_result "$out/bench.xml" "$status" "$limit")
-  record 6 "$result" "$note (bench.txt)" "$started"
+  record 7 "$result" "$note (bench.txt)" "$started"
 }
 
-# --- 5: serve -------------------------------------------------------------------------------
+# --- 5: serve, 6: throughput ------------------------------------------------------------------
 
 # serve_problem: why the stage's serve.tar.xz cannot be used, or nothing.
 serve_problem() {
@@ -362,72 +378,94 @@ serve_problem() {
     echo "stale serve.tar.xz: built from sources ${want:0:12}, these are ${have:0:12}"
 }
 
-# serve_checks BINARY DEVICE: scripts/serve_check.py's checks -> serve_check.txt;
-# prints "STATUS PASSED FAILED FIRST_FAILURE".
-serve_checks() {
-  local binary=$1 device=$2 limit status
-  limit=$(limit_s 5)
-  log "+ (limit ${limit}s) scripts/serve_check.py --gemmaserve $binary --device $device"
-  (timeout --kill-after=10 "$limit" python3 scripts/serve_check.py --gemmaserve "$binary" \
-    --device "$device" --out "$out/serve" --budget-s $((limit - 10))) >"$out/serve_check.txt" 2>&1
-  status=$?
-  cat "$out/serve_check.txt" >>"$log"
-  echo "$status $(grep -c '^PASS' "$out/serve_check.txt") $(grep -c '^FAIL' "$out/serve_check.txt")" \
-       "$(grep -m1 '^FAIL' "$out/serve_check.txt" | cut -c1-160)"
-}
+serve_root=""            # where serve.tar.xz is unpacked (outside $out: 68 MB need not travel back)
+serve_unusable="unset"   # why phases 5 and 6 cannot run gemmaserve, or empty
+trap '[[ -n "$serve_root" ]] && rm -rf "$serve_root"' EXIT
 
-serve_phase() {
-  local started=$SECONDS problem root unresolved status passed failed first
+# unpack_serve: unpacks the stage's gemmaserve once, for phases 5 and 6; sets serve_unusable.
+unpack_serve() {
+  [[ "$serve_unusable" != unset ]] && return
+  local problem status unresolved
   if ! problem="$(serve_problem)" || [[ -n "$problem" ]]; then
-    record 5 FAIL "$problem; run scripts/stage_gpu.sh" "$started"
+    serve_unusable="$problem; run scripts/stage_gpu.sh"
     return
   fi
-  # Outside $out: 68 MB that should not travel back.
-  root="$(mktemp -d)"
+  serve_root="$(mktemp -d)"
   if command -v xz >/dev/null; then
-    timeout 60 tar -C "$root" -xJf "$stage/serve.tar.xz" 2>>"$log"
+    timeout 60 tar -C "$serve_root" -xJf "$stage/serve.tar.xz" 2>>"$log"
   else
     timeout 60 python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
-      "$stage/serve.tar.xz" "$root" 2>>"$log"
+      "$stage/serve.tar.xz" "$serve_root" 2>>"$log"
   fi
   status=$?
-  local -r library_path="$root/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  unresolved="$(LD_LIBRARY_PATH="$library_path" ldd "$root/bin/gemmaserve" 2>&1 |
-                grep -E 'not found|No such' | head -2 | tr -s ' \t\n' ' ')"
+  unresolved="$(LD_LIBRARY_PATH="$serve_root/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+                ldd "$serve_root/bin/gemmaserve" 2>&1 | grep -E 'not found|No such' | head -2 |
+                tr -s ' \t\n' ' ')"
   if ((status != 0)); then
-    record 5 FAIL "unpacking serve.tar.xz failed (exit $status)" "$started"
+    serve_unusable="unpacking serve.tar.xz failed (exit $status)"
   elif [[ -n "$unresolved" ]]; then
-    record 5 FAIL "gemmaserve does not load here (needs glibc $(sed -n 's/^serve_needs_glibc: //p' "$stage/MANIFEST")${serve_missing:+; phase 0 found no$serve_missing}): $unresolved" "$started"
+    serve_unusable="gemmaserve does not load here (needs glibc $(sed -n 's/^serve_needs_glibc: //p' "$stage/MANIFEST")${serve_missing:+; phase 0 found no$serve_missing}): $unresolved"
   else
-    read -r status passed failed first < <(LD_LIBRARY_PATH="$library_path" \
-                                             serve_checks "$root/bin/gemmaserve" cuda)
-    if ((status == 124 || status == 137)); then
-      record 5 FAIL "timed out; $passed passed, $failed failed (serve_check.txt)" "$started"
-    elif ((failed > 0 || status != 0 || passed == 0)); then
-      record 5 FAIL "$failed of $((passed + failed)) failed (exit $status); $first" "$started"
-    else
-      record 5 PASS "$passed checks passed (serve_check.txt)" "$started"
-    fi
+    serve_unusable=""
   fi
-  rm -rf "$root"
 }
 
-# The dry run's phase 5: the same checks on the CPU with this machine's build.
-serve_dry_run() {
-  local started=$SECONDS problem binary="${GEMMASERVE_BUILD_DIR:-build}/tools/gemmaserve"
-  local status passed failed first
-  problem="$(serve_problem)"
-  problem="${problem:-serve.tar.xz is fresh}"
-  if [[ ! -x "$binary" ]]; then
-    record 5 SKIP "dry run; $problem; no $binary to run the checks on the CPU with" "$started"
+# serve_check PHASE BINARY DEVICE REPORT [ARGS...]: scripts/serve_check.py -> REPORT (and the log);
+# records the phase from its PASS/FAIL lines, SKIP instead of PASS in a dry run.
+serve_check() {
+  local phase=$1 binary=$2 device=$3 report=$4 started=$SECONDS limit status passed failed first
+  shift 4
+  limit=$(limit_s "$phase")
+  log "+ (limit ${limit}s) scripts/serve_check.py --gemmaserve $binary --device $device $*"
+  (timeout --kill-after=10 "$limit" python3 scripts/serve_check.py --gemmaserve "$binary" \
+    --device "$device" --out "$out/${phase_names[$phase]}" --budget-s $((limit - 10)) "$@") \
+    >"$report" 2>&1
+  status=$?
+  cat "$report" >>"$log"
+  passed=$(grep -c '^PASS' "$report")
+  failed=$(grep -c '^FAIL' "$report")
+  first="$(grep -m1 '^FAIL' "$report" | cut -c1-160)"
+  local where="${report##*/}"
+  ((dry_run)) && where="on the CPU with $binary"
+  if ((status == 124 || status == 137)); then
+    record "$phase" FAIL "timed out after ${limit}s; $passed passed, $failed failed ($where)" "$started"
+  elif ((failed > 0 || status != 0 || passed == 0)); then
+    record "$phase" FAIL "$failed of $((passed + failed)) failed (exit $status, $where); $first" "$started"
+  elif ((dry_run)); then
+    record "$phase" SKIP "dry run; ${serve_stage_note}; its $passed checks pass $where" "$started"
+  else
+    record "$phase" PASS "$passed checks passed ($where)" "$started"
+  fi
+}
+
+# Phase 5 or 6 with the stage's gemmaserve on the GPU; in a dry run, with this machine's build on
+# the CPU (phase 6 on the tiny model: the plumbing, not the numbers).
+serve_phase() {
+  local phase=$1 started=$SECONDS binary library_path device=cuda
+  local -a args=()
+  if ((phase == 6)); then
+    args=(--throughput)
+    ((dry_run)) && args+=(--preset tiny-dense --layers 0)
+  fi
+  if ((dry_run)); then
+    serve_stage_note="$(serve_problem)"
+    serve_stage_note="${serve_stage_note:-serve.tar.xz is fresh}"
+    binary="${GEMMASERVE_BUILD_DIR:-build}/tools/gemmaserve"
+    if [[ ! -x "$binary" ]]; then
+      record "$phase" SKIP "dry run; $serve_stage_note; no $binary to run the checks with" "$started"
+      return
+    fi
+    serve_check "$phase" "$binary" cpu "$out/${phase_names[$phase]}_check.txt" "${args[@]}"
     return
   fi
-  read -r status passed failed first < <(serve_checks "$binary" cpu)
-  if ((failed > 0 || status != 0 || passed == 0)); then
-    record 5 FAIL "dry run; the checks fail on the CPU with $binary: $failed of $((passed + failed)) (exit $status); $first" "$started"
-  else
-    record 5 SKIP "dry run; $problem; its $passed checks pass on the CPU with $binary" "$started"
+  unpack_serve
+  if [[ -n "$serve_unusable" ]]; then
+    record "$phase" FAIL "$serve_unusable" "$started"
+    return
   fi
+  library_path="$serve_root/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  LD_LIBRARY_PATH="$library_path" serve_check "$phase" "$serve_root/bin/gemmaserve" "$device" \
+    "$out/${phase_names[$phase]}_check.txt" "${args[@]}"
 }
 
 # --- the run --------------------------------------------------------------------------------
@@ -438,15 +476,19 @@ probe
 readonly stage_library_path="$repo/$stage/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 stage_phase
 
-readonly -a test_phases=(2 3 4 5 6)
-readonly -a test_filters=("$filter_kernels" "$filter_sanitizer" "$filter_golden" "" "$filter_bench")
+readonly -a test_phases=(2 3 4 5 6 7)
+readonly -a test_filters=("$filter_kernels" "$filter_sanitizer" "$filter_golden" "" "" "$filter_bench")
 if ((dry_run)); then
   list_binary="$(dry_run_binary)"
   for i in "${!test_phases[@]}"; do
     phase=${test_phases[$i]}
     started=$SECONDS
-    if ((phase == 5)); then
-      serve_dry_run
+    if ! selected "$phase"; then
+      record "$phase" SKIP "not in --only $only" "$started"
+      continue
+    fi
+    if ((phase == 5 || phase == 6)); then
+      serve_phase "$phase"
       continue
     fi
     if [[ -z "$list_binary" ]]; then
@@ -454,7 +496,7 @@ if ((dry_run)); then
       continue
     fi
     flags=()
-    ((phase == 6)) && flags=(--gtest_also_run_disabled_tests)
+    ((phase == 7)) && flags=(--gtest_also_run_disabled_tests)
     tests="$(list_tests "$list_binary" "${test_filters[$i]}" "${flags[@]}")"
     {
       echo "phase $phase (${phase_names[$phase]}) would run $(grep -c . <<<"$tests") tests, ${test_filters[$i]}:"
@@ -466,13 +508,16 @@ else
   for i in "${!test_phases[@]}"; do
     phase=${test_phases[$i]}
     started=$SECONDS
-    if ((!gpu_found)); then
+    if ! selected "$phase"; then
+      record "$phase" SKIP "not in --only $only" "$started"
+    elif ((!gpu_found)); then
       record "$phase" SKIP "no GPU (phase 0)" "$started"
-    elif [[ -z "$binary" && $phase != 5 ]]; then
+    elif [[ -z "$binary" ]] && ((phase != 5 && phase != 6)); then
       record "$phase" SKIP "no gpu_test (phase 1)" "$started"
-    elif ((phase == 3 && total_budget_s - SECONDS < phase_budget_s[3] + phase_budget_s[4] + phase_budget_s[5] + phase_budget_s[6])); then
+    elif ((phase == 3 && total_budget_s - SECONDS < phase_budget_s[3] + phase_budget_s[4] +
+           phase_budget_s[5] + phase_budget_s[6] + phase_budget_s[7])); then
       # The one phase to drop when a Plan B build took the time (CUDA.md §4).
-      record "$phase" SKIP "too little time left for it and phases 4-6" "$started"
+      record "$phase" SKIP "too little time left for it and phases 4-7" "$started"
     elif (($(limit_s "$phase") < 10)); then
       record "$phase" SKIP "out of time" "$started"
     else
@@ -480,21 +525,27 @@ else
         2) gtest_phase 2 "$filter_kernels" "$out/kernels.xml" ;;
         3) sanitizer_phase ;;
         4) gtest_phase 4 "$filter_golden" "$out/golden.xml" ;;
-        5) serve_phase ;;
-        6) bench_phase ;;
+        5 | 6) serve_phase "$phase" ;;
+        7) bench_phase ;;
       esac
     fi
   done
 fi
 
-# The end of stdout is what a remote run returns: the bench's own lines, then the table.
-if [[ -s "$out/bench.txt" ]] && ((!dry_run)); then
-  echo "--- bench.txt (without gtest's lines)"
-  grep -v -E '^(\[|Running main\(\) from|Note: Google Test filter)' "$out/bench.txt" | tail -40
+# The end of stdout is what a remote run returns: the benchmarks' own lines, then the table.
+if ((!dry_run)); then
+  if [[ -s "$out/throughput_check.txt" ]]; then
+    echo "--- throughput_check.txt (BENCH lines)"
+    grep '^BENCH' "$out/throughput_check.txt"
+  fi
+  if [[ -s "$out/bench.txt" ]]; then
+    echo "--- bench.txt (without gtest's lines)"
+    grep -v -E '^(\[|Running main\(\) from|Note: Google Test filter)' "$out/bench.txt" | tail -40
+  fi
 fi
 echo "--- gpu_check summary ($( ((dry_run)) && echo 'dry run; ')${SECONDS}s; logs in $out)"
 for phase in "${!phase_names[@]}"; do
-  printf '%d %-9s %-4s %4ss  %s\n' "$phase" "${phase_names[$phase]}" "${phase_result[$phase]:-SKIP}" \
+  printf '%d %-10s %-4s %4ss  %s\n' "$phase" "${phase_names[$phase]}" "${phase_result[$phase]:-SKIP}" \
     "${phase_time_s[$phase]:-0}" "${phase_note[$phase]:-}"
 done
 exit "$any_failed"

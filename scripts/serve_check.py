@@ -13,12 +13,20 @@ the GPU through Gloo with host staging):
            64 concurrent greedy completions of the golden sequences each give the reference's 16
            tokens (compared as text: `detokenize` of the reference's ids)
 
+With --throughput, instead: `gen-checkpoint` writes a random checkpoint (--preset, --layers; by
+default 31B's shapes with 2 of its 60 layers, 4.8 GB, which one GPU loads in seconds) to
+/dev/shm, with the tiny models' tokenizer (bench sends token ids), `serve` runs it (bf16 on a
+GPU), and `gemmaserve bench` (128 prompt and 128 output tokens a request) reports output tokens/s
+and latencies at concurrency 1, 32 and 128, one BENCH line each.
+
 Python's standard library only: the GPU machine has none of our packages. With --device cpu the
 same checks run here (gpu_check.sh --dry-run does so, so that a broken check shows up in CI, not
 in the few minutes a GPU is lent). One line per check on stdout, PASS or FAIL; exit status 1 when
 one failed. Every process's output goes to --out.
 
   scripts/serve_check.py --gemmaserve build/tools/gemmaserve --device cpu --out /tmp/serve_check
+  scripts/serve_check.py --gemmaserve build/tools/gemmaserve --device cpu --out /tmp/throughput \
+      --throughput --preset tiny-dense --layers 0
 """
 
 import argparse
@@ -30,6 +38,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -139,21 +148,34 @@ class Checker:
 
     # --- serve --------------------------------------------------------------------------------
 
-    def serve(self, model, layout):
-        """Starts serve, runs the README's curl and the concurrent requests, stops it."""
-        model_dir = DATA / f"gemma4-tiny-{model}"
-        http_port = free_port()
+    def start_server(self, name, model_dir, flags):
+        """serve on free ports, its output in the log; (process, HTTP base URL, gRPC address)."""
+        http_port, grpc_port = free_port(), free_port()
         self.runs += 1
-        log = self.out / f"{self.runs:02d}-serve-{model}.log"
+        log = self.out / f"{self.runs:02d}-serve-{name}.log"
         argv = [self.gemmaserve, "serve", "--model", str(model_dir), "--device", self.device,
-                "--http-port", str(http_port), "--grpc-port", str(free_port()),
+                "--http-port", str(http_port), "--grpc-port", str(grpc_port),
                 "--internal-port", str(free_port()), "--worker-metrics-port", "-1",
-                "--log-level", "info"] + self.layout_flags(layout)
+                "--log-level", "info"] + flags
         with open(log, "w") as f:
             f.write("+ " + " ".join(argv) + "\n")
             f.flush()
             server = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{http_port}"
+        return server, log, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
+
+    @staticmethod
+    def stop_server(server):
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+    def serve(self, model, layout):
+        """Starts serve, runs the README's curl and the concurrent requests, stops it."""
+        model_dir = DATA / f"gemma4-tiny-{model}"
+        server, log, base, _ = self.start_server(model, model_dir, self.layout_flags(layout))
         try:
             self.check(f"serve {model} {layout or '1 worker'}: ready",
                        lambda: self.wait_ready(server, base, log))
@@ -164,12 +186,51 @@ class Checker:
                            "concurrent greedy requests",
                            lambda: self.concurrent(base, model, model_dir))
         finally:
-            server.send_signal(signal.SIGINT)
+            self.stop_server(server)
+
+    # --- throughput -----------------------------------------------------------------------------
+
+    def throughput(self, preset, layers, concurrencies):
+        """Writes a random checkpoint, serves it and benchmarks it at each concurrency."""
+        shm = Path("/dev/shm")
+        with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as tmp:
+            checkpoint = Path(tmp) / preset
+            started = time.monotonic()
+            self.command(f"gen-checkpoint-{preset}", [
+                "gen-checkpoint", "--preset", preset, "--layers", str(layers),
+                "--out", str(checkpoint)], timeout=120)
+            # Random checkpoints have no tokenizer; bench sends token ids, so the tiny one serves
+            # (ids past its 512 detokenize to nothing).
+            shutil.copy(DATA / "gemma4-tiny-dense" / "tokenizer.json", checkpoint)
+            size = sum(f.stat().st_size for f in checkpoint.iterdir())
+            self.record(f"gen-checkpoint {preset}" + (f", {layers} layers" if layers else ""),
+                        True, f"{size / 1e9:.2f} GB in {checkpoint}", started)
+            flags = ["--precision", "bf16"] if self.device != "cpu" else []
+            server, log, base, grpc = self.start_server(preset, checkpoint, flags)
             try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+                self.check(f"serve {preset}: ready", lambda: self.wait_ready(server, base, log))
+                for concurrency in concurrencies:
+                    if server.poll() is not None:
+                        break
+                    self.check(f"bench {preset}, concurrency {concurrency}",
+                               lambda: self.bench(grpc, concurrency))
+            finally:
+                self.stop_server(server)
+
+    def bench(self, grpc, concurrency):
+        requests = max(2 * concurrency, 4)
+        stdout = self.command(f"bench-{concurrency}", [
+            "bench", "--server", grpc, "--api", "grpc", "--num-requests", str(requests),
+            "--concurrency", str(concurrency), "--input-len", "128", "--output-len", "128",
+            "--json"], timeout=180)
+        report = json.loads(stdout)
+        line = (f"BENCH concurrency {concurrency}: {report['output_tokens_per_s']:.1f} output "
+                f"tokens/s, {report['requests_per_s']:.2f} requests/s, TTFT p50 "
+                f"{report['ttft_ms']['p50']:.1f} ms, inter-token p50 "
+                f"{report['inter_token_ms']['p50']:.2f} ms p99 "
+                f"{report['inter_token_ms']['p99']:.2f} ms ({requests} requests of 128 + 128 tokens)")
+        print(line, flush=True)
+        return report["failed"] == 0, f"{requests - report['failed']} of {requests} requests ok"
 
     def wait_ready(self, server, base, log):
         started = time.monotonic()
@@ -255,10 +316,18 @@ def main():
     parser.add_argument("--device", default="cuda", help="cpu or cuda (default cuda)")
     parser.add_argument("--out", required=True, help="folder for every process's output")
     parser.add_argument("--budget-s", type=float, default=300, help="time for all checks")
+    parser.add_argument("--throughput", action="store_true",
+                        help="benchmark a random checkpoint instead of the checks")
+    parser.add_argument("--preset", default="31b", help="with --throughput (default 31b)")
+    parser.add_argument("--layers", type=int, default=2,
+                        help="with --throughput: decoder layers, 0 = the preset's (default 2)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     checker = Checker(args.gemmaserve, args.device, out, time.monotonic() + args.budget_s)
+    if args.throughput:
+        checker.throughput(args.preset, args.layers, (1, 32, 128))
+        return 1 if checker.failed else 0
     # The three layouts one GPU can hold, on the model each is for.
     for model, layout in (("dense", ""), ("dense", "--tp 2"), ("moe", ""), ("moe", "--ep 2")):
         name = f"{model} {layout or '1 worker'} on {args.device}"
