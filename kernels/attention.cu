@@ -6,13 +6,18 @@
 #include <initializer_list>
 #include <map>
 #include <mutex>
+#include <type_traits>
 
+#include "kernels/attention_internal.h"
 #include "kernels/cuda_util.h"
 
 namespace gemmaserve::kernels {
 namespace {
 
 using internal::CheckDType;
+using internal::KeyRebuild;
+using internal::Metadata;
+using internal::SequenceOf;
 using internal::UseDeviceOf;
 
 __device__ inline float Load(const float* p) { return *p; }
@@ -96,18 +101,6 @@ __global__ void __launch_bounds__(kPrepareThreads)
   }
 }
 
-struct Metadata {
-  const int32_t* token_begin;
-  const int32_t* num_tokens;
-  const int32_t* context_lens;
-  const int32_t* block_tables;  // [S, max_blocks]
-  int64_t num_sequences;
-  int64_t max_blocks;
-  int64_t block_size;    // tokens per block
-  int64_t block_stride;  // cache rows from one block to the next (the cache's dim(1))
-  int64_t max_context_len;  // the most keys a token sees, an upper bound (sizes the splits)
-};
-
 // Split-KV decoding (flash-decoding): when a step has too few (token, KV head) pairs to fill the
 // GPU, each pair's keys are cut into `num_splits` consecutive runs of equal length (the token's
 // own keys divided, so any split count covers them), one block each; a block leaves its
@@ -118,24 +111,6 @@ struct Partials {
   float* max = nullptr;  // [tokens, heads, splits]
   float* sum = nullptr;  // [tokens, heads, splits]
   int64_t num_splits = 1;
-};
-
-// The sequence a step's token belongs to, or -1 (rows outside every sequence are left alone).
-__device__ inline int64_t SequenceOf(int64_t token, const int32_t* token_begin,
-                                     const int32_t* num_tokens, int64_t num_sequences) {
-  int64_t sequence = -1;
-  for (int64_t s = 0; s < num_sequences; ++s) {
-    const int64_t begin = token_begin[s];
-    if (token >= begin && token < begin + num_tokens[s]) sequence = s;
-  }
-  return sequence;
-}
-
-// Keys rebuilt from values (ops::KeysFromValues): k = RoPE_p(k_norm_weight ⊙ v).
-struct KeyRebuild {
-  const float* k_norm_weight;  // [head_dim]
-  const float* inv_freq;       // [angles]
-  int64_t angles;
 };
 
 // Grid (num_tokens, num_kv_heads); blockDim.x = 32 · group (one warp per query head). Lane l
@@ -372,6 +347,18 @@ template <typename T>
 void LaunchAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                      const Metadata& metadata, int64_t sliding_window, float scale,
                      const ops::KeysFromValues* keys_from_values, Tensor& out) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    if (internal::PrefillOnTensorCores(q, v_cache, metadata.num_sequences)) {
+      KeyRebuild rebuild{};
+      if (keys_from_values != nullptr) {
+        rebuild = {keys_from_values->k_norm_weight.data<float>(),
+                   keys_from_values->inv_freq.data<float>(), keys_from_values->inv_freq.numel()};
+      }
+      internal::LaunchPrefillOnTensorCores(q, k_cache, v_cache, metadata, sliding_window, scale,
+                                           keys_from_values != nullptr ? &rebuild : nullptr, out);
+      return;
+    }
+  }
   if (keys_from_values == nullptr) {
     LaunchAttention<T, false>(q, k_cache, v_cache, metadata, sliding_window, scale, KeyRebuild{},
                               out);

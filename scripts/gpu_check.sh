@@ -74,7 +74,7 @@ readonly filter_bench='*Bench*'
 declare -a phase_result phase_note phase_time_s
 any_failed=0
 gpu_found=0
-serve_missing=""  # libraries phase 5 needs that phase 0 did not find
+serve_missing=""  # libraries phases 5 and 6 need that phase 0 did not find
 binary=""  # the gpu_test that phases 2-4 and 7 run
 
 log() { echo "$*" >>"$log"; }
@@ -195,7 +195,7 @@ probe() {
   cat "$env" >>"$log"
   needed="$(sed -n 's/^from_gpu_machine: //p' "$stage/MANIFEST" 2>/dev/null)"
   [[ -n "$needed" ]] || needed="libcublas.so.13 libcublasLt.so.13"
-  # What only phase 5's gemmaserve needs (NCCL): missing, it fails that phase alone.
+  # What only the staged gemmaserve needs (NCCL): missing, it fails phases 5 and 6 alone.
   serve_needed="$(sed -n 's/^serve_from_gpu_machine: //p' "$stage/MANIFEST" 2>/dev/null)"
   [[ -n "$serve_needed" ]] || serve_needed="libcublas.so.13 libcublasLt.so.13 libnccl.so.2"
   for soname in $needed $serve_needed; do
@@ -210,20 +210,20 @@ probe() {
     fi
   done
   export LD_LIBRARY_PATH
-  echo "== libraries:$found; missing:${missing:- none}; missing for phase 5:${serve_missing:- none}" |
+  echo "== libraries:$found; missing:${missing:- none}; missing for phases 5-6:${serve_missing:- none}" |
     tee -a "$env" >>"$log"
 
   local gpu
   gpu="$(timeout 10 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
   [[ -n "$gpu" ]] && gpu_found=1 && gpu+=" ($(grep -o 'CUDA Version: [0-9.]*' "$env" | head -1))"
   if ((dry_run)); then
-    record 0 SKIP "dry run: ${gpu:-no GPU}; libraries:$found; missing:${missing:- none}${serve_missing:+; missing for phase 5:$serve_missing}" "$started"
+    record 0 SKIP "dry run: ${gpu:-no GPU}; libraries:$found; missing:${missing:- none}${serve_missing:+; missing for phases 5-6:$serve_missing}" "$started"
   elif ((!gpu_found)); then
     record 0 FAIL "nvidia-smi sees no GPU (env.txt)" "$started"
   elif [[ -n "$missing" ]]; then
     record 0 FAIL "$gpu; not found:$missing" "$started"
   else
-    record 0 PASS "$gpu;$found${serve_missing:+; missing for phase 5:$serve_missing}" "$started"
+    record 0 PASS "$gpu;$found${serve_missing:+; missing for phases 5-6:$serve_missing}" "$started"
   fi
 }
 

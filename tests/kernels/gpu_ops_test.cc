@@ -187,6 +187,8 @@ struct PagedCase {
   // a decode. Few (token, KV head) pairs take the split-KV path.
   std::vector<int64_t> cached = {0, 37, 100};
   std::vector<int64_t> tokens = {21, 9, 1};
+  // Against the CPU on q rounded to bf16, within this × max |ref|: the tensor-core kernel's.
+  double tolerance = 1e-4;
 };
 
 void RunPagedAttention(const PagedCase& c, std::mt19937& rng) {
@@ -248,16 +250,31 @@ void RunPagedAttention(const PagedCase& c, std::mt19937& rng) {
                                         cpu_rotary.Table(cpu_meta.max_context_len)};
   const ops::KeysFromValues gpu_rebuild{ToGpu(k_norm), gpu_rotary.inv_freq(), {}};
   Tensor cpu = Nan(q.shape());
-  ops::PagedAttention(q, k_cache, v_cache, cpu_meta, c.window, 1.0f, cpu,
-                      c.keys_from_values ? &cpu_rebuild : nullptr);
+  const bool bf16_products = c.tolerance > 1e-4;  // the tensor cores round q to bf16
+  ops::PagedAttention(bf16_products ? RoundedToBf16(q) : q, k_cache, v_cache, cpu_meta, c.window,
+                      1.0f, cpu, c.keys_from_values ? &cpu_rebuild : nullptr);
   Tensor gpu = ToGpu(Nan(q.shape()));
   ops::PagedAttention(ToGpu(q), gpu_k, gpu_v, gpu_meta, c.window, 1.0f, gpu,
                       c.keys_from_values ? &gpu_rebuild : nullptr);
-  ExpectClose(ToCpu(gpu), cpu, 1e-4,
+  ExpectClose(ToCpu(gpu), cpu, c.tolerance,
               "PagedAttention head_dim " + std::to_string(c.head_dim) + ", group " +
                   std::to_string(c.num_heads / c.num_kv_heads) + ", window " +
                   std::to_string(c.window) + ", KV " + std::string(DTypeName(c.kv_dtype)) +
                   (c.keys_from_values ? ", keys rebuilt from values" : ""));
+}
+
+// Prefills over a bf16 cache go to the tensor cores (bf16 products, f32 sums and softmax): each
+// head_dim Gemma 4 and the tiny models use, GQA groups 2 and 8, windows, values-only caches,
+// a chunk after cached tokens and a sequence shorter than a tile beside a long one.
+TEST_F(GpuOpsTest, PagedAttentionPrefillsOnTensorCores) {
+  const std::vector<int64_t> cached = {0, 150, 0};
+  const std::vector<int64_t> tokens = {300, 77, 5};
+  for (int64_t window : {0, 128}) {
+    RunPagedAttention({256, 4, 2, window, DType::kBF16, false, cached, tokens, 1e-2}, rng_);
+    RunPagedAttention({512, 8, 1, window, DType::kBF16, true, cached, tokens, 1e-2}, rng_);
+    RunPagedAttention({32, 4, 2, window, DType::kBF16, false, cached, tokens, 1e-2}, rng_);
+    RunPagedAttention({64, 4, 1, window, DType::kBF16, true, cached, tokens, 1e-2}, rng_);
+  }
 }
 
 // Decoding a few sequences at long contexts: each (token, KV head)'s keys split over many
@@ -506,6 +523,7 @@ TEST_F(GpuOpsSanitizerTest, AttentionOnSmallShapes) {
   RunPagedAttention({32, 4, 2, 0, DType::kF32}, rng_);
   RunPagedAttention({64, 2, 1, 24, DType::kBF16}, rng_);
   RunPagedAttention({64, 4, 2, 0, DType::kBF16, true}, rng_);
+  RunPagedAttention({32, 4, 2, 16, DType::kBF16, false, {0, 40}, {64, 8}, 1e-2}, rng_);  // tensor cores
 }
 
 TEST_F(GpuOpsSanitizerTest, NormRopeRoutingDispatchAndLinearOnSmallShapes) {
