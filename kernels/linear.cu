@@ -3,6 +3,7 @@
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -27,7 +28,9 @@ using internal::UseDeviceOf;
 // for the life of the process (a handle is expensive to create and holds device memory).
 struct DeviceBlas {
   cublasHandle_t handle = nullptr;
-  Tensor scratch;  // bf16, at least the largest x rounded so far
+  Tensor scratch;           // bf16, at least the largest x rounded so far
+  Tensor group_pointers;    // GroupedLinearBf16's A, B and C pointer arrays, on the device
+  bool groups_unsupported = false;  // cuBLAS refused bf16 groups once: never asked again
 };
 
 DeviceBlas& BlasFor(int ordinal) {
@@ -50,7 +53,84 @@ __global__ void RoundToBf16Kernel(const float* x, __nv_bfloat16* out, int64_t n)
   }
 }
 
+// x rounded to bf16 into the device's scratch, which grows to fit.
+const __nv_bfloat16* RoundedToBf16(DeviceBlas& blas, const Tensor& x) {
+  if (blas.scratch.numel() < x.numel()) {
+    blas.scratch = Tensor::Empty(DType::kBF16, {x.numel()}, x.device());
+  }
+  const unsigned blocks = std::min<unsigned>(Blocks(x.numel(), 256), 65535u * 16);
+  RoundToBf16Kernel<<<blocks, 256>>>(x.data<float>(), blas.scratch.data<__nv_bfloat16>(),
+                                     x.numel());
+  GS_CUDA_CHECK_LAUNCH("Linear (rounding x to bf16)");
+  return blas.scratch.data<__nv_bfloat16>();
+}
+
 }  // namespace
+
+bool GroupedLinearBf16(const Tensor& x, const Tensor& w, const int32_t* offsets, Tensor& y) {
+  UseDeviceOf({&x, &w, &y}, "GroupedLinear");
+  CheckDType(x, DType::kF32, "GroupedLinear x");
+  CheckDType(w, DType::kBF16, "GroupedLinear w");
+  CheckDType(y, DType::kF32, "GroupedLinear y");
+  CHECK(x.rank() == 2 && w.rank() == 3 && y.rank() == 2 && w.dim(2) == x.dim(1) &&
+        y.dim(0) == x.dim(0) && y.dim(1) == w.dim(1))
+      << "GroupedLinear: x " << x.DebugString() << " · w " << w.DebugString() << " -> "
+      << y.DebugString();
+  DeviceBlas& blas = BlasFor(x.device().ordinal);
+  if (blas.groups_unsupported) return false;
+  const int64_t experts = w.dim(0);
+  const int64_t out = w.dim(1);
+  const int64_t in = w.dim(2);
+  // One group per expert with rows; each group a single product (group_size 1).
+  std::vector<int> m, n, k, lda, ldb, ldc, size;
+  std::vector<float> alpha, beta;
+  std::vector<cublasOperation_t> transa, transb;
+  std::vector<const void*> a_pointers, b_pointers;
+  std::vector<void*> c_pointers;
+  const __nv_bfloat16* x_bf16 = RoundedToBf16(blas, x);
+  for (int64_t e = 0; e < experts; ++e) {
+    const int64_t rows = offsets[e + 1] - offsets[e];
+    if (rows == 0) continue;
+    transa.push_back(CUBLAS_OP_T);
+    transb.push_back(CUBLAS_OP_N);
+    m.push_back(static_cast<int>(out));
+    n.push_back(static_cast<int>(rows));
+    k.push_back(static_cast<int>(in));
+    lda.push_back(static_cast<int>(in));
+    ldb.push_back(static_cast<int>(in));
+    ldc.push_back(static_cast<int>(out));
+    size.push_back(1);
+    alpha.push_back(1.0f);
+    beta.push_back(0.0f);
+    a_pointers.push_back(w.data<__nv_bfloat16>() + e * out * in);
+    b_pointers.push_back(x_bf16 + int64_t{offsets[e]} * in);
+    c_pointers.push_back(y.data<float>() + int64_t{offsets[e]} * out);
+  }
+  const int groups = static_cast<int>(size.size());
+  if (groups == 0) return true;
+  // The pointer arrays live on the device: one copy of the three.
+  std::vector<const void*> pointers(a_pointers);
+  pointers.insert(pointers.end(), b_pointers.begin(), b_pointers.end());
+  pointers.insert(pointers.end(), c_pointers.begin(), c_pointers.end());
+  if (blas.group_pointers.numel() < static_cast<int64_t>(pointers.size())) {
+    blas.group_pointers = Tensor::Empty(DType::kI64, {static_cast<int64_t>(pointers.size())},
+                                        x.device());
+  }
+  const void** device_pointers = static_cast<const void**>(blas.group_pointers.raw_data());
+  GS_CUDA_CHECK(cudaMemcpy(device_pointers, pointers.data(), pointers.size() * sizeof(void*),
+                           cudaMemcpyHostToDevice));
+  const cublasStatus_t status = cublasGemmGroupedBatchedEx(
+      blas.handle, transa.data(), transb.data(), m.data(), n.data(), k.data(), alpha.data(),
+      device_pointers, CUDA_R_16BF, lda.data(), device_pointers + groups, CUDA_R_16BF,
+      ldb.data(), beta.data(), const_cast<void* const*>(device_pointers + 2 * groups),
+      CUDA_R_32F, ldc.data(), groups, size.data(), CUBLAS_COMPUTE_32F);
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED) {
+    blas.groups_unsupported = true;
+    return false;
+  }
+  GS_CUBLAS_CHECK(status);
+  return true;
+}
 
 void Linear(const Tensor& x, const Tensor& w, Tensor& y) {
   UseDeviceOf({&x, &w, &y}, "Linear");
@@ -79,16 +159,11 @@ void Linear(const Tensor& x, const Tensor& w, Tensor& y) {
     return;
   }
   CheckDType(w, DType::kBF16, "Linear w");
-  if (blas.scratch.numel() < x.numel()) {
-    blas.scratch = Tensor::Empty(DType::kBF16, {x.numel()}, x.device());
-  }
-  RoundToBf16Kernel<<<Blocks(x.numel(), 256) < 65535u * 16 ? Blocks(x.numel(), 256) : 65535u * 16,
-                      256>>>(x.data<float>(), blas.scratch.data<__nv_bfloat16>(), x.numel());
-  GS_CUDA_CHECK_LAUNCH("Linear (rounding x to bf16)");
+  const __nv_bfloat16* x_bf16 = RoundedToBf16(blas, x);
   GS_CUBLAS_CHECK(cublasGemmEx(blas.handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out),
                                static_cast<int>(rows), static_cast<int>(in), &alpha, w.raw_data(),
-                               CUDA_R_16BF, static_cast<int>(in), blas.scratch.raw_data(),
-                               CUDA_R_16BF, static_cast<int>(in), &beta, y.raw_data(), CUDA_R_32F,
+                               CUDA_R_16BF, static_cast<int>(in), x_bf16, CUDA_R_16BF,
+                               static_cast<int>(in), &beta, y.raw_data(), CUDA_R_32F,
                                static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 

@@ -14,4 +14,11 @@ namespace gemmaserve::kernels {
 // x: [rows, in] f32; w: [out, in] f32 or bf16; y: [rows, out] f32 (overwritten).
 void Linear(const Tensor& x, const Tensor& w, Tensor& y);
 
+// ops::GroupedLinear over bf16 experts in one cuBLAS call (cublasGemmGroupedBatchedEx, a group
+// per expert with rows): y[offsets[e], offsets[e + 1]) = x[those rows] · w[e]ᵀ, x rounded to bf16
+// as Linear rounds it. x: [rows, in] f32; w: [experts, out, in] bf16; offsets: experts + 1
+// ascending row bounds, on the host; y: [rows, out] f32. False, nothing computed, where this
+// cuBLAS does not take bf16 groups with an f32 result: the caller then calls Linear per expert.
+bool GroupedLinearBf16(const Tensor& x, const Tensor& w, const int32_t* offsets, Tensor& y);
+
 }  // namespace gemmaserve::kernels

@@ -10,6 +10,7 @@
 #include "ops/ops_util.h"
 
 #ifdef GEMMASERVE_HAVE_CUDA
+#include "kernels/linear.h"
 #include "kernels/moe.h"
 #endif
 
@@ -106,6 +107,10 @@ void GroupedLinear(const Tensor& x, const Tensor& w, const Tensor& expert_offset
     CHECK_LE(offsets[l], offsets[l + 1]) << "GroupedLinear: offsets not ascending at " << l;
   }
   if (x.device().is_cpu()) return LinearPerGroup(x, w, offsets, y);
+#ifdef GEMMASERVE_HAVE_CUDA
+  // bf16 experts: one grouped cuBLAS call where cuBLAS takes it, else one product per expert.
+  if (w.dtype() == DType::kBF16 && kernels::GroupedLinearBf16(x, w, offsets, y)) return;
+#endif
   for (int64_t l = 0; l < num_local; ++l) {
     if (offsets[l] == offsets[l + 1]) continue;
     Tensor rows_out = y.Slice(offsets[l], offsets[l + 1]);

@@ -456,6 +456,11 @@ TEST_F(GpuOpsTest, MoeDispatchGroupedMatmulAndCombineMatchTheCpu) {
   Tensor gpu_gu = ToGpu(Nan({n, 2 * width}));
   ops::GroupedLinear(gpu_xe, ToGpu(gate_up_w), gpu_offsets, gpu_gu);
   ExpectClose(ToCpu(gpu_gu), gu, 1e-4, "GroupedLinear");
+  // bf16 experts (one grouped cuBLAS call): the CPU's product over the bf16-rounded x and w.
+  ops::GroupedLinear(RoundedToBf16(xe), ops::PackLinearWeight(RoundedToBf16(gate_up_w)),
+                     cpu_offsets, gu);
+  ops::GroupedLinear(gpu_xe, ToGpu(ToBf16(gate_up_w)), gpu_offsets, gpu_gu);
+  ExpectClose(ToCpu(gpu_gu), gu, 1e-4, "GroupedLinear bf16");
   Tensor y = Random({n, hidden}, rng_);
   Tensor weights = Random({tokens, k}, rng_, 0.0f, 1.0f);
   Tensor out = Nan({tokens, hidden});
