@@ -119,6 +119,29 @@ model::ModelWeights RandomWeights(const model::Gemma4Config& config) {
   return w;
 }
 
+// A bf16 paged cache (blocks of 16 tokens) for `sequences` sequences of `context` tokens each.
+struct BenchCache {
+  static constexpr int64_t kBlockSize = 16;
+  BenchCache(const model::Gemma4Model& model, int64_t sequences, int64_t context)
+      : blocks_per_sequence(context / kBlockSize),
+        blocks({0, model::KvPageLayout::For(model.weights().layers, kBlockSize, DType::kBF16)
+                       .blocks_per_page},
+               sequences * blocks_per_sequence),
+        cache(model.weights().layers, Options(blocks), Gpu()) {}
+
+  static model::KvCacheOptions Options(const model::BlockRuns& blocks) {
+    model::KvCacheOptions options;
+    options.block_size = kBlockSize;
+    options.dtype = DType::kBF16;
+    options.num_pages = blocks.PagesPerRun();
+    return options;
+  }
+
+  const int64_t blocks_per_sequence;
+  const model::BlockRuns blocks;
+  model::KvCache cache;
+};
+
 // Seconds of one step of `num_sequences` sequences, each decoding one token after `context` − 1
 // cached, or prefilling `context` tokens when `prefill`; median of 10 after 2 warm-ups.
 double StepSeconds(model::Gemma4Model& model, model::KvCache& cache, const model::BlockRuns& blocks,
@@ -161,29 +184,22 @@ TEST(GpuBench, DISABLED_Bench31BLayerStackDecodeAndPrefill) {
   model::Gemma4Model model(*config, std::move(weights), comm, model::StepLimits{2048, 64});
   // 32 sequences of 1,024 tokens (64 blocks each): 30 GB of bf16 KV beside the 61 GB of weights.
   // The prefill's 2,048 tokens use the first two sequences' blocks.
-  const int64_t block_size = 16, context = 1024, sequences = 32;
-  const int64_t blocks_per_sequence = context / block_size;
-  model::KvCacheOptions options;
-  options.block_size = block_size;
-  options.dtype = DType::kBF16;
-  const model::BlockRuns blocks(
-      {0, model::KvPageLayout::For(model.weights().layers, block_size, options.dtype)
-              .blocks_per_page},
-      sequences * blocks_per_sequence);
-  options.num_pages = blocks.PagesPerRun();
-  model::KvCache cache(model.weights().layers, options, Gpu());
+  const int64_t context = 1024, sequences = 32;
+  BenchCache kv(model, sequences, context);
   // The floor: every weight read once (the embedding only as the LM head) at the copy's rate of
   // reading (half the bytes it moves).
   const double floor_s = static_cast<double>(weight_bytes) / (bandwidth / 2.0);
   std::printf("31B layer stack: %.1f GB of bf16 weights; floor %.2f ms per decode step\n",
               weight_bytes / 1e9, floor_s * 1e3);
   for (int64_t batch : {int64_t{1}, sequences}) {
-    const double s = StepSeconds(model, cache, blocks, batch, context, false, blocks_per_sequence);
+    const double s = StepSeconds(model, kv.cache, kv.blocks, batch, context, false,
+                                 kv.blocks_per_sequence);
     std::printf("decode, batch %ld, context %ld: %.2f ms per step (%.2f × floor), %.0f tokens/s\n",
                 static_cast<long>(batch), static_cast<long>(context), s * 1e3, s / floor_s,
                 static_cast<double>(batch) / s);
   }
-  const double prefill_s = StepSeconds(model, cache, blocks, 1, 2048, true, 2 * blocks_per_sequence);
+  const double prefill_s =
+      StepSeconds(model, kv.cache, kv.blocks, 1, 2048, true, 2 * kv.blocks_per_sequence);
   const double flops = 2.0 * static_cast<double>(weight_bytes / 2) * 2048;  // ≈ 2 · params · tokens
   std::printf("prefill, 2048 tokens: %.1f ms, %.0f TFLOP/s (matmuls only)\n", prefill_s * 1e3,
               flops / prefill_s / 1e12);
@@ -197,20 +213,12 @@ std::vector<double> MoeStackStepSeconds(int64_t num_layers, const std::vector<in
   parallel::LocalCommunicator comm;
   const int64_t most = *std::max_element(batches.begin(), batches.end());
   model::Gemma4Model model(*config, RandomWeights(*config), comm, model::StepLimits{most, most});
-  const int64_t block_size = 16, context = 1024;
-  const int64_t blocks_per_sequence = context / block_size;
-  model::KvCacheOptions options;
-  options.block_size = block_size;
-  options.dtype = DType::kBF16;
-  const model::BlockRuns blocks(
-      {0, model::KvPageLayout::For(model.weights().layers, block_size, options.dtype)
-              .blocks_per_page},
-      most * blocks_per_sequence);
-  options.num_pages = blocks.PagesPerRun();
-  model::KvCache cache(model.weights().layers, options, Gpu());
+  const int64_t context = 1024;
+  BenchCache kv(model, most, context);
   std::vector<double> seconds;
   for (int64_t batch : batches) {
-    seconds.push_back(StepSeconds(model, cache, blocks, batch, context, false, blocks_per_sequence));
+    seconds.push_back(StepSeconds(model, kv.cache, kv.blocks, batch, context, false,
+                                  kv.blocks_per_sequence));
   }
   return seconds;
 }
