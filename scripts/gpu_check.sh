@@ -380,6 +380,7 @@ serve_problem() {
 
 serve_root=""            # where serve.tar.xz is unpacked (outside $out: 68 MB need not travel back)
 serve_unusable="unset"   # why phases 5 and 6 cannot run gemmaserve, or empty
+serve_stage_note=""      # in a dry run: whether serve.tar.xz is fresh
 trap '[[ -n "$serve_root" ]] && rm -rf "$serve_root"' EXIT
 
 # unpack_serve: unpacks the stage's gemmaserve once, for phases 5 and 6; sets serve_unusable.
