@@ -171,8 +171,8 @@ SampleResult SamplePlanned(const float* raw_logits, int64_t vocab_size,
     std::vector<double> chunk_mass(sampling::NumChunks(vocab_size));
     for (size_t c = 0; c < chunk_mass.size(); ++c) {
       const int64_t begin = static_cast<int64_t>(c) * sampling::kChunk;
-      chunk_mass[c] = sampling::ChunkMass(logits, begin,
-                                          std::min(begin + sampling::kChunk, vocab_size), w);
+      chunk_mass[c] = sampling::ChunkMassOnHost(logits, begin,
+                                                std::min(begin + sampling::kChunk, vocab_size), w);
     }
     result.token_id = sampling::DrawInIdOrder(logits, vocab_size, chunk_mass.data(), w, plan.draw);
   }

@@ -108,14 +108,18 @@ GS_HOST_DEVICE inline double UniformDraw(uint64_t seed, uint64_t index) {
 // e^x within 2 ulp for x in (-86, 88]; 0 at or below -86 (and for NaN). x = k·ln2 + r with
 // |r| ≤ ln2/2 (Cody and Waite's two-part ln2: k·kLn2High is exact for |k| < 2^8), e^r by its
 // Taylor polynomial to r^7 (truncation below 1e-8 relative), times 2^k built from its bits
-// (k ≥ -124 keeps the result normal, so no flush-to-zero setting can change it).
+// (k ≥ -124 keeps the result normal, so no flush-to-zero setting can change it). k is rounded to
+// nearest-even by adding and subtracting 1.5 · 2^23, exact below 2^22. No branch: a loop of it
+// vectorises, with the same operations, so the same bits.
 GS_HOST_DEVICE inline float Exp(float x) {
-  if (!(x > -86.0f)) return 0.0f;
+  const bool in_range = x > -86.0f;
+  const float t = in_range ? x : -86.0f;
   constexpr float kLog2E = 1.44269504088896341f;
   constexpr float kLn2High = 0.693145751953125f;     // 0x3f317200: 16 significant bits
   constexpr float kLn2Low = 1.42860682030941723e-6f;  // ln 2 − kLn2High
-  const float k = rintf(Mul(x, kLog2E));
-  const float r = Sub(Sub(x, Mul(k, kLn2High)), Mul(k, kLn2Low));
+  constexpr float kRound = 12582912.0f;               // 1.5 · 2^23
+  const float k = Sub(Add(Mul(t, kLog2E), kRound), kRound);
+  const float r = Sub(Sub(t, Mul(k, kLn2High)), Mul(k, kLn2Low));
   float p = 1.0f / 5040.0f;
   p = Add(Mul(p, r), 1.0f / 720.0f);
   p = Add(Mul(p, r), 1.0f / 120.0f);
@@ -127,7 +131,7 @@ GS_HOST_DEVICE inline float Exp(float x) {
   const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(k) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return Mul(p, scale);
+  return in_range ? Mul(p, scale) : 0.0f;
 }
 
 // What a token's weight depends on besides its logit: probabilities ∝ exp(logit · scale − top)
@@ -151,6 +155,23 @@ GS_HOST_DEVICE inline double ChunkMass(const float* logits, int64_t begin, int64
   for (int64_t i = begin; i < end; ++i) mass = AddDouble(mass, Weight(logits[i], w));
   return mass;
 }
+
+#if !defined(__CUDA_ARCH__)
+// ChunkMass on the host, bitwise: the chunk's weights first, in a loop the compiler vectorises,
+// then the same sum in the same order.
+inline double ChunkMassOnHost(const float* logits, int64_t begin, int64_t end,
+                              const WeightParams& w) {
+  float weights[kChunk];
+  const int64_t n = end - begin;
+  for (int64_t i = 0; i < n; ++i) {
+    const float scaled = Mul(logits[begin + i], w.scale);
+    weights[i] = scaled < w.floor ? 0.0f : Exp(Sub(scaled, w.top));
+  }
+  double mass = 0.0;
+  for (int64_t i = 0; i < n; ++i) mass += static_cast<double>(weights[i]);
+  return mass;
+}
+#endif
 
 GS_HOST_DEVICE inline int64_t NumChunks(int64_t vocab_size) {
   return (vocab_size + kChunk - 1) / kChunk;

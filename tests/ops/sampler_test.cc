@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -184,12 +185,15 @@ TEST(SamplerTest, LogprobsAreLogSoftmaxInDouble) {
 }
 
 TEST(SamplingMathTest, ExpIsWithinTwoUlpOfTheLibrarysAndZeroAtAndBelowMinus86) {
-  // Every 997th float in [-86, 0], and the ends.
+  // Every 997th float of [-86, -0], by bit pattern (negative floats grow with their bits).
   float worst_ulps = 0.0f;
   float worst_x = 0.0f;
-  for (float x = -86.0f; x <= 0.0f; x = std::nextafter(x, 1.0f)) {
-    for (int skip = 0; skip < 996 && x < 0.0f; ++skip) x = std::nextafter(x, 1.0f);
-    if (!(x > -86.0f)) continue;
+  uint32_t lowest;
+  const float minus_86 = -86.0f;
+  std::memcpy(&lowest, &minus_86, sizeof(lowest));
+  for (uint32_t bits = 0x80000000u; bits < lowest; bits += 997) {
+    float x;
+    std::memcpy(&x, &bits, sizeof(x));
     const double exact = std::exp(static_cast<double>(x));
     const float got = sampling::Exp(x);
     const double ulp = std::nextafter(static_cast<float>(exact), INFINITY) - static_cast<float>(exact);
@@ -222,6 +226,30 @@ Reference ReferenceWeights(const std::vector<float>& logits, const sampling::Wei
     ref.mass += ref.weight.back();
   }
   return ref;
+}
+
+// The host's vectorised chunk sums are the shared ones bit for bit (the GPU sums with the shared
+// function): over infinities, NaN, min-p floors and a ragged chunk.
+TEST(SamplingMathTest, TheHostsChunkMassIsTheSharedOneBitwise) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 8.0f);
+  std::vector<float> logits(3 * sampling::kChunk + 13);
+  for (float& x : logits) x = normal(rng);
+  logits[7] = -INFINITY;
+  logits[300] = NAN;
+  logits[301] = 200.0f;  // the top
+  for (const float floor : {-INFINITY, 180.0f}) {
+    sampling::WeightParams w;
+    w.scale = 1.0f / 0.7f;
+    w.top = sampling::Mul(200.0f, w.scale);
+    w.floor = floor == -INFINITY ? floor : sampling::Mul(floor, w.scale);
+    for (int64_t begin = 0; begin < static_cast<int64_t>(logits.size()); begin += sampling::kChunk) {
+      const int64_t end = std::min<int64_t>(begin + sampling::kChunk, logits.size());
+      EXPECT_EQ(sampling::ChunkMassOnHost(logits.data(), begin, end, w),
+                sampling::ChunkMass(logits.data(), begin, end, w))
+          << "chunk at " << begin << ", floor " << floor;
+    }
+  }
 }
 
 TEST(SamplingMathTest, IdOrderDrawPicksTheTokenWhoseIntervalHoldsTheDraw) {
