@@ -1,6 +1,7 @@
 #include "kernels/moe.h"
 
 #include "kernels/cuda_util.h"
+#include "ops/moe_dispatch.h"
 
 namespace gemmaserve::kernels {
 namespace {
@@ -48,29 +49,12 @@ __global__ void TopKRoutingKernel(const float* logits, const float* per_expert_s
   }
 }
 
-// A single thread: the counting sort of ops::MoeDispatch, in the same order.
+// The counting sort on one thread (the step's pairs are at most tokens × k), as the CPU runs it.
 __global__ void DispatchKernel(const int32_t* ids, const int32_t* local, int64_t num_pairs,
                                int64_t k, int64_t num_local, int32_t* tokens, int32_t* rows,
                                int32_t* offsets, unsigned long long* counts) {
-  for (int64_t l = 0; l <= num_local; ++l) offsets[l] = 0;
-  for (int64_t i = 0; i < num_pairs; ++i) {
-    counts[ids[i]] += 1;
-    const int32_t l = local[ids[i]];
-    if (l >= 0) ++offsets[l + 1];
-  }
-  for (int64_t l = 0; l < num_local; ++l) offsets[l + 1] += offsets[l];
-  for (int64_t i = 0; i < num_pairs; ++i) {
-    const int32_t l = local[ids[i]];
-    if (l < 0) {
-      rows[i] = -1;
-      continue;
-    }
-    const int32_t row = offsets[l]++;
-    tokens[row] = static_cast<int32_t>(i / k);
-    rows[i] = row;
-  }
-  for (int64_t l = num_local; l > 0; --l) offsets[l] = offsets[l - 1];
-  offsets[0] = 0;
+  moe_dispatch::SortByLocalExpert(ids, local, num_pairs, k, num_local, tokens, rows, offsets,
+                                  counts);
 }
 
 // One block per token: its choices sorted by expert id (thread 0), then each thread a slice of

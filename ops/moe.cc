@@ -7,6 +7,7 @@
 
 #include "ops/copy.h"
 #include "ops/linear.h"
+#include "ops/moe_dispatch.h"
 #include "ops/ops_util.h"
 
 #ifdef GEMMASERVE_HAVE_CUDA
@@ -54,34 +55,16 @@ int64_t MoeDispatch(const Tensor& expert_ids, const Tensor& local_expert, Tensor
 
   const int32_t* ids = expert_ids.data<int32_t>();
   const int32_t* local = local_expert.data<int32_t>();
-  int32_t* offsets = expert_offsets.data<int32_t>();
-  int64_t* counts = expert_counts.data<int64_t>();
-  // Counting sort by local expert: sizes, then offsets, then each pair in token order.
-  std::fill(offsets, offsets + num_local + 1, 0);
   for (int64_t i = 0; i < num_tokens * k; ++i) {
     CHECK(ids[i] >= 0 && ids[i] < num_experts) << "MoeDispatch: expert " << ids[i] << " of "
                                                << num_experts;
-    ++counts[ids[i]];
-    const int32_t l = local[ids[i]];
-    CHECK_LT(l, num_local) << "MoeDispatch: local expert " << l << " of " << num_local;
-    if (l >= 0) ++offsets[l + 1];
+    CHECK_LT(local[ids[i]], num_local) << "MoeDispatch: local expert " << local[ids[i]] << " of "
+                                       << num_local;
   }
-  for (int64_t l = 0; l < num_local; ++l) offsets[l + 1] += offsets[l];
-  int32_t* tokens = dispatched_tokens.data<int32_t>();
-  int32_t* rows = dispatched_rows.data<int32_t>();
-  // offsets[l] serves as group l's write cursor, then is restored from the next group's start.
-  for (int64_t i = 0; i < num_tokens * k; ++i) {
-    const int32_t l = local[ids[i]];
-    if (l < 0) {
-      rows[i] = -1;
-      continue;
-    }
-    const int32_t row = offsets[l]++;
-    tokens[row] = static_cast<int32_t>(i / k);
-    rows[i] = row;
-  }
-  for (int64_t l = num_local; l > 0; --l) offsets[l] = offsets[l - 1];
-  offsets[0] = 0;
+  int32_t* offsets = expert_offsets.data<int32_t>();
+  moe_dispatch::SortByLocalExpert(ids, local, num_tokens * k, k, num_local,
+                                  dispatched_tokens.data<int32_t>(), dispatched_rows.data<int32_t>(),
+                                  offsets, expert_counts.data<int64_t>());
   return offsets[num_local];
 }
 
