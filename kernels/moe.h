@@ -1,8 +1,8 @@
 // CUDA kernels of ops/routing.h and ops/moe.h, same contracts. Routing is one thread per token
 // (softmax over all experts, top-k by repeated selection, ties to the lower id, as the CPU);
-// dispatch is a counting sort by one thread (the step's (token, choice) pairs are at most
-// tokens × k; the grouped GEMM that reads offsets on the device is the GPU serving work's), and
-// its offsets come back to the host once; combine is a block per token.
+// dispatch is ops/moe_dispatch.h's counting sort on one thread (the step's (token, choice) pairs
+// are at most tokens × k), and its offsets come back to the host once (GroupedLinear's grouped
+// cuBLAS call takes them there); combine is a block per token.
 #pragma once
 
 #include <cstdint>
