@@ -195,16 +195,11 @@ class Checker:
         shm = Path("/dev/shm")
         with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as tmp:
             checkpoint = Path(tmp) / preset
-            started = time.monotonic()
-            self.command(f"gen-checkpoint-{preset}", [
-                "gen-checkpoint", "--preset", preset, "--layers", str(layers),
-                "--out", str(checkpoint)], timeout=120)
-            # Random checkpoints have no tokenizer; bench sends token ids, so the tiny one serves
-            # (ids past its 512 detokenize to nothing).
-            shutil.copy(DATA / "gemma4-tiny-dense" / "tokenizer.json", checkpoint)
-            size = sum(f.stat().st_size for f in checkpoint.iterdir())
-            self.record(f"gen-checkpoint {preset}" + (f", {layers} layers" if layers else ""),
-                        True, f"{size / 1e9:.2f} GB in {checkpoint}", started)
+            written = self.failed
+            self.check(f"gen-checkpoint {preset}" + (f", {layers} layers" if layers else ""),
+                       lambda: self.generate(preset, layers, checkpoint))
+            if self.failed > written:
+                return
             flags = ["--precision", "bf16"] if self.device != "cpu" else []
             server, log, base, grpc = self.start_server(preset, checkpoint, flags)
             try:
@@ -216,6 +211,16 @@ class Checker:
                                lambda: self.bench(grpc, concurrency))
             finally:
                 self.stop_server(server)
+
+    def generate(self, preset, layers, checkpoint):
+        self.command(f"gen-checkpoint-{preset}", [
+            "gen-checkpoint", "--preset", preset, "--layers", str(layers),
+            "--out", str(checkpoint)], timeout=120)
+        # Random checkpoints have no tokenizer; bench sends token ids, so the tiny one serves (ids
+        # past its 512 detokenize to nothing).
+        shutil.copy(DATA / "gemma4-tiny-dense" / "tokenizer.json", checkpoint)
+        size = sum(f.stat().st_size for f in checkpoint.iterdir())
+        return True, f"{size / 1e9:.2f} GB in {checkpoint}"
 
     def bench(self, grpc, concurrency):
         requests = max(2 * concurrency, 4)
