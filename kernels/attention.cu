@@ -25,11 +25,12 @@ __device__ inline float Load(const __nv_bfloat16* p) { return __bfloat162float(*
 __device__ inline void Store(float value, float* p) { *p = value; }
 __device__ inline void Store(float value, __nv_bfloat16* p) { *p = __float2bfloat16_rn(value); }
 
-// One block per token; threads over its row of K (unless k_cache is null) and of V.
+// One block per token; threads over its row of K (unless k_cache is null) and of V. Slot −1: none.
 template <typename T>
 __global__ void WriteKvKernel(const float* k, const float* v, const int32_t* slots, T* k_cache,
                               T* v_cache, int64_t row) {
   const int64_t slot = slots[blockIdx.x];
+  if (slot < 0) return;  // a padding row: not cached
   const float* k_row = k + blockIdx.x * row;
   const float* v_row = v + blockIdx.x * row;
   for (int64_t i = threadIdx.x; i < row; i += blockDim.x) {
@@ -44,7 +45,8 @@ constexpr int kPrepareThreads = 256;  // RmsNorm's block size: the same sums of 
 
 // Grid (num_tokens, num_heads + 2 · num_kv_heads): block (t, r) takes token t's row r of q, then
 // k, then v. The row is normalised as RmsNormKernel does, rotated (q, k) as RopeKernel does, then
-// stored: q in place, k and v to their outputs and (unless the cache is null) to the cache slot.
+// stored: q in place, k and v to their outputs and (unless the cache is null or the slot −1) to
+// the cache slot.
 template <typename T>
 __global__ void __launch_bounds__(kPrepareThreads)
     PrepareAttentionKernel(float* q, const float* k_raw, const float* v_raw, const float* q_norm,
@@ -67,12 +69,12 @@ __global__ void __launch_bounds__(kPrepareThreads)
     src = k_raw + token * kv_row + r * head_dim;
     dst = k + token * kv_row + r * head_dim;
     weight = k_norm;
-    if (k_cache != nullptr) cache = k_cache + slots[token] * kv_row + r * head_dim;
+    if (k_cache != nullptr && slots[token] >= 0) cache = k_cache + slots[token] * kv_row + r * head_dim;
   } else {
     r -= num_kv_heads;
     src = v_raw + token * kv_row + r * head_dim;
     dst = v + token * kv_row + r * head_dim;
-    cache = v_cache + slots[token] * kv_row + r * head_dim;
+    if (slots[token] >= 0) cache = v_cache + slots[token] * kv_row + r * head_dim;
     rotate = false;
   }
   __shared__ float row[kMaxPreparedHeadDim];
@@ -311,11 +313,11 @@ void LaunchAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
   const unsigned threads = static_cast<unsigned>(32 * (num_heads / num_kv_heads));
   const T* k = kKeysFromValues ? nullptr : static_cast<const T*>(k_cache.raw_data());
   const T* v = static_cast<const T*>(v_cache.raw_data());
-#define GS_ATTENTION_CASE(dim)                                                        \
-  case dim:                                                                           \
-    PagedAttentionKernel<dim, T, kKeysFromValues><<<grid, threads>>>(                 \
-        q.data<float>(), k, v, metadata, num_heads, num_kv_heads, sliding_window,     \
-        scale, rebuild, partials, out.data<float>());                                 \
+#define GS_ATTENTION_CASE(dim)                                                                    \
+  case dim:                                                                                       \
+    PagedAttentionKernel<dim, T, kKeysFromValues><<<grid, threads, 0, internal::Stream()>>>(      \
+        q.data<float>(), k, v, metadata, num_heads, num_kv_heads, sliding_window, scale, rebuild, \
+        partials, out.data<float>());                                                             \
     break;
   switch (head_dim) {
     GS_ATTENTION_CASE(64)
@@ -324,7 +326,7 @@ void LaunchAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
     GS_ATTENTION_CASE(512)
     case 32:
       if constexpr (!kKeysFromValues) {
-        PagedAttentionKernel<32, T, false><<<grid, threads>>>(
+        PagedAttentionKernel<32, T, false><<<grid, threads, 0, internal::Stream()>>>(
             q.data<float>(), k, v, metadata, num_heads, num_kv_heads, sliding_window, scale,
             rebuild, partials, out.data<float>());
         break;
@@ -338,7 +340,8 @@ void LaunchAttention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
   GS_CUDA_CHECK_LAUNCH("PagedAttention");
   if (partials.num_splits > 1) {
     CombineSplitsKernel<<<dim3(static_cast<unsigned>(num_tokens), static_cast<unsigned>(num_heads)),
-                          128>>>(metadata, num_heads, head_dim, partials, out.data<float>());
+                          128, 0, internal::Stream()>>>(metadata, num_heads, head_dim, partials,
+                                                        out.data<float>());
     GS_CUDA_CHECK_LAUNCH("PagedAttention combine");
   }
 }
@@ -418,7 +421,7 @@ void PrepareAttention(Tensor& q, const Tensor& k_raw, const Tensor& v_raw, const
   const dim3 grid(static_cast<unsigned>(num_tokens),
                   static_cast<unsigned>(q.dim(1) + 2 * k_raw.dim(1)));
   auto launch = [&](auto* k_cache_data, auto* v_cache_data) {
-    PrepareAttentionKernel<<<grid, kPrepareThreads>>>(
+    PrepareAttentionKernel<<<grid, kPrepareThreads, 0, internal::Stream()>>>(
         q.data<float>(), k_raw.data<float>(), v_raw.data<float>(), q_norm.data<float>(),
         k_norm.data<float>(), eps, inv_freq.data<float>(), inv_freq.numel(),
         positions.data<int32_t>(), slots.data<int32_t>(), k.data<float>(), v.data<float>(),
@@ -457,13 +460,13 @@ void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor&
   const unsigned blocks = static_cast<unsigned>(v.dim(0));
   const float* k_data = keys ? k.data<float>() : nullptr;
   if (v_cache.dtype() == DType::kBF16) {
-    WriteKvKernel<<<blocks, 256>>>(k_data, v.data<float>(), slots.data<int32_t>(),
-                                   keys ? k_cache.data<__nv_bfloat16>() : nullptr,
-                                   v_cache.data<__nv_bfloat16>(), row);
+    WriteKvKernel<<<blocks, 256, 0, internal::Stream()>>>(
+        k_data, v.data<float>(), slots.data<int32_t>(),
+        keys ? k_cache.data<__nv_bfloat16>() : nullptr, v_cache.data<__nv_bfloat16>(), row);
   } else {
-    WriteKvKernel<<<blocks, 256>>>(k_data, v.data<float>(), slots.data<int32_t>(),
-                                   keys ? k_cache.data<float>() : nullptr, v_cache.data<float>(),
-                                   row);
+    WriteKvKernel<<<blocks, 256, 0, internal::Stream()>>>(
+        k_data, v.data<float>(), slots.data<int32_t>(), keys ? k_cache.data<float>() : nullptr,
+        v_cache.data<float>(), row);
   }
   GS_CUDA_CHECK_LAUNCH("WriteKvCache");
 }

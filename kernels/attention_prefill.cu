@@ -239,7 +239,7 @@ void Launch(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
   auto* kernel = &PrefillKernel<D, kKeysFromValues>;
   GS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(bytes)));
-  kernel<<<grid, kThreads, bytes>>>(
+  kernel<<<grid, kThreads, bytes, internal::Stream()>>>(
       q.data<float>(),
       kKeysFromValues ? nullptr : static_cast<const __nv_bfloat16*>(k_cache.raw_data()),
       static_cast<const __nv_bfloat16*>(v_cache.raw_data()), metadata, num_heads, num_kv_heads,

@@ -35,7 +35,7 @@ void GatherRows(const Tensor& x, const Tensor& rows, Tensor& out) {
   CHECK(x.rank() == 2 && out.rank() == 2 && out.dim(0) == rows.numel() && out.dim(1) == x.dim(1))
       << "GatherRows: " << x.DebugString() << " -> " << out.DebugString();
   if (rows.numel() == 0) return;
-  GatherRowsKernel<<<static_cast<unsigned>(rows.numel()), 256>>>(
+  GatherRowsKernel<<<static_cast<unsigned>(rows.numel()), 256, 0, internal::Stream()>>>(
       x.data<float>(), rows.data<int32_t>(), out.data<float>(), x.dim(1));
   GS_CUDA_CHECK_LAUNCH("GatherRows");
 }
@@ -51,7 +51,7 @@ void InterleaveShards(const Tensor& gathered, int64_t world_size, Tensor& out) {
   CHECK(out.rank() == 2 && out.dim(0) == rows && out.dim(1) == world_size * shard)
       << "InterleaveShards out: " << out.DebugString();
   if (rows == 0) return;
-  InterleaveKernel<<<static_cast<unsigned>(world_size * rows), 256>>>(
+  InterleaveKernel<<<static_cast<unsigned>(world_size * rows), 256, 0, internal::Stream()>>>(
       gathered.data<float>(), out.data<float>(), rows, shard, world_size);
   GS_CUDA_CHECK_LAUNCH("InterleaveShards");
 }

@@ -1,10 +1,13 @@
 // What every kernel file shares: checking CUDA calls, checking that tensors are on one GPU, and
 // launch sizes. Internal to kernels/.
 //
-// Streams: every kernel runs on the legacy default stream of the current device (as the NCCL
-// communicator's collectives are ordered against it), so consecutive ops are ordered without
-// events. A kernel launch is asynchronous; its errors surface at the next synchronising call
-// (ToHost, a collective), where GS_CUDA_CHECK turns them into a CHECK failure naming the call.
+// Streams: every kernel launches on internal::Stream(), the calling thread's current stream: the
+// legacy default stream of the current device (as the NCCL communicator's collectives are ordered
+// against it), or while a CudaGraph records (kernels/graph.h), the stream it captures. Consecutive
+// ops are so ordered without events. A kernel launch is asynchronous; its errors surface at the
+// next synchronising call (ToHost, a collective), where GS_CUDA_CHECK turns them into a CHECK
+// failure naming the call. tests/kernels/launches_name_the_stream.sh fails on a launch that does
+// not name the stream.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -24,6 +27,23 @@
 #define GS_CUDA_CHECK_LAUNCH(name) GS_CUDA_CHECK(cudaPeekAtLastError())
 
 namespace gemmaserve::kernels::internal {
+
+// This thread's current stream (null: the legacy default stream); set by StreamScope.
+inline thread_local cudaStream_t current_stream = nullptr;
+
+inline cudaStream_t Stream() { return current_stream; }
+
+// Makes `stream` this thread's current stream while it lives.
+class StreamScope {
+ public:
+  explicit StreamScope(cudaStream_t stream) : previous_(current_stream) { current_stream = stream; }
+  ~StreamScope() { current_stream = previous_; }
+  StreamScope(const StreamScope&) = delete;
+  StreamScope& operator=(const StreamScope&) = delete;
+
+ private:
+  cudaStream_t previous_;
+};
 
 // Every tensor on the same CUDA device, which becomes the current device.
 inline void UseDeviceOf(std::initializer_list<const Tensor*> tensors, const char* op) {

@@ -123,7 +123,7 @@ unsigned GridFor(int64_t n) {
 
 void SetZero(Tensor& x) {
   UseDeviceOf({&x}, "SetZero");
-  GS_CUDA_CHECK(cudaMemsetAsync(x.raw_data(), 0, x.nbytes()));
+  GS_CUDA_CHECK(cudaMemsetAsync(x.raw_data(), 0, x.nbytes(), internal::Stream()));
 }
 
 void AddInPlace(Tensor& x, const Tensor& y) {
@@ -131,14 +131,16 @@ void AddInPlace(Tensor& x, const Tensor& y) {
   CheckDType(x, DType::kF32, "AddInPlace x");
   CheckDType(y, DType::kF32, "AddInPlace y");
   CHECK_EQ(x.numel(), y.numel()) << x.DebugString() << " += " << y.DebugString();
-  AddKernel<<<GridFor(x.numel()), kThreads>>>(x.data<float>(), y.data<float>(), x.numel());
+  AddKernel<<<GridFor(x.numel()), kThreads, 0, internal::Stream()>>>(x.data<float>(),
+                                                                     y.data<float>(), x.numel());
   GS_CUDA_CHECK_LAUNCH("AddInPlace");
 }
 
 void ScaleInPlace(Tensor& x, float scale) {
   UseDeviceOf({&x}, "ScaleInPlace");
   CheckDType(x, DType::kF32, "ScaleInPlace x");
-  ScaleKernel<<<GridFor(x.numel()), kThreads>>>(x.data<float>(), scale, x.numel());
+  ScaleKernel<<<GridFor(x.numel()), kThreads, 0, internal::Stream()>>>(x.data<float>(), scale,
+                                                                       x.numel());
   GS_CUDA_CHECK_LAUNCH("ScaleInPlace");
 }
 
@@ -147,8 +149,8 @@ void MultiplyInPlace(Tensor& x, const Tensor& w, float scale) {
   CheckDType(x, DType::kF32, "MultiplyInPlace x");
   CheckDType(w, DType::kF32, "MultiplyInPlace w");
   CHECK(x.rank() == 2 && w.numel() == x.dim(1)) << x.DebugString() << " · " << w.DebugString();
-  MultiplyKernel<<<GridFor(x.numel()), kThreads>>>(x.data<float>(), w.data<float>(), scale,
-                                                   x.numel(), x.dim(1));
+  MultiplyKernel<<<GridFor(x.numel()), kThreads, 0, internal::Stream()>>>(
+      x.data<float>(), w.data<float>(), scale, x.numel(), x.dim(1));
   GS_CUDA_CHECK_LAUNCH("MultiplyInPlace");
 }
 
@@ -156,7 +158,8 @@ void SoftcapInPlace(Tensor& x, float cap) {
   UseDeviceOf({&x}, "SoftcapInPlace");
   CheckDType(x, DType::kF32, "SoftcapInPlace x");
   CHECK_GT(cap, 0.0f);
-  SoftcapKernel<<<GridFor(x.numel()), kThreads>>>(x.data<float>(), cap, 1.0f / cap, x.numel());
+  SoftcapKernel<<<GridFor(x.numel()), kThreads, 0, internal::Stream()>>>(x.data<float>(), cap,
+                                                                         1.0f / cap, x.numel());
   GS_CUDA_CHECK_LAUNCH("SoftcapInPlace");
 }
 
@@ -171,12 +174,12 @@ void EmbeddingLookup(const Tensor& table, const Tensor& ids, float scale, Tensor
       << "EmbeddingLookup out: " << out.DebugString();
   if (ids.numel() == 0) return;
   if (table.dtype() == DType::kBF16) {
-    EmbeddingKernel<<<static_cast<unsigned>(ids.numel()), kThreads>>>(
-        table.data<__nv_bfloat16>(), ids.data<int32_t>(), scale, out.data<float>(), dim,
-        first_row, table.dim(0));
+    EmbeddingKernel<<<static_cast<unsigned>(ids.numel()), kThreads, 0, internal::Stream()>>>(
+        table.data<__nv_bfloat16>(), ids.data<int32_t>(), scale, out.data<float>(), dim, first_row,
+        table.dim(0));
   } else {
     CheckDType(table, DType::kF32, "EmbeddingLookup table");
-    EmbeddingKernel<<<static_cast<unsigned>(ids.numel()), kThreads>>>(
+    EmbeddingKernel<<<static_cast<unsigned>(ids.numel()), kThreads, 0, internal::Stream()>>>(
         table.data<float>(), ids.data<int32_t>(), scale, out.data<float>(), dim, first_row,
         table.dim(0));
   }
@@ -193,8 +196,8 @@ void GeluTanhGate(const Tensor& gate_up, Tensor& out) {
   CHECK(gate_up.dim(1) == 2 * width && out.rank() == 2 && out.dim(0) == rows &&
         out.dim(1) == width)
       << "GeluTanhGate: " << gate_up.DebugString() << " -> " << out.DebugString();
-  GeluTanhGateKernel<<<GridFor(rows * width), kThreads>>>(gate_up.data<float>(),
-                                                          out.data<float>(), rows, width);
+  GeluTanhGateKernel<<<GridFor(rows * width), kThreads, 0, internal::Stream()>>>(
+      gate_up.data<float>(), out.data<float>(), rows, width);
   GS_CUDA_CHECK_LAUNCH("GeluTanhGate");
 }
 
@@ -214,7 +217,7 @@ void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor& y) {
   CHECK(!has_weight || weight.numel() == dim) << "RmsNorm weight: " << weight.DebugString();
   const int64_t rows = dim == 0 ? 0 : x.numel() / dim;
   if (rows == 0) return;
-  RmsNormKernel<<<static_cast<unsigned>(rows), kThreads>>>(
+  RmsNormKernel<<<static_cast<unsigned>(rows), kThreads, 0, internal::Stream()>>>(
       x.data<float>(), has_weight ? weight.data<float>() : nullptr, eps, y.data<float>(), dim);
   GS_CUDA_CHECK_LAUNCH("RmsNorm");
 }
@@ -244,7 +247,7 @@ void AddRmsNorm(const Tensor& x, const Tensor& post_weight, float scale,
         << "AddRmsNorm next: " << next.DebugString();
   }
   if (rows == 0) return;
-  AddRmsNormKernel<<<static_cast<unsigned>(rows), kThreads>>>(
+  AddRmsNormKernel<<<static_cast<unsigned>(rows), kThreads, 0, internal::Stream()>>>(
       x.data<float>(), post_weight.data<float>(), scale,
       has_next ? next_weight.data<float>() : nullptr, eps, residual.data<float>(),
       has_next ? next.data<float>() : nullptr, dim);

@@ -4,6 +4,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -24,14 +25,23 @@ using internal::UseDeviceOf;
         << #expr << ": " << cublasGetStatusString(gs_cublas_status_);          \
   } while (false)
 
-// A device's cuBLAS handle and the scratch for bf16 matmul inputs; created on first use and kept
-// for the life of the process (a handle is expensive to create and holds device memory).
+// cuBLAS's workspace: what it recommends for Hopper. Ours, not its default pool, so that eager
+// steps and graph captures (which may not allocate) choose the same algorithms.
+constexpr int64_t kBlasWorkspaceBytes = int64_t{32} << 20;
+
+// A device's cuBLAS handle, its workspace, and the scratch for bf16 matmul inputs; created on
+// first use and kept for the life of the process (a handle is expensive to create and holds
+// device memory).
 struct DeviceBlas {
   cublasHandle_t handle = nullptr;
+  Tensor workspace;         // kBlasWorkspaceBytes
+  cudaStream_t stream = nullptr;  // the handle's stream now
   Tensor scratch;           // bf16, at least the largest x rounded so far
   Tensor group_pointers;    // GroupedLinearBf16's A, B and C pointer arrays, on the device
   bool groups_unsupported = false;  // cuBLAS refused bf16 groups once: never asked again
 };
+
+std::atomic<int64_t> scratch_generation{0};
 
 DeviceBlas& BlasFor(int ordinal) {
   static std::mutex mu;
@@ -41,9 +51,24 @@ DeviceBlas& BlasFor(int ordinal) {
   if (devices[ordinal] == nullptr) {
     auto blas = std::make_unique<DeviceBlas>();
     GS_CUBLAS_CHECK(cublasCreate(&blas->handle));
+    blas->workspace = Tensor::Empty(DType::kI32, {kBlasWorkspaceBytes / 4}, Device::Cuda(ordinal));
+    GS_CUBLAS_CHECK(cublasSetWorkspace(blas->handle, blas->workspace.raw_data(),
+                                       static_cast<size_t>(kBlasWorkspaceBytes)));
     devices[ordinal] = std::move(blas);
   }
   return *devices[ordinal];
+}
+
+// The handle, on this thread's current stream. cublasSetStream drops the workspace (back to
+// cuBLAS's pool), so it is set again with it.
+cublasHandle_t HandleOnStream(DeviceBlas& blas) {
+  if (blas.stream != internal::Stream()) {
+    blas.stream = internal::Stream();
+    GS_CUBLAS_CHECK(cublasSetStream(blas.handle, blas.stream));
+    GS_CUBLAS_CHECK(cublasSetWorkspace(blas.handle, blas.workspace.raw_data(),
+                                       static_cast<size_t>(kBlasWorkspaceBytes)));
+  }
+  return blas.handle;
 }
 
 __global__ void RoundToBf16Kernel(const float* x, __nv_bfloat16* out, int64_t n) {
@@ -57,15 +82,18 @@ __global__ void RoundToBf16Kernel(const float* x, __nv_bfloat16* out, int64_t n)
 const __nv_bfloat16* RoundedToBf16(DeviceBlas& blas, const Tensor& x) {
   if (blas.scratch.numel() < x.numel()) {
     blas.scratch = Tensor::Empty(DType::kBF16, {x.numel()}, x.device());
+    scratch_generation.fetch_add(1);
   }
   const unsigned blocks = std::min<unsigned>(Blocks(x.numel(), 256), 65535u * 16);
-  RoundToBf16Kernel<<<blocks, 256>>>(x.data<float>(), blas.scratch.data<__nv_bfloat16>(),
-                                     x.numel());
+  RoundToBf16Kernel<<<blocks, 256, 0, internal::Stream()>>>(
+      x.data<float>(), blas.scratch.data<__nv_bfloat16>(), x.numel());
   GS_CUDA_CHECK_LAUNCH("Linear (rounding x to bf16)");
   return blas.scratch.data<__nv_bfloat16>();
 }
 
 }  // namespace
+
+int64_t ScratchGeneration() { return scratch_generation.load(); }
 
 bool GroupedLinearBf16(const Tensor& x, const Tensor& w, const int32_t* offsets, Tensor& y) {
   UseDeviceOf({&x, &w, &y}, "GroupedLinear");
@@ -115,12 +143,13 @@ bool GroupedLinearBf16(const Tensor& x, const Tensor& w, const int32_t* offsets,
   if (blas.group_pointers.numel() < static_cast<int64_t>(pointers.size())) {
     blas.group_pointers = Tensor::Empty(DType::kI64, {static_cast<int64_t>(pointers.size())},
                                         x.device());
+    scratch_generation.fetch_add(1);
   }
   const void** device_pointers = static_cast<const void**>(blas.group_pointers.raw_data());
   GS_CUDA_CHECK(cudaMemcpy(device_pointers, pointers.data(), pointers.size() * sizeof(void*),
                            cudaMemcpyHostToDevice));
   const cublasStatus_t status = cublasGemmGroupedBatchedEx(
-      blas.handle, transa.data(), transb.data(), m.data(), n.data(), k.data(), alpha.data(),
+      HandleOnStream(blas), transa.data(), transb.data(), m.data(), n.data(), k.data(), alpha.data(),
       device_pointers, CUDA_R_16BF, lda.data(), device_pointers + groups, CUDA_R_16BF,
       ldb.data(), beta.data(), const_cast<void* const*>(device_pointers + 2 * groups),
       CUDA_R_32F, ldc.data(), groups, size.data(), CUBLAS_COMPUTE_32F);
@@ -150,7 +179,7 @@ void Linear(const Tensor& x, const Tensor& w, Tensor& y) {
   // Row-major y[rows, out] = x[rows, in] · w[out, in]ᵀ is column-major yᵀ[out, rows] =
   // wᵀᵀ · xᵀ: A = w seen column-major [in, out] and transposed, B = x seen as [in, rows].
   if (w.dtype() == DType::kF32) {
-    GS_CUBLAS_CHECK(cublasGemmEx(blas.handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out),
+    GS_CUBLAS_CHECK(cublasGemmEx(HandleOnStream(blas), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out),
                                  static_cast<int>(rows), static_cast<int>(in), &alpha,
                                  w.raw_data(), CUDA_R_32F, static_cast<int>(in), x.raw_data(),
                                  CUDA_R_32F, static_cast<int>(in), &beta, y.raw_data(), CUDA_R_32F,
@@ -160,7 +189,7 @@ void Linear(const Tensor& x, const Tensor& w, Tensor& y) {
   }
   CheckDType(w, DType::kBF16, "Linear w");
   const __nv_bfloat16* x_bf16 = RoundedToBf16(blas, x);
-  GS_CUBLAS_CHECK(cublasGemmEx(blas.handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out),
+  GS_CUBLAS_CHECK(cublasGemmEx(HandleOnStream(blas), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out),
                                static_cast<int>(rows), static_cast<int>(in), &alpha, w.raw_data(),
                                CUDA_R_16BF, static_cast<int>(in), x_bf16, CUDA_R_16BF,
                                static_cast<int>(in), &beta, y.raw_data(), CUDA_R_32F,

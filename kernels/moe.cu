@@ -104,10 +104,9 @@ void TopKRouting(const Tensor& logits, const Tensor& per_expert_scale, int64_t k
         weights.numel() == rows * k)
       << "TopKRouting: " << per_expert_scale.DebugString() << ", " << expert_ids.DebugString();
   if (rows == 0) return;
-  TopKRoutingKernel<<<Blocks(rows, 128), 128>>>(logits.data<float>(),
-                                                per_expert_scale.data<float>(), rows,
-                                                num_experts, k, expert_ids.data<int32_t>(),
-                                                weights.data<float>());
+  TopKRoutingKernel<<<Blocks(rows, 128), 128, 0, internal::Stream()>>>(
+      logits.data<float>(), per_expert_scale.data<float>(), rows, num_experts, k,
+      expert_ids.data<int32_t>(), weights.data<float>());
   GS_CUDA_CHECK_LAUNCH("TopKRouting");
 }
 
@@ -127,10 +126,11 @@ int64_t MoeDispatch(const Tensor& expert_ids, const Tensor& local_expert, Tensor
   CHECK(num_local >= 0 && dispatched_tokens.numel() >= num_pairs &&
         dispatched_rows.numel() == num_pairs && expert_counts.numel() == local_expert.numel())
       << "MoeDispatch: " << expert_ids.DebugString() << ", " << expert_offsets.DebugString();
-  DispatchKernel<<<1, 1>>>(expert_ids.data<int32_t>(), local_expert.data<int32_t>(), num_pairs,
-                           expert_ids.dim(1), num_local, dispatched_tokens.data<int32_t>(),
-                           dispatched_rows.data<int32_t>(), expert_offsets.data<int32_t>(),
-                           reinterpret_cast<unsigned long long*>(expert_counts.data<int64_t>()));
+  DispatchKernel<<<1, 1, 0, internal::Stream()>>>(
+      expert_ids.data<int32_t>(), local_expert.data<int32_t>(), num_pairs, expert_ids.dim(1),
+      num_local, dispatched_tokens.data<int32_t>(), dispatched_rows.data<int32_t>(),
+      expert_offsets.data<int32_t>(),
+      reinterpret_cast<unsigned long long*>(expert_counts.data<int64_t>()));
   GS_CUDA_CHECK_LAUNCH("MoeDispatch");
   int32_t num_rows = 0;
   GS_CUDA_CHECK(cudaMemcpy(&num_rows, expert_offsets.data<int32_t>() + num_local, sizeof(num_rows),
@@ -155,7 +155,7 @@ void MoeCombine(const Tensor& y, const Tensor& expert_ids, const Tensor& weights
         y.rank() == 2 && y.dim(1) == hidden)
       << "MoeCombine: " << y.DebugString() << " into " << out.DebugString();
   if (num_tokens == 0) return;
-  CombineKernel<<<static_cast<unsigned>(num_tokens), 256>>>(
+  CombineKernel<<<static_cast<unsigned>(num_tokens), 256, 0, internal::Stream()>>>(
       y.data<float>(), expert_ids.data<int32_t>(), weights.data<float>(),
       dispatched_rows.data<int32_t>(), k, hidden, out.data<float>());
   GS_CUDA_CHECK_LAUNCH("MoeCombine");

@@ -35,9 +35,9 @@ void ApplyRope(Tensor& x, const Tensor& positions, const Tensor& inv_freq) {
       << "ApplyRope: " << x.DebugString() << ", " << positions.DebugString() << ", "
       << inv_freq.DebugString();
   if (x.dim(0) == 0 || inv_freq.numel() == 0) return;
-  RopeKernel<<<static_cast<unsigned>(x.dim(0)), 256>>>(x.data<float>(), positions.data<int32_t>(),
-                                                       inv_freq.data<float>(), x.dim(1), x.dim(2),
-                                                       inv_freq.numel());
+  RopeKernel<<<static_cast<unsigned>(x.dim(0)), 256, 0, internal::Stream()>>>(
+      x.data<float>(), positions.data<int32_t>(), inv_freq.data<float>(), x.dim(1), x.dim(2),
+      inv_freq.numel());
   GS_CUDA_CHECK_LAUNCH("ApplyRope");
 }
 

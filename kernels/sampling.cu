@@ -333,7 +333,7 @@ DeviceSamples DeviceSampler::Sample(const Tensor& logits, const std::vector<RowP
   out.top_ids = reinterpret_cast<int32_t*>(base + at.top_ids);
   out.top_logprobs = reinterpret_cast<float*>(base + at.top_logprobs);
   out.max_num_top = result.max_num_top;
-  SampleKernel<<<static_cast<unsigned>(rows), kThreads>>>(
+  SampleKernel<<<static_cast<unsigned>(rows), kThreads, 0, internal::Stream()>>>(
       logits.data<float>(), vocab, reinterpret_cast<const RowPlan*>(base + at.plans),
       reinterpret_cast<const PenaltyEntry*>(base + at.penalties),
       reinterpret_cast<float*>(base + at.scratch), reinterpret_cast<double*>(base + at.chunk_mass),

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -122,6 +123,75 @@ absl::Status ForwardBatch::Finalize(const Gemma4Config& config, const KvGeometry
     }
   }
   return absl::OkStatus();
+}
+
+bool IsPlainDecode(const ForwardBatch& batch) {
+  const size_t num_sequences = batch.context_lens.size();
+  if (batch.token_ids.size() != num_sequences || batch.logits_rows.size() != num_sequences) {
+    return false;
+  }
+  return std::all_of(batch.query_lens.begin(), batch.query_lens.end(),
+                     [](int32_t tokens) { return tokens == 1; });
+}
+
+int64_t GraphBatchSize(int64_t num_sequences) {
+  if (num_sequences <= 2) return std::max<int64_t>(num_sequences, 1);
+  if (num_sequences <= 4) return 4;
+  return (num_sequences + 7) / 8 * 8;
+}
+
+GraphShape GraphShapeFor(const ForwardBatch& batch, const Gemma4Config& config) {
+  constexpr int64_t kMinTableWidth = 16;
+  const int64_t block_size = batch.kv_block_size;
+  const int64_t widest = std::max(batch.max_blocks[0], batch.max_blocks[1]);
+  GraphShape shape;
+  shape.num_sequences = GraphBatchSize(static_cast<int64_t>(batch.context_lens.size()));
+  shape.table_width = std::max(kMinTableWidth, static_cast<int64_t>(std::bit_ceil(
+                                                   static_cast<uint64_t>(std::max<int64_t>(widest, 1)))));
+  shape.max_context_len = std::min(shape.table_width * block_size, config.max_position_embeddings);
+  return shape;
+}
+
+void PadForGraph(const ForwardBatch& batch, const GraphShape& shape, ForwardBatch& padded) {
+  const int64_t num_sequences = static_cast<int64_t>(batch.context_lens.size());
+  CHECK(IsPlainDecode(batch) && num_sequences <= shape.num_sequences &&
+        batch.max_blocks[0] <= shape.table_width && batch.max_blocks[1] <= shape.table_width &&
+        batch.max_context_len <= shape.max_context_len)
+      << "PadForGraph: " << num_sequences << " sequences, tables " << batch.max_blocks[0] << " and "
+      << batch.max_blocks[1] << " wide, into a graph of " << shape.num_sequences << " by "
+      << shape.table_width;
+  const size_t padding = static_cast<size_t>(shape.num_sequences - num_sequences);
+  auto padded_copy = [padding](const std::vector<int32_t>& from, int32_t fill,
+                               std::vector<int32_t>& to) {
+    to.assign(from.begin(), from.end());
+    to.insert(to.end(), padding, fill);
+  };
+  padded.sequences.clear();
+  padded.sequence_ids.clear();
+  padded_copy(batch.token_ids, 0, padded.token_ids);
+  padded_copy(batch.positions, 0, padded.positions);
+  for (int g = 0; g < kNumKvGroups; ++g) {
+    padded_copy(batch.slot_mapping[g], ops::kPaddingSlot, padded.slot_mapping[g]);
+  }
+  padded_copy(batch.token_begin, 0, padded.token_begin);
+  padded_copy(batch.query_lens, 0, padded.query_lens);
+  padded_copy(batch.context_lens, 0, padded.context_lens);
+  padded.logits_rows.assign(batch.logits_rows.begin(), batch.logits_rows.end());
+  for (int64_t s = num_sequences; s < shape.num_sequences; ++s) {
+    padded.token_begin[s] = static_cast<int32_t>(s);  // an empty span at its own row
+    padded.logits_rows.push_back(static_cast<int32_t>(s));
+  }
+  padded.max_context_len = shape.max_context_len;
+  padded.kv_block_size = batch.kv_block_size;
+  for (int g = 0; g < kNumKvGroups; ++g) {
+    const int64_t width = batch.max_blocks[g] > 0 ? shape.table_width : 0;
+    padded.max_blocks[g] = width;
+    padded.block_tables[g].assign(static_cast<size_t>(shape.num_sequences * width), -1);
+    for (int64_t s = 0; s < num_sequences; ++s) {
+      std::copy_n(batch.block_tables[g].begin() + s * batch.max_blocks[g], batch.max_blocks[g],
+                  padded.block_tables[g].begin() + s * width);
+    }
+  }
 }
 
 namespace {

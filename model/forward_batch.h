@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -54,6 +55,37 @@ struct ForwardBatch {
   // inside its pool) and derives the rest. INVALID_ARGUMENT naming the sequence and value.
   absl::Status Finalize(const Gemma4Config& config, const KvGeometry& geometry);
 };
+
+// The shape a decode graph (Gemma4Model, ops/graph.h) is recorded at: every launch shape of the
+// step depends on it alone, not on the batch it replays. Sequences are rounded up to a graph batch
+// size (GraphBatchSize) and the block tables' width to a power of two.
+struct GraphShape {
+  int64_t num_sequences = 0;
+  int64_t table_width = 0;      // blocks per row of every used group's table
+  int64_t max_context_len = 0;  // what such tables hold, at most max_position_embeddings
+
+  bool operator<(const GraphShape& other) const {
+    return std::pair(num_sequences, table_width) < std::pair(other.num_sequences, other.table_width);
+  }
+};
+
+// Whether a finalized batch is a plain decode step: one token for each sequence, and logits for
+// those tokens only.
+bool IsPlainDecode(const ForwardBatch& batch);
+
+// The graph batch sizes: 1, 2, 4, 8, then every multiple of 8. The smallest ≥ num_sequences.
+int64_t GraphBatchSize(int64_t num_sequences);
+
+// The graph shape of a finalized plain decode batch: tables at least 16 blocks wide.
+GraphShape GraphShapeFor(const ForwardBatch& batch, const Gemma4Config& config);
+
+// `batch` (a finalized plain decode, which fits `shape`) laid out as a graph of `shape` reads it,
+// into the derived fields of `padded` (what UploadBatch reads; its sequences stay empty): the
+// batch's tokens then padding tokens (id 0, position 0, ops::kPaddingSlot: computed, cached
+// nowhere), its sequences then padding sequences of no tokens and no context (so no sequence reads
+// the padding tokens' rows, and attention leaves them alone), block tables shape.table_width wide,
+// max_context_len the shape's, and logits for every row, the padding rows' after the batch's.
+void PadForGraph(const ForwardBatch& batch, const GraphShape& shape, ForwardBatch& padded);
 
 // A finalized batch as the ops read it: i32 tensors on the model's device.
 struct StepMetadata {

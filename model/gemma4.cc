@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "spdlog/spdlog.h"
+
 #include "ops/activation.h"
 #include "ops/attention.h"
 #include "ops/copy.h"
@@ -23,7 +25,8 @@ Gemma4Model::Gemma4Model(Gemma4Config config, ModelWeights weights, parallel::Co
                                    {config_.is_moe() ? config_.num_hidden_layers : 0,
                                     config_.num_experts},
                                    weights_.device)),
-      workspace_(WorkspaceBytes(limits), weights_.device) {
+      workspace_(WorkspaceBytes(limits), weights_.device),
+      limits_(limits) {
   for (const LayerWeights& layer : weights_.layers) {
     const LayerGeometry& g = layer.geometry;
     std::optional<ops::Rotary>& rotary = rotary_[static_cast<int>(g.kind)];
@@ -59,9 +62,86 @@ Tensor Gemma4Model::Project(const Tensor& x, const Tensor& w) {
 }
 
 Tensor Gemma4Model::Forward(const ForwardBatch& batch, KvCache& cache) {
+  if (GraphEligible(batch)) {
+    const GraphShape shape = GraphShapeFor(batch, config_);
+    DecodeGraph& entry = graphs_[shape];
+    if (!entry.eager_only) return ForwardByGraph(batch, shape, entry, cache);
+  }
   workspace_.Reset();
-  const StepMetadata step = UploadBatch(batch, weights_.device, upload_buffers_);
-  const int64_t num_tokens = batch.num_tokens();
+  return Run(UploadBatch(batch, weights_.device, upload_buffers_), batch.num_tokens(), cache);
+}
+
+bool Gemma4Model::GraphEligible(const ForwardBatch& batch) const {
+  if (!use_graphs_ || !weights_.device.is_cuda() || config_.is_moe() || comm_.world_size() != 1 ||
+      observer_ || !IsPlainDecode(batch)) {
+    return false;
+  }
+  const int64_t size = GraphBatchSize(static_cast<int64_t>(batch.context_lens.size()));
+  return size <= limits_.max_tokens && size <= limits_.max_logits_rows;
+}
+
+Tensor Gemma4Model::ForwardByGraph(const ForwardBatch& batch, const GraphShape& shape,
+                                   DecodeGraph& entry, KvCache& cache) {
+  PadForGraph(batch, shape, padded_);
+  const StepMetadata step = UploadBatch(padded_, weights_.device, entry.upload);
+  const int64_t rows = static_cast<int64_t>(batch.logits_rows.size());
+  if (entry.graph != nullptr && entry.graph->stale()) entry.graph.reset();
+  if (entry.graph == nullptr) return RecordGraph(entry, step, shape.num_sequences, rows, cache);
+  entry.graph->Replay();
+  ++graph_stats_.replayed;
+  return entry.logits.Rows(rows);
+}
+
+Tensor Gemma4Model::RecordGraph(DecodeGraph& entry, const StepMetadata& step, int64_t num_tokens,
+                                int64_t rows, KvCache& cache) {
+  // Eagerly first: the step's result, and every buffer the kernels keep for this shape made
+  // before recording (which may not allocate).
+  workspace_.Reset();
+  const int64_t overflows = workspace_.num_overflows();
+  Tensor eager = Run(step, num_tokens, cache).Rows(rows);
+  if (workspace_.num_overflows() != overflows) {
+    entry.eager_only = true;  // its activations were allocated: there is no fixed place for them
+    return eager;
+  }
+  // Recording executes nothing and takes the same workspace addresses, so `eager` stays intact.
+  workspace_.Reset();
+  absl::StatusOr<std::unique_ptr<ops::DeviceGraph>> graph = ops::DeviceGraph::Capture(
+      weights_.device, [&] { entry.logits = Run(step, num_tokens, cache); });
+  if (!graph.ok()) {
+    spdlog::error("decode graphs off: recording a step of {} sequences failed: {}", num_tokens,
+                  graph.status().ToString());
+    use_graphs_ = false;
+    return eager;
+  }
+  const Tensor expected = ops::ToHost(eager);
+  // The replay rewrites the step's keys and values with the same bits, and its logits over
+  // eager's.
+  (*graph)->Replay();
+  Tensor replayed = entry.logits.Rows(rows);
+  if (!ops::SameBits(ops::ToHost(replayed), expected)) {
+    spdlog::error("decode graphs off: the graph of {} sequences replayed other logits than the "
+                  "step it was recorded from",
+                  num_tokens);
+    use_graphs_ = false;
+    ops::Copy(expected, replayed);
+    return replayed;
+  }
+  entry.graph = std::move(*graph);
+  ++graph_stats_.recorded;
+  ++graph_stats_.replayed;
+  spdlog::debug("decode graph recorded: {} sequences, {} kernels", num_tokens,
+                entry.graph->num_nodes());
+  return replayed;
+}
+
+Gemma4Model::GraphStats Gemma4Model::graph_stats() const {
+  GraphStats stats = graph_stats_;
+  stats.graphs = 0;
+  for (const auto& [shape, entry] : graphs_) stats.graphs += entry.graph != nullptr ? 1 : 0;
+  return stats;
+}
+
+Tensor Gemma4Model::Run(const StepMetadata& step, int64_t num_tokens, KvCache& cache) {
   // h0 = embed_tokens[ids] · sqrt(hidden); activations are f32 here, so the scale is too.
   // Vocab-parallel: each rank fills the rows of the ids it holds, zeros elsewhere, then one
   // all-reduce assembles the embedding.

@@ -14,6 +14,13 @@
 // right after each row-parallel matmul and after the experts. With a LocalCommunicator the same
 // code is the single-process model.
 //
+// Decode graphs (UseDecodeGraphs; on a GPU, for a dense model in one process): a plain decode step
+// is padded to a graph shape (model/forward_batch.h, PadForGraph) and replayed as one CUDA graph
+// recorded at the first step of that shape (ops/graph.h), which saves the thousands of kernel
+// launches a step otherwise costs the host. The graph's logits are bitwise those of the same
+// padded step run op by op: the first replay of every graph is checked against the eager run it
+// was recorded from, and a mismatch turns graphs off for good (with an error in the log).
+//
 // Thread-safety: Forward mutates the cache and the workspace and must not run concurrently with
 // itself.
 #pragma once
@@ -21,6 +28,8 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -31,6 +40,7 @@
 #include "model/forward_batch.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
+#include "ops/graph.h"
 #include "ops/rope.h"
 #include "parallel/communicator.h"
 
@@ -66,6 +76,19 @@ class Gemma4Model {
   // Read them on the host through ops::ToHost.
   Tensor Forward(const ForwardBatch& batch, KvCache& cache);
 
+  // Replays decode steps as graphs where it can (see above); off by default. Has an effect only
+  // on a GPU, for a model without routed experts (which copy expert offsets to the host) in a
+  // world of one (a collective would synchronise), and without an observer.
+  void UseDecodeGraphs(bool on) { use_graphs_ = on; }
+
+  // What the decode graphs have done since construction.
+  struct GraphStats {
+    int64_t recorded = 0;  // graphs recorded (a shape's first step, or its scratch moved)
+    int64_t replayed = 0;  // steps replayed, the recording steps included
+    int64_t graphs = 0;    // graphs held now
+  };
+  GraphStats graph_stats() const;
+
   // Tokens routed to each expert since the last call: [num_layers, num_experts] i64 in host
   // memory (empty for dense models). Every rank routes every token, so any rank's counts are the
   // model's.
@@ -82,6 +105,25 @@ class Gemma4Model {
                                 int world_size, const StepLimits& limits);
 
  private:
+  // A decode graph and what stays in place for it between replays.
+  struct DecodeGraph {
+    UploadBuffers upload;  // the metadata its kernels read, refilled for every replay
+    std::unique_ptr<ops::DeviceGraph> graph;
+    Tensor logits;          // [shape.num_sequences, vocab] in the workspace
+    bool eager_only = false;  // the shape does not fit the workspace: never recorded
+  };
+
+  // The step after UploadBatch: embed, layers, LM head.
+  Tensor Run(const StepMetadata& step, int64_t num_tokens, KvCache& cache);
+  // Whether Forward may replay `batch` as a decode graph.
+  bool GraphEligible(const ForwardBatch& batch) const;
+  // A plain decode through the graph of its shape, recorded first when there is none.
+  Tensor ForwardByGraph(const ForwardBatch& batch, const GraphShape& shape, DecodeGraph& entry,
+                        KvCache& cache);
+  // Records entry's graph from the eager step of `step` and checks its first replay against it.
+  Tensor RecordGraph(DecodeGraph& entry, const StepMetadata& step, int64_t num_tokens,
+                     int64_t rows, KvCache& cache);
+
   // h [num_tokens, hidden] → attention output [num_tokens, hidden] (before its post-norm).
   Tensor Attention(int64_t layer, const Tensor& x, const StepMetadata& step, KvCache& cache);
   // x [num_tokens, hidden] → dense MLP output [num_tokens, hidden].
@@ -108,6 +150,11 @@ class Gemma4Model {
   Workspace workspace_;
   UploadBuffers upload_buffers_;
   Observer observer_;
+  const StepLimits limits_;
+  bool use_graphs_ = false;
+  std::map<GraphShape, DecodeGraph> graphs_;
+  ForwardBatch padded_;  // the current step laid out for its graph; kept to reuse its storage
+  GraphStats graph_stats_;
 };
 
 }  // namespace gemmaserve::model

@@ -493,6 +493,7 @@ void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor&
   const size_t row_bytes = static_cast<size_t>(row) * DTypeSize(v_cache.dtype());
   const int32_t* slot = slots.data<int32_t>();
   for (int64_t t = 0; t < v.dim(0); ++t) {
+    if (slot[t] == kPaddingSlot) continue;
     CHECK(slot[t] >= 0 && slot[t] < num_slots) << "slot " << slot[t] << " of " << num_slots;
     if (keys) {
       StoreRow(k.data<float>() + t * row, row, k_cache.dtype(),

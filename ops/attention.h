@@ -45,10 +45,15 @@ struct KeysFromValues {
   RopeTable rope;        // the layer's Rotary::Table covering the step's max_context_len (CPU)
 };
 
+// The slot of a token that is not cached: a padding row of a batch laid out for a graph
+// (model::PadForGraph).
+inline constexpr int32_t kPaddingSlot = -1;
+
 // Writes this step's keys and values into their cache slots, rounded to the cache's dtype.
 // k, v: [num_tokens, num_kv_heads, head_dim] f32; slots: [num_tokens] i32, slot =
-// block·block_stride + row (the cache's rows, [num_blocks · block_stride]). An undefined k_cache
-// (a layer whose keys are rebuilt, KeysFromValues) writes the values only; k is not read.
+// block·block_stride + row (the cache's rows, [num_blocks · block_stride]), or kPaddingSlot for
+// a token written nowhere. An undefined k_cache (a layer whose keys are rebuilt, KeysFromValues)
+// writes the values only; k is not read.
 void WriteKvCache(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache,
                   Tensor& v_cache);
 

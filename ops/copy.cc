@@ -65,6 +65,13 @@ float ScalarToHost(const Tensor& x) {
   return value;
 }
 
+bool SameBits(const Tensor& a, const Tensor& b) {
+  CHECK(a.device().is_cpu() && b.device().is_cpu())
+      << "SameBits: " << a.DebugString() << " and " << b.DebugString();
+  return a.dtype() == b.dtype() && a.shape() == b.shape() &&
+         std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
+}
+
 void GatherRows(const Tensor& x, const Tensor& rows, Tensor& out) {
 #ifdef GEMMASERVE_HAVE_CUDA
   if (out.device().is_cuda()) return kernels::GatherRows(x, rows, out);

@@ -21,6 +21,10 @@ Tensor Concat(const std::vector<Tensor>& parts, int dim);
 // The single element of `x` (any float dtype, any device) as a float on the host.
 float ScalarToHost(const Tensor& x);
 
+// Whether a and b (host memory) have one dtype and shape and the same bytes: bitwise equality,
+// for which NaN equals NaN of the same bits and 0 differs from −0.
+bool SameBits(const Tensor& a, const Tensor& b);
+
 // out[i, :] = x[rows[i], :]. x: [n, dim] f32; rows: [m] i32, each in [0, n); out: [m, dim] f32.
 void GatherRows(const Tensor& x, const Tensor& rows, Tensor& out);
 

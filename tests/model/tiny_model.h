@@ -23,6 +23,7 @@ namespace gemmaserve::testing {
 
 inline constexpr int64_t kTinyBlockSize = 16;
 inline constexpr int64_t kTinyNumBlocks = 16;  // 256 positions for one sequence, 64 for each of 4
+inline constexpr int64_t kTinySlotBlocks = 4;  // TinyModel::Steps: 4 sequences of 64 positions
 
 // The weights of tests/data/`model`, prepared for the CPU.
 inline model::ModelWeights LoadTinyWeights(const std::string& model, model::Gemma4Config& config) {
@@ -77,6 +78,33 @@ struct TinyModel {
       for (int64_t b = 0; b < kTinyNumBlocks; ++b) {
         seq.block_tables[g].push_back(blocks->Block(0, static_cast<model::LayerKind>(g), b));
       }
+    }
+    const absl::Status status = batch.Finalize(model->config(), cache->geometry());
+    ASSERT_TRUE(status.ok()) << status;
+  }
+
+  // Fills `batch` with one sequence per entry, each in its own slot: sequence slot s owns blocks
+  // [s · kTinySlotBlocks, (s + 1) · kTinySlotBlocks) of each group (64 positions). Finalizes it.
+  struct SlotStep {
+    int64_t slot = 0;
+    int64_t num_cached = 0;
+    std::vector<int32_t> tokens;
+  };
+  void Steps(const std::vector<SlotStep>& steps, model::ForwardBatch& batch) const {
+    batch.token_ids.clear();
+    batch.sequences.clear();
+    for (const SlotStep& step : steps) {
+      batch.token_ids.insert(batch.token_ids.end(), step.tokens.begin(), step.tokens.end());
+      model::BatchSequence seq;
+      seq.num_cached = step.num_cached;
+      seq.num_tokens = static_cast<int64_t>(step.tokens.size());
+      for (int g = 0; g < model::kNumKvGroups; ++g) {
+        for (int64_t b = 0; b < kTinySlotBlocks; ++b) {
+          seq.block_tables[g].push_back(blocks->Block(0, static_cast<model::LayerKind>(g),
+                                                      step.slot * kTinySlotBlocks + b));
+        }
+      }
+      batch.sequences.push_back(std::move(seq));
     }
     const absl::Status status = batch.Finalize(model->config(), cache->geometry());
     ASSERT_TRUE(status.ok()) << status;
