@@ -64,8 +64,10 @@ Tensor Gemma4Model::Project(const Tensor& x, const Tensor& w) {
 Tensor Gemma4Model::Forward(const ForwardBatch& batch, KvCache& cache) {
   if (GraphEligible(batch)) {
     const GraphShape shape = GraphShapeFor(batch, config_);
-    DecodeGraph& entry = graphs_[shape];
-    if (!entry.eager_only) return ForwardByGraph(batch, shape, entry, cache);
+    if (shape.table_width * batch.kv_block_size <= kMaxGraphContext) {
+      DecodeGraph& entry = graphs_[shape];
+      if (!entry.eager_only) return ForwardByGraph(batch, shape, entry, cache);
+    }
   }
   workspace_.Reset();
   return Run(UploadBatch(batch, weights_.device, upload_buffers_), batch.num_tokens(), cache);

@@ -78,7 +78,10 @@ class Gemma4Model {
 
   // Replays decode steps as graphs where it can (see above); off by default. Has an effect only
   // on a GPU, for a model without routed experts (which copy expert offsets to the host) in a
-  // world of one (a collective would synchronise), and without an observer.
+  // world of one (a collective would synchronise), without an observer, and for steps of at most
+  // max_logits_rows sequences whose block tables cover at most kMaxGraphContext positions (each
+  // graph's metadata grows with both; past that, attention outweighs the launches anyway).
+  static constexpr int64_t kMaxGraphContext = 16384;
   void UseDecodeGraphs(bool on) { use_graphs_ = on; }
 
   // What the decode graphs have done since construction.

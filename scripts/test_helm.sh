@@ -144,7 +144,7 @@ check_grep "cpu: four ranks over TP, one per pod" "$work/cpu.yaml" \
   "--threads=16" "path: /srv/models/gemma-4-31b-it" "publishNotReadyAddresses: true"
 check_grep "multinode: EP=8 as 2 pods × 4 GPUs, NCCL env, shm" "$work/multinode.yaml" \
   "size: 2" "--ep=8" "--world-size=8" "nvidia.com/gpu: 4" 'device="cuda:${i}"' \
-  'LWS_WORKER_INDEX' "name: NCCL_SOCKET_IFNAME" "medium: Memory" "sizeLimit: 64Gi" \
+  "--enforce-eager" 'LWS_WORKER_INDEX' "name: NCCL_SOCKET_IFNAME" "medium: Memory" "sizeLimit: 64Gi" \
   "--drain-timeout-s=120" "terminationGracePeriodSeconds: 150" "grafana_dashboard: \"1\"" \
   'gemmaserve_moe_balancedness{namespace="serving", job="gs-gemmaserve-coordinator", layer="all"}) < 0.75' \
   'gemmaserve_requests_waiting{namespace="serving", job="gs-gemmaserve-coordinator"}) > 64'
@@ -152,6 +152,8 @@ check_grep "tp31b: 31B over TP=8 as 2 pods × 4 GPUs, bf16, GPU memory share, NC
   "$work/tp31b.yaml" "size: 2" "--tp=8" "--world-size=8" "nvidia.com/gpu: 4" \
   'device="cuda:${i}"' "--precision=bf16" "--gpu-memory-utilization=0.9" \
   "name: NCCL_IB_HCA" "mountPath: /model"
+check "tp31b: decode graphs by default (no --enforce-eager)" \
+  sh -c '! grep -q -- "--enforce-eager" "$0"' "$work/tp31b.yaml"
 check "cpu: no GPU flags on CPU workers" \
   sh -c '! grep -q -- "--gpu-memory-utilization" "$0"' "$work/cpu.yaml"
 

@@ -33,6 +33,8 @@ void SessionOptions::AddFlags(FlagSet& flags) {
                "f32 (exact) or bf16 (bf16 weights, matmul inputs and KV; GPU only)");
   flags.Double("gpu-memory-utilization", &gpu_memory_utilization,
                "with --tp/--ep on GPUs: the share of a GPU's memory each worker may hold");
+  flags.Bool("enforce-eager", &enforce_eager,
+             "on a GPU: run every step op by op, without CUDA graphs for decode steps");
 }
 
 namespace {
@@ -87,6 +89,7 @@ absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOp
     session->comm_ = std::make_unique<parallel::LocalCommunicator>();
     worker::ShardOptions shard_options;
     shard_options.kv_cache_dtype = kv_cache_dtype;
+    shard_options.decode_graphs = !options.enforce_eager;
     // The driver prefills a whole prompt in one step: a workspace that holds one (a layer's
     // activations for every prompt token, at most max_context) spares each layer of a long prompt
     // fresh, page-faulted overflow memory.
@@ -111,6 +114,7 @@ absl::StatusOr<std::unique_ptr<ModelSession>> ModelSession::Open(const SessionOp
                            "--device", options.device, "--precision", options.precision,
                            "--gpu-memory-utilization",
                            absl::StrCat(options.gpu_memory_utilization)};
+    if (options.enforce_eager) cluster.worker_args.push_back("--enforce-eager");
     ASSIGN_OR_RETURN(session->cluster_, coordinator::LocalCluster::Start(cluster));
     const model::KvPages held = session->cluster_->group().kv_pages();
     kv_pages = model::BlockRuns::PagesFor(held, blocks, options.max_sequences);

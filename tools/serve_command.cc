@@ -57,6 +57,7 @@ struct ServeConfig {
   std::string device = "cpu";
   std::string precision = "f32";
   double gpu_memory_utilization = 0.9;
+  bool enforce_eager = false;
   std::string cpu_precision = "f32";
   int64_t kv_cache_mb = 512;
   std::string kv_cache_dtype = "auto";
@@ -98,6 +99,8 @@ void AddFlags(FlagSet& flags, ServeConfig& c, bool local_workers) {
     flags.Double("gpu-memory-utilization", &c.gpu_memory_utilization,
                  "on GPUs: the share of a GPU's memory each worker may hold; the KV cache gets "
                  "what weights and activations leave");
+    flags.Bool("enforce-eager", &c.enforce_eager,
+               "on GPUs: run every step op by op, without CUDA graphs for decode steps");
     flags.String("cpu-precision", &c.cpu_precision,
                  "f32 (exact) or bf16 (prefill matmuls on the CPU's bf16 instructions: AMX, "
                  "AVX512-BF16)");
@@ -208,6 +211,7 @@ absl::Status Serve(ServeConfig c, bool local_workers) {
                                  "--device", c.device, "--precision", c.precision,
                                  "--gpu-memory-utilization",
                                  absl::StrCat(c.gpu_memory_utilization)};
+  if (c.enforce_eager) cluster_options.worker_args.push_back("--enforce-eager");
   cluster_options.metrics_port_base = static_cast<int>(c.worker_metrics_port);
   cluster_options.wait_ready = false;
   cluster_options.restart_workers = true;

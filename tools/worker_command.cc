@@ -37,6 +37,8 @@ int WorkerMain(int argc, char** argv) {
   flags.Double("gpu-memory-utilization", &options.gpu_memory_utilization,
                "on a GPU: the share of its memory this worker may hold; the KV cache gets what "
                "weights and activations leave");
+  flags.Bool("enforce-eager", &options.enforce_eager,
+             "on a GPU: run every step op by op, without CUDA graphs for decode steps");
   flags.String("collective-host", &options.collective_host,
                "address peers reach this worker at (default: the local address toward the coordinator)");
   flags.Int("metrics-port", &metrics_port,

@@ -34,6 +34,8 @@ ModelShard::ModelShard(LoadedShard shard, int64_t block_size, int64_t num_pages,
     : model_(std::move(shard.config), std::move(shard.weights), comm, options.step_limits),
       cache_(model_.weights().layers,
              CacheOptions(block_size, num_pages, options.kv_cache_dtype), model_.weights().device),
-      executor_(model_, cache_, comm.rank()) {}
+      executor_(model_, cache_, comm.rank()) {
+  model_.UseDecodeGraphs(options.decode_graphs);
+}
 
 }  // namespace gemmaserve::worker

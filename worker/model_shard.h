@@ -37,6 +37,8 @@ model::KvPageLayout KvLayout(const LoadedShard& shard, int64_t block_size,
 struct ShardOptions {
   DType kv_cache_dtype = DType::kF32;  // model::CheckKvCacheDType
   model::StepLimits step_limits;       // sizes the activation workspace
+  // On a GPU: plain decode steps replayed as CUDA graphs (model::Gemma4Model::UseDecodeGraphs).
+  bool decode_graphs = true;
 };
 
 class ModelShard {

@@ -175,6 +175,8 @@ absl::Status ServeSteps(pb::Coordinator::Stub& stub, const pb::ClusterConfig& cl
     if (metrics != nullptr) {
       metrics->RecordStep(absl::Milliseconds(reply.compute_ms()),
                           absl::Milliseconds(reply.communication_ms()));
+      const model::Gemma4Model::GraphStats graphs = shard.model().graph_stats();
+      metrics->SetDecodeGraphs(graphs.recorded, graphs.replayed, graphs.graphs);
     }
     if (!stream->Reply(reply)) break;
   }
@@ -287,6 +289,7 @@ absl::Status RunWorker(const WorkerOptions& options) {
   ASSIGN_OR_RETURN(LoadedShard loaded, LoadShard(cluster.model_dir(), plan, format));
 
   ShardOptions shard_options;
+  shard_options.decode_graphs = !options.enforce_eager;
   ASSIGN_OR_RETURN(shard_options.kv_cache_dtype,
                    model::ResolveKvCacheDType(
                        cluster.kv_cache_dtype().empty() ? "auto" : cluster.kv_cache_dtype(),

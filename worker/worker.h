@@ -39,6 +39,8 @@ struct WorkerOptions {
   // On a GPU: the share of its memory this worker may hold (weights, activations, KV cache); the
   // KV cache gets what the rest leaves.
   double gpu_memory_utilization = 0.9;
+  // On a GPU: every step op by op, no decode graphs (vLLM's --enforce-eager).
+  bool enforce_eager = false;
   int metrics_port = 9400;         // Prometheus /metrics and /health; 0 = any free port, −1 = off
   // Address peers reach this worker at for collectives: an IP, hostname or interface name.
   // Empty: the local address of the connection to the coordinator.

@@ -68,6 +68,21 @@ WorkerMetrics::WorkerMetrics(int rank) : registry_(std::make_shared<prometheus::
                 .Help("1 when the worker is attached to its coordinator and taking steps")
                 .Register(r)
                 .Add(labels);
+  graph_steps_ = &prometheus::BuildCounter()
+                      .Name("gemmaserve_worker_decode_graph_steps_total")
+                      .Help("Decode steps this rank replayed as CUDA graphs")
+                      .Register(r)
+                      .Add(labels);
+  graphs_recorded_ = &prometheus::BuildCounter()
+                          .Name("gemmaserve_worker_decode_graphs_recorded_total")
+                          .Help("CUDA graphs this rank recorded for decode steps")
+                          .Register(r)
+                          .Add(labels);
+  graphs_held_ = &prometheus::BuildGauge()
+                      .Name("gemmaserve_worker_decode_graphs")
+                      .Help("CUDA graphs of decode steps this rank holds")
+                      .Register(r)
+                      .Add(labels);
 }
 
 WorkerMetrics::~WorkerMetrics() = default;
@@ -86,6 +101,14 @@ void WorkerMetrics::SetKvCacheBytes(int64_t bytes) {
 }
 
 void WorkerMetrics::SetReady(bool ready) { ready_->Set(ready ? 1 : 0); }
+
+void WorkerMetrics::SetDecodeGraphs(int64_t recorded, int64_t replayed, int64_t held) {
+  graphs_recorded_->Increment(static_cast<double>(recorded - last_recorded_));
+  graph_steps_->Increment(static_cast<double>(replayed - last_replayed_));
+  graphs_held_->Set(static_cast<double>(held));
+  last_recorded_ = recorded;
+  last_replayed_ = replayed;
+}
 
 std::string WorkerMetrics::Serialize() const {
   return prometheus::TextSerializer().Serialize(registry_->Collect());

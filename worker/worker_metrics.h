@@ -6,6 +6,9 @@
 //   gemmaserve_worker_kv_cache_bytes{rank}              gauge, KV cache this rank allocated
 //   gemmaserve_worker_up{rank}                          gauge, 1 while the process serves metrics
 //   gemmaserve_worker_ready{rank}                       gauge, 1 when attached and taking steps
+//   gemmaserve_worker_decode_graph_steps_total{rank}    counter, decode steps replayed as CUDA graphs
+//   gemmaserve_worker_decode_graphs_recorded_total{rank} counter, CUDA graphs recorded
+//   gemmaserve_worker_decode_graphs{rank}               gauge, CUDA graphs held
 // Expert load is not here: rank 0 sends its routing counts to the coordinator with each step.
 //
 // Ownership: the object owns its registry and HTTP server; destroying it stops serving.
@@ -18,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
@@ -49,6 +53,9 @@ class WorkerMetrics {
   void SetWeightBytes(int64_t bytes);
   void SetKvCacheBytes(int64_t bytes);
   void SetReady(bool ready);
+  // The model's decode graph totals since it was made (model::Gemma4Model::graph_stats), after a
+  // step: the counters advance by what changed. Called from the step's thread only.
+  void SetDecodeGraphs(int64_t recorded, int64_t replayed, int64_t held);
 
   // The text a scrape of /metrics returns.
   std::string Serialize() const;
@@ -65,6 +72,11 @@ class WorkerMetrics {
   prometheus::Gauge* weight_bytes_;
   prometheus::Gauge* kv_cache_bytes_;
   prometheus::Gauge* ready_;
+  prometheus::Counter* graph_steps_;
+  prometheus::Counter* graphs_recorded_;
+  prometheus::Gauge* graphs_held_;
+  int64_t last_recorded_ = 0;  // the totals SetDecodeGraphs saw last
+  int64_t last_replayed_ = 0;
 };
 
 }  // namespace gemmaserve::worker

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/linear.h"
 #include "model/checkpoint.h"
 #include "model/weights.h"
 #include "nlohmann/json.hpp"
@@ -23,8 +24,10 @@
 namespace gemmaserve::testing {
 namespace {
 
-// A tiny checkpoint on the GPU (or the CPU), in f32 or bf16, with its own paged cache.
-std::unique_ptr<TinyModel> LoadOn(const std::string& name, const Device& device, DType precision) {
+// A tiny checkpoint on the GPU (or the CPU), in f32 or bf16, with its own paged cache; on the GPU
+// decode steps replay graphs unless `decode_graphs` is false (as a worker runs them).
+std::unique_ptr<TinyModel> LoadOn(const std::string& name, const Device& device, DType precision,
+                                  bool decode_graphs = true) {
   model::Gemma4Config config;
   const std::string dir = "tests/data/" + name;
   config = *model::Gemma4Config::FromModelDir(dir);
@@ -35,8 +38,11 @@ std::unique_ptr<TinyModel> LoadOn(const std::string& name, const Device& device,
   format.matrix_dtype = precision;
   auto weights = model::LoadWeights(*checkpoint, config, parallel::ShardPlan::Single(), format);
   EXPECT_TRUE(weights.ok()) << weights.status();
-  return std::make_unique<TinyModel>(std::move(*weights), std::move(config), model::StepLimits{},
-                                     device.is_cpu() ? DType::kF32 : precision, device);
+  auto tiny = std::make_unique<TinyModel>(std::move(*weights), std::move(config),
+                                          model::StepLimits{},
+                                          device.is_cpu() ? DType::kF32 : precision, device);
+  tiny->model->UseDecodeGraphs(decode_graphs);
+  return tiny;
 }
 
 // Logits of one step as host rows of `vocab`.
@@ -176,6 +182,87 @@ TEST_P(GpuGoldenTest, GpuVsCpuIntermediatesAgreeInF32) {
   EXPECT_FALSE(divergence.has_value())
       << "first divergence: " << divergence->name << " of layer " << divergence->layer << " by "
       << divergence->max_abs_diff;
+}
+
+// Decode steps of 3, 1, 2 and 4 sequences (graphs of 4, 1, 2 and 4) replayed as graphs give the
+// bits of the same padded steps run op by op, step after step (each replay on new metadata and a
+// longer context). In bf16 a 48-token prefill in between moves the matmul scratch the graphs
+// recorded, unless an earlier test in this process grew it further: they are then recorded again.
+// The MoE model decodes op by op (its dispatch reads expert offsets on the host).
+void ExpectGraphsReplayTheEagerSteps(const std::string& name, DType precision) {
+  auto graphed = LoadOn(name, Gpu(), precision, /*decode_graphs=*/true);
+  auto eager = LoadOn(name, Gpu(), precision, /*decode_graphs=*/false);
+  const GoldenReference ref = LoadGoldenReference(name);
+  std::vector<int64_t> cached(4, 0);
+  std::vector<int32_t> last(4, 0);
+  model::ForwardBatch batch;
+  auto prefill = [&](int64_t slot, const std::vector<int32_t>& prompt) {
+    for (TinyModel* tiny : {graphed.get(), eager.get()}) {
+      tiny->Steps({{slot, 0, prompt}}, batch);
+      last[slot] = Argmax(Rows(tiny->model->Forward(batch, *tiny->cache))[0]);
+    }
+    cached[slot] = static_cast<int64_t>(prompt.size());
+  };
+  for (int64_t s = 0; s < 3; ++s) prefill(s, ref.inputs[static_cast<size_t>(s)]);
+  if (graphed->model->config().is_moe()) {
+    graphed->Steps({{0, cached[0], {last[0]}}, {1, cached[1], {last[1]}}}, batch);
+    graphed->model->Forward(batch, *graphed->cache);
+    EXPECT_EQ(graphed->model->graph_stats().replayed, 0) << "the MoE model decodes op by op";
+    return;
+  }
+  const std::vector<std::vector<int64_t>> schedule = {{0, 1, 2}, {1},          {2, 0}, {0, 1, 2},
+                                                      {1},       {0, 1, 2, 3}, {2, 0}};
+  int64_t recorded_before_prefill = 0;
+  bool scratch_moved = false;
+  for (size_t step = 0; step < schedule.size(); ++step) {
+    if (step == 5) {
+      recorded_before_prefill = graphed->model->graph_stats().recorded;
+      const int64_t generation = kernels::ScratchGeneration();
+      std::vector<int32_t> prompt;
+      while (prompt.size() < 48) prompt.insert(prompt.end(), ref.inputs[0].begin(), ref.inputs[0].end());
+      prompt.resize(48);
+      prefill(3, prompt);
+      scratch_moved = kernels::ScratchGeneration() != generation;
+    }
+    std::vector<TinyModel::SlotStep> steps;
+    for (int64_t s : schedule[step]) steps.push_back({s, cached[s], {last[s]}});
+    const size_t rows = steps.size();
+    graphed->Steps(steps, batch);
+    const std::vector<std::vector<float>> replayed =
+        Rows(graphed->model->Forward(batch, *graphed->cache));
+    eager->Steps(steps, batch);
+    model::ForwardBatch padded;
+    model::PadForGraph(batch, model::GraphShapeFor(batch, eager->model->config()), padded);
+    const std::vector<std::vector<float>> expected =
+        Rows(eager->model->Forward(padded, *eager->cache));
+    ASSERT_EQ(replayed.size(), rows);
+    for (size_t r = 0; r < rows; ++r) {
+      EXPECT_EQ(replayed[r], expected[r]) << name << " step " << step << " row " << r;
+      const int64_t s = schedule[step][r];
+      last[s] = Argmax(expected[r]);
+      ++cached[s];
+    }
+  }
+  const model::Gemma4Model::GraphStats stats = graphed->model->graph_stats();
+  EXPECT_EQ(stats.replayed, static_cast<int64_t>(schedule.size()));
+  EXPECT_EQ(stats.graphs, 3);  // 4, 1 and 2 sequences, tables 16 blocks wide
+  if (scratch_moved) {
+    EXPECT_GT(stats.recorded, recorded_before_prefill) << "the prefill made the graphs stale";
+  } else {
+    EXPECT_EQ(stats.recorded, 3);
+  }
+  std::printf("%s %s: %lld graphs recorded, %lld steps replayed; the prefill %s the scratch\n",
+              name.c_str(), std::string(DTypeName(precision)).c_str(),
+              static_cast<long long>(stats.recorded),
+              static_cast<long long>(stats.replayed), scratch_moved ? "moved" : "did not move");
+}
+
+TEST_P(GpuGoldenTest, DecodeGraphsReplayTheEagerStepsBitwiseInF32) {
+  ExpectGraphsReplayTheEagerSteps(GetParam(), DType::kF32);
+}
+
+TEST_P(GpuGoldenTest, DecodeGraphsReplayTheEagerStepsBitwiseInBf16) {
+  ExpectGraphsReplayTheEagerSteps(GetParam(), DType::kBF16);
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyModels, GpuGoldenTest,

@@ -16,6 +16,7 @@
 #include "ops/attention.h"
 #include "ops/copy.h"
 #include "ops/elementwise.h"
+#include "ops/graph.h"
 #include "ops/linear.h"
 #include "ops/moe.h"
 #include "ops/norm.h"
@@ -332,7 +333,8 @@ void RunPrepareAttention(const PrepareCase& c, std::mt19937& rng) {
   const Tensor q_norm = Random({c.head_dim}, rng, 0.5f, 1.5f);
   const Tensor k_norm = Random({c.head_dim}, rng, 0.5f, 1.5f);
   const std::vector<int32_t> positions = {0, 1, 2, 17, 4095, 131071, 262143, 9, 3};
-  const std::vector<int32_t> slots = {0, 1, 2, 9, 17, 31, 30, 8, 3};
+  // The last token is a padding row (model::PadForGraph): cached nowhere.
+  const std::vector<int32_t> slots = {0, 1, 2, 9, 17, 31, 30, 8, ops::kPaddingSlot};
   const Shape cache_shape = {kBlocks, kStride, c.kv_heads, c.head_dim};
   ops::Rotary cpu_rotary(c.head_dim, c.angles, 1e6);
   ops::Rotary gpu_rotary(c.head_dim, c.angles, 1e6, Gpu());
@@ -377,8 +379,10 @@ void RunPrepareAttention(const PrepareCase& c, std::mt19937& rng) {
   ExpectClose(ToCpu(fused.q), cpu.q, 1e-5, what + " q, GPU vs CPU");
   ExpectClose(ToCpu(fused.k), cpu.k, 1e-5, what + " k, GPU vs CPU");
   ExpectClose(ToCpu(fused.v), cpu.v, 1e-5, what + " v, GPU vs CPU");
+  ExpectClose(ToCpu(fused.v_cache), cpu.v_cache, 1e-5, what + " v cache, GPU vs CPU");
   if (!c.keys_from_values) {
     ExpectClose(ToCpu(fused.k_cache), ToCpu(unfused.k_cache), 0.0, what + " k cache");
+    ExpectClose(ToCpu(fused.k_cache), cpu.k_cache, 1e-5, what + " k cache, GPU vs CPU");
   }
 }
 
@@ -390,6 +394,48 @@ TEST_F(GpuOpsTest, PrepareAttentionIsTheNormsRopeAndKvWriteBitwise) {
                                PrepareCase{32, 16, 4, 2, false, DType::kF32}}) {
     RunPrepareAttention(c, rng_);
   }
+}
+
+// A graph of ops recorded once and replayed on its buffers' new contents gives what the ops give
+// when called; a matmul over a larger input moves the bf16 scratch the graph recorded, which
+// makes it stale.
+TEST_F(GpuOpsTest, GraphReplaysItsOpsOnTheirBuffersNewContents) {
+  const int64_t rows = 4, in = 2816, out = 512;
+  Tensor x = ToGpu(Random({rows, in}, rng_));
+  const Tensor w = ToGpu(ToBf16(Random({out, in}, rng_, -0.05f, 0.05f)));
+  const Tensor norm = ToGpu(Random({out}, rng_, 0.5f, 1.5f));
+  const Tensor slots = ToGpu(Ints({3, ops::kPaddingSlot, 0, 6}));
+  Tensor y = ToGpu(Nan({rows, out}));
+  Tensor z = ToGpu(Nan({rows, out}));
+  Tensor values = ToGpu(Tensor::Zeros(DType::kBF16, {2, 4, 2, out / 2}));
+  Tensor no_keys;
+  auto step = [&] {
+    ops::Linear(x, w, y);
+    ops::RmsNorm(y, norm, 1e-6f, z);
+    ops::WriteKvCache(Tensor(), z.View({rows, 2, out / 2}), slots, no_keys, values);
+  };
+  step();  // eagerly first: the matmul's scratch is made outside the recording
+  absl::StatusOr<std::unique_ptr<ops::DeviceGraph>> graph = ops::DeviceGraph::Capture(Gpu(), step);
+  ASSERT_TRUE(graph.ok()) << graph.status();
+  EXPECT_GE((*graph)->num_nodes(), 3);
+  for (int replay = 0; replay < 3; ++replay) {
+    const Tensor input = Random({rows, in}, rng_);
+    ops::Copy(input, x);
+    (*graph)->Replay();
+    const Tensor replayed_z = ToCpu(z);
+    const Tensor replayed_values = ToCpu(values);
+    ops::SetZero(values);
+    step();
+    EXPECT_TRUE(ops::SameBits(replayed_z, ToCpu(z))) << "replay " << replay;
+    EXPECT_TRUE(ops::SameBits(replayed_values, ToCpu(values))) << "replay " << replay;
+    ops::SetZero(values);
+  }
+  EXPECT_FALSE((*graph)->stale());
+  // Larger than any matmul input before it in this binary.
+  const int64_t many = 16384;
+  Tensor wide = ToGpu(Nan({many, out}));
+  ops::Linear(ToGpu(Random({many, in}, rng_)), w, wide);
+  EXPECT_TRUE((*graph)->stale());
 }
 
 TEST_F(GpuOpsTest, RoutingOn128ExpertsTop8AndOn8Top2) {

@@ -59,11 +59,16 @@ TEST(WorkerMetricsTest, ServesRankLabelledSeriesOverHttp) {
   metrics->SetKvCacheBytes(1048576);
   metrics->RecordStep(absl::Milliseconds(12), absl::Milliseconds(3));
   metrics->RecordStep(absl::Milliseconds(30), absl::Microseconds(200));
+  metrics->SetDecodeGraphs(/*recorded=*/2, /*replayed=*/5, /*held=*/2);
+  metrics->SetDecodeGraphs(/*recorded=*/3, /*replayed=*/9, /*held=*/1);
   response = HttpGet(metrics->port(), "/metrics");
   EXPECT_THAT(response, HasSubstr(R"(gemmaserve_worker_ready{rank="3"} 1)"));
   EXPECT_THAT(response, HasSubstr(R"(gemmaserve_worker_weight_bytes{rank="3"} 3221225472)"));
   EXPECT_THAT(response, HasSubstr(R"(gemmaserve_worker_kv_cache_bytes{rank="3"} 1048576)"));
   EXPECT_THAT(response, HasSubstr(R"(gemmaserve_worker_step_compute_seconds_count{rank="3"} 2)"));
+  EXPECT_THAT(response, HasSubstr(R"(gemmaserve_worker_decode_graph_steps_total{rank="3"} 9)"));
+  EXPECT_THAT(response, HasSubstr(R"(gemmaserve_worker_decode_graphs_recorded_total{rank="3"} 3)"));
+  EXPECT_THAT(response, HasSubstr(R"(gemmaserve_worker_decode_graphs{rank="3"} 1)"));
   EXPECT_THAT(response,
               HasSubstr(R"(gemmaserve_worker_step_compute_seconds_bucket{rank="3",le="0.025"} 1)"));
   EXPECT_THAT(

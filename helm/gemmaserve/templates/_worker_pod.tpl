@@ -57,6 +57,9 @@ spec:
         {{- if eq .Values.backend "cuda" }}
         - --precision={{ $w.precision }}
         - --gpu-memory-utilization={{ $w.gpuMemoryUtilization }}
+        {{- if $w.enforceEager }}
+        - --enforce-eager
+        {{- end }}
         {{- end }}
         {{- range $w.extraArgs }}
         - {{ . | quote }}
