@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "spdlog/spdlog.h"
-
 #include "ops/activation.h"
 #include "ops/attention.h"
 #include "ops/copy.h"
@@ -13,6 +11,7 @@
 #include "ops/moe.h"
 #include "ops/norm.h"
 #include "ops/routing.h"
+#include "spdlog/spdlog.h"
 
 namespace gemmaserve::model {
 
@@ -131,8 +130,8 @@ Tensor Gemma4Model::RecordGraph(DecodeGraph& entry, const StepMetadata& step, in
   entry.graph = std::move(*graph);
   ++graph_stats_.recorded;
   ++graph_stats_.replayed;
-  spdlog::debug("decode graph recorded: {} sequences, {} kernels", num_tokens,
-                entry.graph->num_nodes());
+  spdlog::info("decode graph recorded for {} sequences over {} positions: {} nodes", num_tokens,
+               step.attention[0].max_context_len, entry.graph->num_nodes());
   return replayed;
 }
 

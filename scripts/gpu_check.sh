@@ -8,15 +8,18 @@
 #   1 stage       build-gpu-stage/ (scripts/stage_gpu.sh) was built from these sources, its
 #                 libraries resolve and gpu_test lists its tests; else Plan B: build gpu_test here
 #                 (-DGEMMASERVE_GPU_ONLY=ON) if the dependencies are present; else FAIL
-#   2 kernels     GpuOps*: every kernel against its CPU op                     -> kernels.xml
+#   2 kernels     GpuOps*: every kernel against its CPU op, a graph of ops against the ops
+#                                                                              -> kernels.xml
 #   3 sanitizer   compute-sanitizer memcheck on GpuOpsSanitizer* (small shapes) -> sanitizer.log
-#   4 golden      GpuGolden*, GpuVsCpuIntermediates*                           -> golden.xml
+#   4 golden      GpuGolden*, GpuVsCpuIntermediates*; decode graphs against the same steps
+#                 run op by op, bitwise                                        -> golden.xml
 #   5 serve       the stage's gemmaserve (serve.tar.xz, unpacked to a temporary folder) under
 #                 scripts/serve_check.py --device cuda: golden logits and greedy tokens with one
 #                 worker, TP=2 and EP=2 (two workers on the GPU); `serve` answering the README's
 #                 curl and 64 concurrent greedy requests                       -> serve_check.txt
 #   6 throughput  the same gemmaserve: `serve_check.py --throughput`, `gemmaserve bench` at
-#                 concurrency 1, 32 and 128 on a 31B-shaped random checkpoint (2 of its 60 layers)
+#                 concurrency 1, 32 and 128 on a 31B-shaped random checkpoint (2 of its 60 layers),
+#                 then at 1 and 32 with --enforce-eager (no decode graphs)
 #                                                                              -> throughput_check.txt
 #   7 bench       the disabled *Bench* tests                                   -> bench.txt
 #
@@ -64,7 +67,7 @@ readonly out log="$out/gpu_check.log" summary="$out/summary.txt"
 
 readonly total_budget_s=520  # of the 590 s the run is given; the rest is slack
 readonly -a phase_names=(probe stage kernels sanitizer golden serve throughput bench)
-readonly -a phase_budget_s=(10 5 90 60 45 90 100 110)
+readonly -a phase_budget_s=(10 5 90 60 45 90 125 95)
 readonly plan_b_budget_s=240
 readonly filter_kernels='GpuOps*:*/GpuOps*'
 readonly filter_sanitizer='GpuOpsSanitizer*:*/GpuOpsSanitizer*'

@@ -17,7 +17,8 @@ With --throughput, instead: `gen-checkpoint` writes a random checkpoint (--prese
 default 31B's shapes with 2 of its 60 layers, 4.8 GB, which one GPU loads in seconds) to
 /dev/shm, with the tiny models' tokenizer (bench sends token ids), `serve` runs it (bf16 on a
 GPU), and `gemmaserve bench` (128 prompt and 128 output tokens a request) reports output tokens/s
-and latencies at concurrency 1, 32 and 128, one BENCH line each.
+and latencies at concurrency 1, 32 and 128, one BENCH line each; then the same server with
+--enforce-eager (decode steps op by op, no CUDA graphs) at concurrency 1 and 32, for comparison.
 
 Python's standard library only: the GPU machine has none of our packages. With --device cpu the
 same checks run here (gpu_check.sh --dry-run does so, so that a broken check shows up in CI, not
@@ -190,8 +191,9 @@ class Checker:
 
     # --- throughput -----------------------------------------------------------------------------
 
-    def throughput(self, preset, layers, concurrencies):
-        """Writes a random checkpoint, serves it and benchmarks it at each concurrency."""
+    def throughput(self, preset, layers, concurrencies, eager_concurrencies):
+        """Writes a random checkpoint, serves it and benchmarks it at each concurrency, then
+        without decode graphs at each of eager_concurrencies."""
         shm = Path("/dev/shm")
         with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as tmp:
             checkpoint = Path(tmp) / preset
@@ -201,16 +203,19 @@ class Checker:
             if self.failed > written:
                 return
             flags = ["--precision", "bf16"] if self.device != "cpu" else []
-            server, log, base, grpc = self.start_server(preset, checkpoint, flags)
-            try:
-                self.check(f"serve {preset}: ready", lambda: self.wait_ready(server, base, log))
-                for concurrency in concurrencies:
-                    if server.poll() is not None:
-                        break
-                    self.check(f"bench {preset}, concurrency {concurrency}",
-                               lambda: self.bench(grpc, concurrency))
-            finally:
-                self.stop_server(server)
+            for mode, extra, levels in (("", [], concurrencies),
+                                        ("eager ", ["--enforce-eager"], eager_concurrencies)):
+                server, log, base, grpc = self.start_server(preset, checkpoint, flags + extra)
+                try:
+                    self.check(f"serve {mode}{preset}: ready",
+                               lambda: self.wait_ready(server, base, log))
+                    for concurrency in levels:
+                        if server.poll() is not None:
+                            break
+                        self.check(f"bench {mode}{preset}, concurrency {concurrency}",
+                                   lambda: self.bench(grpc, concurrency, mode))
+                finally:
+                    self.stop_server(server)
 
     def generate(self, preset, layers, checkpoint):
         self.command(f"gen-checkpoint-{preset}", [
@@ -222,14 +227,14 @@ class Checker:
         size = sum(f.stat().st_size for f in checkpoint.iterdir())
         return True, f"{size / 1e9:.2f} GB in {checkpoint}"
 
-    def bench(self, grpc, concurrency):
+    def bench(self, grpc, concurrency, mode=""):
         requests = max(2 * concurrency, 4)
-        stdout = self.command(f"bench-{concurrency}", [
+        stdout = self.command(f"bench-{mode.strip() or 'graphs'}-{concurrency}", [
             "bench", "--server", grpc, "--api", "grpc", "--num-requests", str(requests),
             "--concurrency", str(concurrency), "--input-len", "128", "--output-len", "128",
             "--json"], timeout=180)
         report = json.loads(stdout)
-        line = (f"BENCH concurrency {concurrency}: {report['output_tokens_per_s']:.1f} output "
+        line = (f"BENCH {mode}concurrency {concurrency}: {report['output_tokens_per_s']:.1f} output "
                 f"tokens/s, {report['requests_per_s']:.2f} requests/s, TTFT p50 "
                 f"{report['ttft_ms']['p50']:.1f} ms, inter-token p50 "
                 f"{report['inter_token_ms']['p50']:.2f} ms p99 "
@@ -331,7 +336,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     checker = Checker(args.gemmaserve, args.device, out, time.monotonic() + args.budget_s)
     if args.throughput:
-        checker.throughput(args.preset, args.layers, (1, 32, 128))
+        checker.throughput(args.preset, args.layers, (1, 32, 128), (1, 32))
         return 1 if checker.failed else 0
     # The three layouts one GPU can hold, on the model each is for.
     for model, layout in (("dense", ""), ("dense", "--tp 2"), ("moe", ""), ("moe", "--ep 2")):

@@ -1,8 +1,9 @@
 // The GPU benchmarks (DISABLED_ tests, run by scripts/gpu_check.sh with
 // --gtest_also_run_disabled_tests --gtest_filter='*Bench*'): the device's copy bandwidth, then
 // decode steps of the 31B layer stack (all 60 layers, random bf16 weights made on the device) at
-// batch 1 and 32 with 1,024 tokens of context each, against the floor of reading every weight
-// once at the measured bandwidth, and one 2,048-token prefill; and one 26B-A4B MoE layer (128
+// batch 1 and 32 with 1,024 tokens of context each, op by op and replayed as decode graphs,
+// against the floor of reading every weight once at the measured bandwidth, and one 2,048-token
+// prefill; and one 26B-A4B MoE layer (128
 // experts, top-8) decoding 1 and 128 tokens. Each time is the median of 10 steps after 2
 // warm-ups, the host waiting for the logits (as a serving step does).
 #include <algorithm>
@@ -191,13 +192,20 @@ TEST(GpuBench, DISABLED_Bench31BLayerStackDecodeAndPrefill) {
   const double floor_s = static_cast<double>(weight_bytes) / (bandwidth / 2.0);
   std::printf("31B layer stack: %.1f GB of bf16 weights; floor %.2f ms per decode step\n",
               weight_bytes / 1e9, floor_s * 1e3);
-  for (int64_t batch : {int64_t{1}, sequences}) {
-    const double s = StepSeconds(model, kv.cache, kv.blocks, batch, context, false,
-                                 kv.blocks_per_sequence);
-    std::printf("decode, batch %ld, context %ld: %.2f ms per step (%.2f × floor), %.0f tokens/s\n",
-                static_cast<long>(batch), static_cast<long>(context), s * 1e3, s / floor_s,
-                static_cast<double>(batch) / s);
+  // Op by op, then replayed as decode graphs (the first of the 12 steps records the graph).
+  for (const bool graphs : {false, true}) {
+    model.UseDecodeGraphs(graphs);
+    for (int64_t batch : {int64_t{1}, sequences}) {
+      const double s = StepSeconds(model, kv.cache, kv.blocks, batch, context, false,
+                                   kv.blocks_per_sequence);
+      std::printf("decode%s, batch %ld, context %ld: %.2f ms per step (%.2f × floor), %.0f "
+                  "tokens/s\n",
+                  graphs ? " (graphs)" : " (op by op)", static_cast<long>(batch),
+                  static_cast<long>(context), s * 1e3, s / floor_s,
+                  static_cast<double>(batch) / s);
+    }
   }
+  model.UseDecodeGraphs(false);
   const double prefill_s =
       StepSeconds(model, kv.cache, kv.blocks, 1, 2048, true, 2 * kv.blocks_per_sequence);
   const double flops = 2.0 * static_cast<double>(weight_bytes / 2) * 2048;  // ≈ 2 · params · tokens
