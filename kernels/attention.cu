@@ -69,7 +69,9 @@ __global__ void __launch_bounds__(kPrepareThreads)
     src = k_raw + token * kv_row + r * head_dim;
     dst = k + token * kv_row + r * head_dim;
     weight = k_norm;
-    if (k_cache != nullptr && slots[token] >= 0) cache = k_cache + slots[token] * kv_row + r * head_dim;
+    if (k_cache != nullptr && slots[token] >= 0) {
+      cache = k_cache + slots[token] * kv_row + r * head_dim;
+    }
   } else {
     r -= num_kv_heads;
     src = v_raw + token * kv_row + r * head_dim;

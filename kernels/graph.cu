@@ -21,7 +21,8 @@ cudaStream_t GraphStream(int ordinal) {
 }
 
 absl::Status Unavailable(const char* call, cudaError_t error) {
-  return absl::UnavailableError(absl::StrCat("CUDA graph: ", call, ": ", cudaGetErrorString(error)));
+  return absl::UnavailableError(
+      absl::StrCat("CUDA graph: ", call, ": ", cudaGetErrorString(error)));
 }
 
 }  // namespace

@@ -30,7 +30,7 @@ class CudaGraph {
   // Records what `record` launches on `device`'s graph stream, then instantiates it. UNAVAILABLE
   // with the runtime's message when capture or instantiation failed.
   static absl::StatusOr<std::unique_ptr<CudaGraph>> Capture(const Device& device,
-                                                           const std::function<void()>& record);
+                                                            const std::function<void()>& record);
   ~CudaGraph();
   CudaGraph(const CudaGraph&) = delete;
   CudaGraph& operator=(const CudaGraph&) = delete;

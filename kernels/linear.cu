@@ -34,7 +34,7 @@ constexpr int64_t kBlasWorkspaceBytes = int64_t{32} << 20;
 // device memory).
 struct DeviceBlas {
   cublasHandle_t handle = nullptr;
-  Tensor workspace;         // kBlasWorkspaceBytes
+  Tensor workspace;               // kBlasWorkspaceBytes
   cudaStream_t stream = nullptr;  // the handle's stream now
   Tensor scratch;           // bf16, at least the largest x rounded so far
   Tensor group_pointers;    // GroupedLinearBf16's A, B and C pointer arrays, on the device
@@ -149,10 +149,10 @@ bool GroupedLinearBf16(const Tensor& x, const Tensor& w, const int32_t* offsets,
   GS_CUDA_CHECK(cudaMemcpy(device_pointers, pointers.data(), pointers.size() * sizeof(void*),
                            cudaMemcpyHostToDevice));
   const cublasStatus_t status = cublasGemmGroupedBatchedEx(
-      HandleOnStream(blas), transa.data(), transb.data(), m.data(), n.data(), k.data(), alpha.data(),
-      device_pointers, CUDA_R_16BF, lda.data(), device_pointers + groups, CUDA_R_16BF,
-      ldb.data(), beta.data(), const_cast<void* const*>(device_pointers + 2 * groups),
-      CUDA_R_32F, ldc.data(), groups, size.data(), CUBLAS_COMPUTE_32F);
+      HandleOnStream(blas), transa.data(), transb.data(), m.data(), n.data(), k.data(),
+      alpha.data(), device_pointers, CUDA_R_16BF, lda.data(), device_pointers + groups, CUDA_R_16BF,
+      ldb.data(), beta.data(), const_cast<void* const*>(device_pointers + 2 * groups), CUDA_R_32F,
+      ldc.data(), groups, size.data(), CUBLAS_COMPUTE_32F);
   if (status == CUBLAS_STATUS_NOT_SUPPORTED) {
     blas.groups_unsupported = true;
     return false;
@@ -179,20 +179,19 @@ void Linear(const Tensor& x, const Tensor& w, Tensor& y) {
   // Row-major y[rows, out] = x[rows, in] · w[out, in]ᵀ is column-major yᵀ[out, rows] =
   // wᵀᵀ · xᵀ: A = w seen column-major [in, out] and transposed, B = x seen as [in, rows].
   if (w.dtype() == DType::kF32) {
-    GS_CUBLAS_CHECK(cublasGemmEx(HandleOnStream(blas), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out),
-                                 static_cast<int>(rows), static_cast<int>(in), &alpha,
-                                 w.raw_data(), CUDA_R_32F, static_cast<int>(in), x.raw_data(),
-                                 CUDA_R_32F, static_cast<int>(in), &beta, y.raw_data(), CUDA_R_32F,
-                                 static_cast<int>(out), CUBLAS_COMPUTE_32F_PEDANTIC,
-                                 CUBLAS_GEMM_DEFAULT));
+    GS_CUBLAS_CHECK(cublasGemmEx(
+        HandleOnStream(blas), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out),
+        static_cast<int>(rows), static_cast<int>(in), &alpha, w.raw_data(), CUDA_R_32F,
+        static_cast<int>(in), x.raw_data(), CUDA_R_32F, static_cast<int>(in), &beta, y.raw_data(),
+        CUDA_R_32F, static_cast<int>(out), CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_GEMM_DEFAULT));
     return;
   }
   CheckDType(w, DType::kBF16, "Linear w");
   const __nv_bfloat16* x_bf16 = RoundedToBf16(blas, x);
-  GS_CUBLAS_CHECK(cublasGemmEx(HandleOnStream(blas), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out),
-                               static_cast<int>(rows), static_cast<int>(in), &alpha, w.raw_data(),
-                               CUDA_R_16BF, static_cast<int>(in), x_bf16, CUDA_R_16BF,
-                               static_cast<int>(in), &beta, y.raw_data(), CUDA_R_32F,
+  GS_CUBLAS_CHECK(cublasGemmEx(HandleOnStream(blas), CUBLAS_OP_T, CUBLAS_OP_N,
+                               static_cast<int>(out), static_cast<int>(rows), static_cast<int>(in),
+                               &alpha, w.raw_data(), CUDA_R_16BF, static_cast<int>(in), x_bf16,
+                               CUDA_R_16BF, static_cast<int>(in), &beta, y.raw_data(), CUDA_R_32F,
                                static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 

@@ -146,8 +146,9 @@ GraphShape GraphShapeFor(const ForwardBatch& batch, const Gemma4Config& config) 
   const int64_t widest = std::max(batch.max_blocks[0], batch.max_blocks[1]);
   GraphShape shape;
   shape.num_sequences = GraphBatchSize(static_cast<int64_t>(batch.context_lens.size()));
-  shape.table_width = std::max(kMinTableWidth, static_cast<int64_t>(std::bit_ceil(
-                                                   static_cast<uint64_t>(std::max<int64_t>(widest, 1)))));
+  shape.table_width = std::max(
+      kMinTableWidth,
+      static_cast<int64_t>(std::bit_ceil(static_cast<uint64_t>(std::max<int64_t>(widest, 1)))));
   shape.max_context_len = std::min(shape.table_width * block_size, config.max_position_embeddings);
   return shape;
 }

@@ -65,7 +65,8 @@ struct GraphShape {
   int64_t max_context_len = 0;  // what such tables hold, at most max_position_embeddings
 
   bool operator<(const GraphShape& other) const {
-    return std::pair(num_sequences, table_width) < std::pair(other.num_sequences, other.table_width);
+    return std::pair(num_sequences, table_width) <
+           std::pair(other.num_sequences, other.table_width);
   }
 };
 

@@ -120,9 +120,10 @@ Tensor Gemma4Model::RecordGraph(DecodeGraph& entry, const StepMetadata& step, in
   (*graph)->Replay();
   Tensor replayed = entry.logits.Rows(rows);
   if (!ops::SameBits(ops::ToHost(replayed), expected)) {
-    spdlog::error("decode graphs off: the graph of {} sequences replayed other logits than the "
-                  "step it was recorded from",
-                  num_tokens);
+    spdlog::error(
+        "decode graphs off: the graph of {} sequences replayed other logits than the "
+        "step it was recorded from",
+        num_tokens);
     use_graphs_ = false;
     ops::Copy(expected, replayed);
     return replayed;

@@ -112,7 +112,7 @@ class Gemma4Model {
   struct DecodeGraph {
     UploadBuffers upload;  // the metadata its kernels read, refilled for every replay
     std::unique_ptr<ops::DeviceGraph> graph;
-    Tensor logits;          // [shape.num_sequences, vocab] in the workspace
+    Tensor logits;            // [shape.num_sequences, vocab] in the workspace
     bool eager_only = false;  // the shape does not fit the workspace: never recorded
   };
 
@@ -124,8 +124,8 @@ class Gemma4Model {
   Tensor ForwardByGraph(const ForwardBatch& batch, const GraphShape& shape, DecodeGraph& entry,
                         KvCache& cache);
   // Records entry's graph from the eager step of `step` and checks its first replay against it.
-  Tensor RecordGraph(DecodeGraph& entry, const StepMetadata& step, int64_t num_tokens,
-                     int64_t rows, KvCache& cache);
+  Tensor RecordGraph(DecodeGraph& entry, const StepMetadata& step, int64_t num_tokens, int64_t rows,
+                     KvCache& cache);
 
   // h [num_tokens, hidden] → attention output [num_tokens, hidden] (before its post-norm).
   Tensor Attention(int64_t layer, const Tensor& x, const StepMetadata& step, KvCache& cache);

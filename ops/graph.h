@@ -25,7 +25,7 @@ class DeviceGraph {
   // Records the ops `record` calls on `device`, executing none. FAILED_PRECONDITION on the CPU
   // or in a build without CUDA; UNAVAILABLE with the runtime's message when capture failed.
   static absl::StatusOr<std::unique_ptr<DeviceGraph>> Capture(const Device& device,
-                                                             const std::function<void()>& record);
+                                                              const std::function<void()>& record);
   ~DeviceGraph();
   DeviceGraph(const DeviceGraph&) = delete;
   DeviceGraph& operator=(const DeviceGraph&) = delete;

@@ -28,7 +28,7 @@ struct SessionOptions {
   std::string precision = "f32";  // f32 (exact), or bf16 matrices and KV (GPU only)
   std::string cpu_precision = "f32";  // f32, or bf16 prefill matmuls (ops::SetCpuPrecision)
   double gpu_memory_utilization = 0.9;  // per worker process with --tp/--ep on GPUs
-  bool enforce_eager = false;   // on a GPU: no decode graphs
+  bool enforce_eager = false;           // on a GPU: no decode graphs
   int64_t max_context = 0;      // tokens per sequence the KV cache must hold
   int64_t max_sequences = 1;
   std::string log_level = "warn";  // passed on to worker processes

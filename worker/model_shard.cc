@@ -32,8 +32,8 @@ model::KvCacheOptions CacheOptions(int64_t block_size, int64_t num_pages, DType 
 ModelShard::ModelShard(LoadedShard shard, int64_t block_size, int64_t num_pages,
                        parallel::Communicator& comm, const ShardOptions& options)
     : model_(std::move(shard.config), std::move(shard.weights), comm, options.step_limits),
-      cache_(model_.weights().layers,
-             CacheOptions(block_size, num_pages, options.kv_cache_dtype), model_.weights().device),
+      cache_(model_.weights().layers, CacheOptions(block_size, num_pages, options.kv_cache_dtype),
+             model_.weights().device),
       executor_(model_, cache_, comm.rank()) {
   model_.UseDecodeGraphs(options.decode_graphs);
 }

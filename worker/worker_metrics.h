@@ -6,8 +6,8 @@
 //   gemmaserve_worker_kv_cache_bytes{rank}              gauge, KV cache this rank allocated
 //   gemmaserve_worker_up{rank}                          gauge, 1 while the process serves metrics
 //   gemmaserve_worker_ready{rank}                       gauge, 1 when attached and taking steps
-//   gemmaserve_worker_decode_graph_steps_total{rank}    counter, decode steps replayed as CUDA graphs
-//   gemmaserve_worker_decode_graphs_recorded_total{rank} counter, CUDA graphs recorded
+//   gemmaserve_worker_decode_graph_steps_total{rank}    counter, decode steps replayed as CUDA
+//   graphs gemmaserve_worker_decode_graphs_recorded_total{rank} counter, CUDA graphs recorded
 //   gemmaserve_worker_decode_graphs{rank}               gauge, CUDA graphs held
 // Expert load is not here: rank 0 sends its routing counts to the coordinator with each step.
 //

@@ -196,13 +196,13 @@ TEST(GpuBench, DISABLED_Bench31BLayerStackDecodeAndPrefill) {
   for (const bool graphs : {false, true}) {
     model.UseDecodeGraphs(graphs);
     for (int64_t batch : {int64_t{1}, sequences}) {
-      const double s = StepSeconds(model, kv.cache, kv.blocks, batch, context, false,
-                                   kv.blocks_per_sequence);
-      std::printf("decode%s, batch %ld, context %ld: %.2f ms per step (%.2f × floor), %.0f "
-                  "tokens/s\n",
-                  graphs ? " (graphs)" : " (op by op)", static_cast<long>(batch),
-                  static_cast<long>(context), s * 1e3, s / floor_s,
-                  static_cast<double>(batch) / s);
+      const double s =
+          StepSeconds(model, kv.cache, kv.blocks, batch, context, false, kv.blocks_per_sequence);
+      std::printf(
+          "decode%s, batch %ld, context %ld: %.2f ms per step (%.2f × floor), %.0f "
+          "tokens/s\n",
+          graphs ? " (graphs)" : " (op by op)", static_cast<long>(batch),
+          static_cast<long>(context), s * 1e3, s / floor_s, static_cast<double>(batch) / s);
     }
   }
   model.UseDecodeGraphs(false);

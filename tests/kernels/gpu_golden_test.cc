@@ -38,9 +38,9 @@ std::unique_ptr<TinyModel> LoadOn(const std::string& name, const Device& device,
   format.matrix_dtype = precision;
   auto weights = model::LoadWeights(*checkpoint, config, parallel::ShardPlan::Single(), format);
   EXPECT_TRUE(weights.ok()) << weights.status();
-  auto tiny = std::make_unique<TinyModel>(std::move(*weights), std::move(config),
-                                          model::StepLimits{},
-                                          device.is_cpu() ? DType::kF32 : precision, device);
+  auto tiny =
+      std::make_unique<TinyModel>(std::move(*weights), std::move(config), model::StepLimits{},
+                                  device.is_cpu() ? DType::kF32 : precision, device);
   tiny->model->UseDecodeGraphs(decode_graphs);
   return tiny;
 }
@@ -136,17 +136,22 @@ TEST_P(GpuGoldenTest, F32LastAndAllPositionLogitsWithin1e3) {
   }
 }
 
+// Op by op and through decode graphs (the dense model's decode steps replay them).
 TEST_P(GpuGoldenTest, F32GreedyTokensIdenticalDecodingAllSequencesTogether) {
-  auto gpu = LoadOn(GetParam(), Gpu(), DType::kF32);
-  const Decoded decoded = GreedyTogether(*gpu, ref_.inputs, 16);
-  for (size_t s = 0; s < ref_.inputs.size(); ++s) {
-    EXPECT_EQ(decoded.tokens[s], ref_.greedy[s]) << "sequence " << s;
-    const std::vector<float> steps = LoadGreedyStepLogits(GetParam(), s);
-    const int64_t vocab = static_cast<int64_t>(ref_.last_logits[s].size());
-    for (size_t step = 0; step < 16 && (step + 1) * vocab <= steps.size(); ++step) {
-      EXPECT_LE(MaxAbsDiff(decoded.step_logits[s][step].data(), steps.data() + step * vocab, vocab),
-                kGoldenTolerance)
-          << "sequence " << s << " step " << step;
+  for (const bool graphs : {false, true}) {
+    auto gpu = LoadOn(GetParam(), Gpu(), DType::kF32, graphs);
+    const Decoded decoded = GreedyTogether(*gpu, ref_.inputs, 16);
+    const std::string mode = graphs ? "graphs" : "op by op";
+    for (size_t s = 0; s < ref_.inputs.size(); ++s) {
+      EXPECT_EQ(decoded.tokens[s], ref_.greedy[s]) << mode << ", sequence " << s;
+      const std::vector<float> steps = LoadGreedyStepLogits(GetParam(), s);
+      const int64_t vocab = static_cast<int64_t>(ref_.last_logits[s].size());
+      for (size_t step = 0; step < 16 && (step + 1) * vocab <= steps.size(); ++step) {
+        EXPECT_LE(
+            MaxAbsDiff(decoded.step_logits[s][step].data(), steps.data() + step * vocab, vocab),
+            kGoldenTolerance)
+            << mode << ", sequence " << s << " step " << step;
+      }
     }
   }
 }
@@ -219,7 +224,9 @@ void ExpectGraphsReplayTheEagerSteps(const std::string& name, DType precision) {
       recorded_before_prefill = graphed->model->graph_stats().recorded;
       const int64_t generation = kernels::ScratchGeneration();
       std::vector<int32_t> prompt;
-      while (prompt.size() < 48) prompt.insert(prompt.end(), ref.inputs[0].begin(), ref.inputs[0].end());
+      while (prompt.size() < 48) {
+        prompt.insert(prompt.end(), ref.inputs[0].begin(), ref.inputs[0].end());
+      }
       prompt.resize(48);
       prefill(3, prompt);
       scratch_moved = kernels::ScratchGeneration() != generation;
@@ -253,8 +260,8 @@ void ExpectGraphsReplayTheEagerSteps(const std::string& name, DType precision) {
   }
   std::printf("%s %s: %lld graphs recorded, %lld steps replayed; the prefill %s the scratch\n",
               name.c_str(), std::string(DTypeName(precision)).c_str(),
-              static_cast<long long>(stats.recorded),
-              static_cast<long long>(stats.replayed), scratch_moved ? "moved" : "did not move");
+              static_cast<long long>(stats.recorded), static_cast<long long>(stats.replayed),
+              scratch_moved ? "moved" : "did not move");
 }
 
 TEST_P(GpuGoldenTest, DecodeGraphsReplayTheEagerStepsBitwiseInF32) {

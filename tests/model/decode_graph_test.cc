@@ -78,9 +78,9 @@ TEST_P(DecodeGraphLayoutTest, PaddingTokensAndSequencesAreReadByNothingAndCached
     ASSERT_EQ(padded.block_tables[g].size(), 4u * 16);
     for (int64_t s = 0; s < 4; ++s) {
       for (int64_t b = 0; b < 16; ++b) {
-        const int32_t expected =
-            s < 3 && b < batch.max_blocks[g] ? batch.block_tables[g][s * batch.max_blocks[g] + b]
-                                             : -1;
+        const int32_t expected = s < 3 && b < batch.max_blocks[g]
+                                     ? batch.block_tables[g][s * batch.max_blocks[g] + b]
+                                     : -1;
         EXPECT_EQ(padded.block_tables[g][s * 16 + b], expected) << "group " << g << " row " << s;
       }
     }
@@ -117,8 +117,8 @@ TEST_P(DecodeGraphLayoutTest, APaddedDecodeGivesTheBatchsOwnLogits) {
     for (TinyModel* tiny : {tiny_.get(), padded_model.get()}) {
       tiny->Steps({{s, 0, prompt}}, batch);
       const std::vector<float> logits = Rows(tiny->model->Forward(batch, *tiny->cache), 1)[0];
-      last[s] = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) -
-                                     logits.begin());
+      last[s] =
+          static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
     }
     cached[s] = static_cast<int64_t>(prompt.size());
   }

@@ -100,8 +100,8 @@ struct TinyModel {
       seq.num_tokens = static_cast<int64_t>(step.tokens.size());
       for (int g = 0; g < model::kNumKvGroups; ++g) {
         for (int64_t b = 0; b < kTinySlotBlocks; ++b) {
-          seq.block_tables[g].push_back(blocks->Block(0, static_cast<model::LayerKind>(g),
-                                                      step.slot * kTinySlotBlocks + b));
+          seq.block_tables[g].push_back(
+              blocks->Block(0, static_cast<model::LayerKind>(g), step.slot * kTinySlotBlocks + b));
         }
       }
       batch.sequences.push_back(std::move(seq));
