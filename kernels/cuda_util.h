@@ -6,7 +6,7 @@
 // against it), or while a CudaGraph records (kernels/graph.h), the stream it captures. Consecutive
 // ops are so ordered without events. A kernel launch is asynchronous; its errors surface at the
 // next synchronising call (ToHost, a collective), where GS_CUDA_CHECK turns them into a CHECK
-// failure naming the call. tests/kernels/launches_name_the_stream.sh fails on a launch that does
+// failure naming the call. tests/kernels/launches_name_the_stream.py fails on a launch that does
 // not name the stream.
 #pragma once
 

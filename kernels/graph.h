@@ -38,7 +38,7 @@ class CudaGraph {
   // Launches the recorded kernels, asynchronously, ordered after every earlier kernel.
   void Replay();
 
-  // Kernel and memset nodes recorded.
+  // Nodes recorded: kernels, memsets and what cuBLAS adds.
   int64_t num_nodes() const { return num_nodes_; }
 
  private:

@@ -16,7 +16,7 @@
 //
 // Decode graphs (UseDecodeGraphs; on a GPU, for a dense model in one process): a plain decode step
 // is padded to a graph shape (model/forward_batch.h, PadForGraph) and replayed as one CUDA graph
-// recorded at the first step of that shape (ops/graph.h), which saves the thousands of kernel
+// recorded at the first step of that shape (ops/graph.h), which saves the thousand-odd kernel
 // launches a step otherwise costs the host. The graph's logits are bitwise those of the same
 // padded step run op by op: the first replay of every graph is checked against the eager run it
 // was recorded from, and a mismatch turns graphs off for good (with an error in the log).
