@@ -147,6 +147,26 @@ TEST_P(DecodeGraphLayoutTest, APaddedDecodeGivesTheBatchsOwnLogits) {
   }
 }
 
+// Graphs are recorded on a GPU only: on the CPU, asking for them changes no step.
+TEST_P(DecodeGraphLayoutTest, OnTheCpuDecodeGraphsChangeNothing) {
+  auto with_graphs = TinyModel::Load(GetParam());
+  with_graphs->model->UseDecodeGraphs(true);
+  model::ForwardBatch batch;
+  const std::vector<int32_t> prompt = {2, 17, 40, 9};
+  std::vector<std::vector<float>> logits;
+  for (TinyModel* tiny : {tiny_.get(), with_graphs.get()}) {
+    tiny->Steps({{0, 0, prompt}}, batch);
+    tiny->model->Forward(batch, *tiny->cache);
+    tiny->Steps({{0, 4, {11}}}, batch);
+    logits.push_back(Rows(tiny->model->Forward(batch, *tiny->cache), 1)[0]);
+  }
+  EXPECT_EQ(logits[0], logits[1]);
+  const model::Gemma4Model::GraphStats stats = with_graphs->model->graph_stats();
+  EXPECT_EQ(stats.recorded, 0);
+  EXPECT_EQ(stats.replayed, 0);
+  EXPECT_EQ(stats.graphs, 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(TinyModels, DecodeGraphLayoutTest, ::testing::ValuesIn(TinyModelNames()),
                          TinyModelTestName());
 
