@@ -4,6 +4,7 @@
 // leak a KV block.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -226,11 +227,21 @@ TEST_F(EngineLoopTest, PromptLogprobsOverChunkedPrefillMatchTheGoldenLogits) {
 
 TEST_F(EngineLoopTest, RejectsWhatCanNeverRunAndKeepsServing) {
   StartEngine("gemma4-tiny-moe", /*num_pages=*/64);
+  // Steps wait until the duplicate is refused: the first "dup" must still be live then (the tiny
+  // model would otherwise finish its 16 tokens first on a busy machine).
+  std::atomic<bool> duplicate_refused{false};
+  step_override_ = [&](const internal::v1::StepPlan& plan)
+      -> absl::StatusOr<internal::v1::StepResult> {
+    while (!duplicate_refused) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return shard_->executor().Execute(plan);
+  };
   Request too_long = Greedy(0, /*max_tokens=*/1000);
   EXPECT_EQ(engine_->Submit(too_long).status().code(), absl::StatusCode::kInvalidArgument);
   auto live = engine_->Submit(Greedy(1, 16, "dup"));
-  ASSERT_TRUE(live.ok());
-  EXPECT_EQ(engine_->Submit(Greedy(1, 16, "dup")).status().code(), absl::StatusCode::kAlreadyExists);
+  const absl::StatusCode duplicate = engine_->Submit(Greedy(1, 16, "dup")).status().code();
+  duplicate_refused = true;
+  ASSERT_TRUE(live.ok()) << live.status();
+  EXPECT_EQ(duplicate, absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(Collect(**live).tokens, ref_.greedy[1]);
 }
 
