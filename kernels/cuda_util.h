@@ -13,14 +13,41 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <string>
 
 #include "common/check.h"
 #include "common/tensor.h"
 
-#define GS_CUDA_CHECK(expr)                                                              \
-  do {                                                                                   \
-    const cudaError_t gs_cuda_error_ = (expr);                                           \
-    CHECK(gs_cuda_error_ == cudaSuccess) << #expr << ": " << cudaGetErrorString(gs_cuda_error_); \
+namespace gemmaserve::kernels::internal {
+
+// The first call that failed while a CudaGraph recorded on this thread (kernels/graph.h).
+struct CaptureFailure {
+  std::string call;
+  std::string message;
+};
+
+// Set while a CudaGraph records on this thread: a failed CUDA or cuBLAS call is noted there (the
+// recording then fails with it, and the caller carries on without the graph) instead of failing
+// a CHECK. Nothing executes while recording, so nothing is lost but the graph.
+inline thread_local CaptureFailure* capture_failure = nullptr;
+
+// What GS_CUDA_CHECK and GS_CUBLAS_CHECK do with a failed call.
+inline void CallFailed(const char* call, const char* message) {
+  if (capture_failure != nullptr) {
+    if (capture_failure->call.empty()) *capture_failure = {call, message};
+    return;
+  }
+  CHECK(false) << call << ": " << message;
+}
+
+}  // namespace gemmaserve::kernels::internal
+
+#define GS_CUDA_CHECK(expr)                                                                   \
+  do {                                                                                        \
+    const cudaError_t gs_cuda_error_ = (expr);                                                \
+    if (gs_cuda_error_ != cudaSuccess) {                                                      \
+      ::gemmaserve::kernels::internal::CallFailed(#expr, cudaGetErrorString(gs_cuda_error_)); \
+    }                                                                                         \
   } while (false)
 
 // After a launch: reports a bad launch configuration at once.

@@ -43,14 +43,21 @@ absl::StatusOr<std::unique_ptr<CudaGraph>> CudaGraph::Capture(const Device& devi
   // other threads are not disturbed.
   cudaError_t error = cudaStreamBeginCapture(handles->stream, cudaStreamCaptureModeThreadLocal);
   if (error != cudaSuccess) return Unavailable("cudaStreamBeginCapture", error);
+  internal::CaptureFailure failure;
   {
     internal::StreamScope scope(handles->stream);
+    internal::capture_failure = &failure;
     record();
+    internal::capture_failure = nullptr;
   }
   error = cudaStreamEndCapture(handles->stream, &handles->graph);
-  if (error != cudaSuccess) {
+  if (!failure.call.empty() || error != cudaSuccess) {
     if (handles->graph != nullptr) cudaGraphDestroy(handles->graph);
-    cudaGetLastError();  // the capture's error is not sticky: clear it for the next call
+    cudaGetLastError();  // a recording's errors are not sticky: clear them for the next call
+    if (!failure.call.empty()) {
+      return absl::UnavailableError(
+          absl::StrCat("CUDA graph: while recording, ", failure.call, ": ", failure.message));
+    }
     return Unavailable("cudaStreamEndCapture", error);
   }
   size_t num_nodes = 0;

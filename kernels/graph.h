@@ -8,7 +8,8 @@
 // then, and their launch shapes are fixed; only the contents of that memory may change between
 // replays. So the recorded code must take its buffers where they stay (a Workspace, buffers the
 // caller keeps) and must not allocate, copy to or from the host, or synchronise: the runtime
-// refuses such calls during capture (CHECK failure naming the call).
+// refuses such calls during capture, and the recording fails naming the first refused call
+// (kernels/cuda_util.h: a failed call while recording is not a CHECK failure).
 //
 // The graph's stream is a blocking stream of the device: it waits for work issued before on the
 // legacy default stream, and that stream's later work waits for a replay, so a replay is ordered
@@ -28,7 +29,8 @@ namespace gemmaserve::kernels {
 class CudaGraph {
  public:
   // Records what `record` launches on `device`'s graph stream, then instantiates it. UNAVAILABLE
-  // with the runtime's message when capture or instantiation failed.
+  // with the runtime's message when a call inside `record`, the capture or the instantiation
+  // failed; `record` then ran to its end on calls that did nothing.
   static absl::StatusOr<std::unique_ptr<CudaGraph>> Capture(const Device& device,
                                                             const std::function<void()>& record);
   ~CudaGraph();

@@ -18,11 +18,12 @@ using internal::Blocks;
 using internal::CheckDType;
 using internal::UseDeviceOf;
 
-#define GS_CUBLAS_CHECK(expr)                                                   \
-  do {                                                                          \
-    const cublasStatus_t gs_cublas_status_ = (expr);                            \
-    CHECK(gs_cublas_status_ == CUBLAS_STATUS_SUCCESS)                           \
-        << #expr << ": " << cublasGetStatusString(gs_cublas_status_);          \
+#define GS_CUBLAS_CHECK(expr)                                                                \
+  do {                                                                                       \
+    const cublasStatus_t gs_cublas_status_ = (expr);                                         \
+    if (gs_cublas_status_ != CUBLAS_STATUS_SUCCESS) {                                        \
+      internal::CallFailed(#expr, cublasGetStatusString(gs_cublas_status_));                 \
+    }                                                                                        \
   } while (false)
 
 // cuBLAS's workspace: what it recommends for Hopper. Ours, not its default pool, so that eager

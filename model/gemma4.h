@@ -19,7 +19,8 @@
 // recorded at the first step of that shape (ops/graph.h), which saves the thousand-odd kernel
 // launches a step otherwise costs the host. The graph's logits are bitwise those of the same
 // padded step run op by op: the first replay of every graph is checked against the eager run it
-// was recorded from, and a mismatch turns graphs off for good (with an error in the log).
+// was recorded from; a mismatch, or a recording the runtime refused, turns graphs off for good
+// (with an error in the log) and the steps go on op by op.
 //
 // Thread-safety: Forward mutates the cache and the workspace and must not run concurrently with
 // itself.

@@ -398,7 +398,7 @@ TEST_F(GpuOpsTest, PrepareAttentionIsTheNormsRopeAndKvWriteBitwise) {
 
 // A graph of ops recorded once and replayed on its buffers' new contents gives what the ops give
 // when called; a matmul over a larger input moves the bf16 scratch the graph recorded, which
-// makes it stale.
+// makes it stale; a recording that synchronises fails without a CHECK failure.
 TEST_F(GpuOpsTest, GraphReplaysItsOpsOnTheirBuffersNewContents) {
   const int64_t rows = 4, in = 2816, out = 512;
   Tensor x = ToGpu(Random({rows, in}, rng_));
@@ -436,6 +436,19 @@ TEST_F(GpuOpsTest, GraphReplaysItsOpsOnTheirBuffersNewContents) {
   Tensor wide = ToGpu(Nan({many, out}));
   ops::Linear(ToGpu(Random({many, in}, rng_)), w, wide);
   EXPECT_TRUE((*graph)->stale());
+
+  // A recording that copies to the host fails, naming the call, and the ops work on as before.
+  const absl::StatusOr<std::unique_ptr<ops::DeviceGraph>> refused =
+      ops::DeviceGraph::Capture(Gpu(), [&] {
+        step();
+        ops::ToHost(z);
+      });
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("cudaMemcpy"), std::string::npos) << refused.status();
+  step();
+  const Tensor first = ToCpu(z);
+  step();
+  EXPECT_TRUE(ops::SameBits(ToCpu(z), first));
 }
 
 TEST_F(GpuOpsTest, RoutingOn128ExpertsTop8AndOn8Top2) {
