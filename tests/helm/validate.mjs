@@ -43,6 +43,7 @@ const kDashboardMetrics = [
   "gemmaserve_moe_expert_tokens_total",
   "gemmaserve_moe_balancedness",
   "gemmaserve_moe_rank_tokens_total",
+  "gemmaserve_worker_decode_graph_steps_total",
 ];
 
 // Throws with kubernetes-models' message when obj does not match the class's schema.
