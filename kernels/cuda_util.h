@@ -31,6 +31,20 @@ struct CaptureFailure {
 // a CHECK. Nothing executes while recording, so nothing is lost but the graph.
 inline thread_local CaptureFailure* capture_failure = nullptr;
 
+// Points capture_failure at `failure` while it lives.
+class CaptureFailureScope {
+ public:
+  explicit CaptureFailureScope(CaptureFailure* failure) : previous_(capture_failure) {
+    capture_failure = failure;
+  }
+  ~CaptureFailureScope() { capture_failure = previous_; }
+  CaptureFailureScope(const CaptureFailureScope&) = delete;
+  CaptureFailureScope& operator=(const CaptureFailureScope&) = delete;
+
+ private:
+  CaptureFailure* previous_;
+};
+
 // What GS_CUDA_CHECK and GS_CUBLAS_CHECK do with a failed call.
 inline void CallFailed(const char* call, const char* message) {
   if (capture_failure != nullptr) {

@@ -10,7 +10,8 @@ namespace gemmaserve::kernels {
 namespace {
 
 // The stream graphs of `ordinal` are captured and replayed on: one per device, made on first use
-// and kept. Blocking (cudaStreamCreate's default): ordered against the legacy default stream.
+// and kept. Blocking (cudaStreamCreate's default): ordered against the legacy default stream, which
+// is unusable, for every thread, while it captures.
 cudaStream_t GraphStream(int ordinal) {
   static std::mutex mutex;
   static std::map<int, cudaStream_t> streams;
@@ -42,13 +43,15 @@ absl::StatusOr<std::unique_ptr<CudaGraph>> CudaGraph::Capture(const Device& devi
   // Thread-local mode: this thread may not call what would synchronise (cudaMalloc, cudaMemcpy);
   // other threads are not disturbed.
   cudaError_t error = cudaStreamBeginCapture(handles->stream, cudaStreamCaptureModeThreadLocal);
-  if (error != cudaSuccess) return Unavailable("cudaStreamBeginCapture", error);
+  if (error != cudaSuccess) {
+    cudaGetLastError();  // not left for the next launch check to find
+    return Unavailable("cudaStreamBeginCapture", error);
+  }
   internal::CaptureFailure failure;
   {
-    internal::StreamScope scope(handles->stream);
-    internal::capture_failure = &failure;
+    internal::StreamScope stream(handles->stream);
+    internal::CaptureFailureScope failures(&failure);
     record();
-    internal::capture_failure = nullptr;
   }
   error = cudaStreamEndCapture(handles->stream, &handles->graph);
   if (!failure.call.empty() || error != cudaSuccess) {

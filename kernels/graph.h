@@ -7,15 +7,19 @@
 // nothing executes. What the graph reads and writes are the addresses the kernels were given
 // then, and their launch shapes are fixed; only the contents of that memory may change between
 // replays. So the recorded code must take its buffers where they stay (a Workspace, buffers the
-// caller keeps) and must not allocate, copy to or from the host, or synchronise: the runtime
-// refuses such calls during capture, and the recording fails naming the first refused call
-// (kernels/cuda_util.h: a failed call while recording is not a CHECK failure).
+// caller keeps) and must not copy to or from the host or synchronise: the runtime refuses such
+// calls during capture, and the recording fails naming the first refused call
+// (kernels/cuda_util.h: a failed call while recording is not a CHECK failure). Nor may it allocate
+// device memory, which is a CHECK failure as everywhere (common/tensor.cc): run the same ops once
+// before recording them, so that every buffer they keep exists.
 //
 // The graph's stream is a blocking stream of the device: it waits for work issued before on the
 // legacy default stream, and that stream's later work waits for a replay, so a replay is ordered
 // between eager steps like any kernel.
 //
-// Thread-safety: one thread captures and replays a device's graphs.
+// Thread-safety: one thread captures and replays a device's graphs, and while it records no other
+// thread may use the device's legacy stream (the runtime refuses that while a blocking stream
+// captures; no other thread of a worker touches the GPU).
 #pragma once
 
 #include <functional>
